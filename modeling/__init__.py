@@ -1,0 +1,22 @@
+"""Model definitions of ttt-hf (installed as `ttt_hf.modeling`; copied to the Hub as remote code)."""
+
+from .configuration_ttt_vit import PRESETS, TTTViTConfig
+from .image_processing_ttt_vit import TTTViTImageProcessor
+from .modeling_ttt_vit import (
+    TTTViTForImageClassification,
+    TTTViTImageClassifierOutput,
+    TTTViTModel,
+    TTTViTModelOutput,
+    TTTViTPreTrainedModel,
+)
+
+__all__ = [
+    "PRESETS",
+    "TTTViTConfig",
+    "TTTViTForImageClassification",
+    "TTTViTImageClassifierOutput",
+    "TTTViTImageProcessor",
+    "TTTViTModel",
+    "TTTViTModelOutput",
+    "TTTViTPreTrainedModel",
+]

@@ -1,0 +1,319 @@
+"""TTT-ViT: the paper's pre-LN ViT (no class token, mean pooling, tanh pre-logits, zero-init head) whose
+token mixer is chosen by `config.mixer` (see ttt_layers.py)."""
+
+import os
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from transformers import PreTrainedModel
+from transformers import initialization as init
+from transformers.modeling_layers import GradientCheckpointingLayer
+from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
+from transformers.utils.generic import can_return_tuple
+
+from .configuration_ttt_vit import TTTViTConfig
+from .image_processing_ttt_vit import TTTViTImageProcessor
+from .ttt_layers import MIXERS, TTTMixer
+
+
+AUTO_MAP = {
+    "AutoConfig": "configuration_ttt_vit.TTTViTConfig",
+    "AutoModel": "modeling_ttt_vit.TTTViTModel",
+    "AutoModelForImageClassification": "modeling_ttt_vit.TTTViTForImageClassification",
+    "AutoImageProcessor": "image_processing_ttt_vit.TTTViTImageProcessor",
+}
+
+
+@dataclass
+class TTTViTModelOutput(BaseModelOutputWithPooling):
+    r"""
+    inner_losses (`tuple(torch.FloatTensor)`, one per TTT layer, *optional*):
+        Returned with `output_inner_losses=True`: each `[batch_size, num_heads, inner_steps + 1]`, the inner
+        reconstruction loss on all tokens at W_0, W_1, ..., W_T (before and after every inner step).
+    """
+
+    inner_losses: tuple[torch.FloatTensor, ...] | None = None
+
+
+@dataclass
+class TTTViTImageClassifierOutput(ImageClassifierOutput):
+    r"""
+    inner_losses (`tuple(torch.FloatTensor)`, *optional*): as in [`TTTViTModelOutput`].
+    """
+
+    inner_losses: tuple[torch.FloatTensor, ...] | None = None
+
+
+def sincos_2d_position_embedding(grid: int, width: int, temperature: float = 10_000.0) -> torch.Tensor:
+    """Fixed 2-D sin-cos embedding of a grid x grid token map, [grid * grid, width] (big_vision's layout)."""
+    if width % 4:
+        raise ValueError(f"`hidden_size` must be divisible by 4 for sincos2d position embeddings, got {width}.")
+    y, x = torch.meshgrid(torch.arange(grid), torch.arange(grid), indexing="ij")
+    omega = 1.0 / temperature ** (torch.arange(width // 4) / (width // 4 - 1 if width > 4 else 1))
+    y = y.flatten()[:, None] * omega[None, :]
+    x = x.flatten()[:, None] * omega[None, :]
+    return torch.cat([x.sin(), x.cos(), y.sin(), y.cos()], dim=1).float()
+
+
+class TTTViTEmbeddings(nn.Module):
+    """Patchify with a strided convolution and add position embeddings; checks the pixels it is given."""
+
+    def __init__(self, config: TTTViTConfig):
+        super().__init__()
+        self.config = config
+        d, grid = config.hidden_size, config.image_size // config.patch_size
+        self.patch_embeddings = nn.Conv2d(config.num_channels, d, config.patch_size, stride=config.patch_size)
+        if config.position_embedding == "learned":
+            self.position_embeddings = nn.Parameter(torch.zeros(1, grid * grid, d))
+        else:
+            self.register_buffer("position_embeddings", sincos_2d_position_embedding(grid, d)[None], persistent=False)
+
+    def _check(self, pixel_values, interpolate_pos_encoding):
+        config = self.config
+        if pixel_values.ndim != 4:
+            raise ValueError(
+                f"`pixel_values` must be [batch, {config.num_channels}, height, width], got shape "
+                f"{tuple(pixel_values.shape)}."
+            )
+        _, channels, height, width = pixel_values.shape
+        if channels != config.num_channels:
+            raise ValueError(
+                f"Expected {config.num_channels} channels (`config.num_channels`), got pixel_values of shape "
+                f"{tuple(pixel_values.shape)}."
+            )
+        if not interpolate_pos_encoding and (height, width) != (config.image_size, config.image_size):
+            raise ValueError(
+                f"Expected images of {config.image_size}x{config.image_size} (`config.image_size`), got "
+                f"{height}x{width}. Resize them (the model's image processor does), or pass "
+                "`interpolate_pos_encoding=True`."
+            )
+        if height % config.patch_size or width % config.patch_size:
+            raise ValueError(
+                f"Image size {height}x{width} is not divisible by `config.patch_size` ({config.patch_size})."
+            )
+        if not torch.compiler.is_compiling() and not torch.isfinite(pixel_values).all():
+            raise ValueError("`pixel_values` contains NaN or infinite values.")
+
+    def position_embedding_for(self, grid_h: int, grid_w: int) -> torch.Tensor:
+        """Position embeddings [1, grid_h * grid_w, d] for a token grid other than the configured one."""
+        d, grid = self.config.hidden_size, self.config.image_size // self.config.patch_size
+        if (grid_h, grid_w) == (grid, grid):
+            return self.position_embeddings
+        if self.config.position_embedding == "sincos2d" and grid_h == grid_w:
+            return sincos_2d_position_embedding(grid_h, d)[None].to(self.position_embeddings)
+        pos = self.position_embeddings.reshape(1, grid, grid, d).permute(0, 3, 1, 2)  # [1, d, g, g]
+        pos = nn.functional.interpolate(pos, size=(grid_h, grid_w), mode="bicubic", align_corners=False)
+        return pos.permute(0, 2, 3, 1).reshape(1, grid_h * grid_w, d)
+
+    def forward(self, pixel_values: torch.Tensor, interpolate_pos_encoding: bool = False) -> torch.Tensor:
+        self._check(pixel_values, interpolate_pos_encoding)
+        x = self.patch_embeddings(pixel_values.to(self.patch_embeddings.weight.dtype))  # [B, d, h, w]
+        grid_h, grid_w = x.shape[-2:]
+        x = x.flatten(2).transpose(1, 2)  # [B, N, d]
+        return x + self.position_embedding_for(grid_h, grid_w).to(x.dtype)
+
+
+class TTTViTMLP(nn.Module):
+    def __init__(self, config: TTTViTConfig):
+        super().__init__()
+        self.fc1 = nn.Linear(config.hidden_size, config.intermediate_size)
+        self.fc2 = nn.Linear(config.intermediate_size, config.hidden_size)
+
+    def forward(self, x):
+        return self.fc2(nn.functional.gelu(self.fc1(x), approximate="tanh"))
+
+
+class TTTViTLayer(GradientCheckpointingLayer):
+    """Pre-LN block: x + Mixer(LN(x)), then x + MLP(LN(x))."""
+
+    def __init__(self, config: TTTViTConfig, layer_idx: int):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.mixer = MIXERS[config.mixer](config, layer_idx)
+        self.norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.mlp = TTTViTMLP(config)
+
+    def forward(self, hidden_states, output_inner_losses: bool = False):
+        mixed, inner_losses = self.mixer(self.norm1(hidden_states), output_inner_losses)
+        hidden_states = hidden_states + mixed
+        hidden_states = hidden_states + self.mlp(self.norm2(hidden_states))
+        return hidden_states, inner_losses
+
+
+class TTTViTPreTrainedModel(PreTrainedModel):
+    config_class = TTTViTConfig
+    config: TTTViTConfig
+    base_model_prefix = "ttt_vit"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    supports_gradient_checkpointing = True
+    _no_split_modules = ["TTTViTEmbeddings", "TTTViTLayer"]
+    _supports_sdpa = True
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """Save as usual, plus an `auto_map` for every Auto class (so `trust_remote_code=True` loads the model
+        without ttt_hf installed) and, unless one is there already, the image processor the pipeline needs."""
+        self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **AUTO_MAP}
+        super().save_pretrained(save_directory, *args, **kwargs)
+        if kwargs.get("is_main_process", True) and not os.path.exists(os.path.join(save_directory, "preprocessor_config.json")):
+            TTTViTImageProcessor.for_image_size(self.config.image_size, self.config.num_channels).save_pretrained(
+                save_directory
+            )
+
+    def _init_weights(self, module):
+        """big_vision's ViT init: xavier-uniform kernels, zero biases, LN to identity, zero head."""
+        if isinstance(module, nn.Linear) and module is getattr(self, "classifier", None):
+            init.zeros_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, nn.Linear):
+            init.xavier_uniform_(module.weight)
+            if module.bias is not None:
+                init.zeros_(module.bias)
+        elif isinstance(module, nn.Conv2d):
+            init.lecun_normal_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, nn.LayerNorm):
+            init.ones_(module.weight)
+            init.zeros_(module.bias)
+        elif isinstance(module, TTTViTEmbeddings):
+            if isinstance(module.position_embeddings, nn.Parameter):
+                init.normal_(module.position_embeddings, std=module.config.hidden_size**-0.5)
+            else:  # the fixed sin-cos table is a non-persistent buffer: rebuild it after loading too
+                grid = self.config.image_size // self.config.patch_size
+                init.copy_(module.position_embeddings, sincos_2d_position_embedding(grid, self.config.hidden_size)[None])
+        elif isinstance(module, TTTMixer):
+            heads, k, d = module.value_weight.shape
+            bound = (6.0 / (k + d)) ** 0.5  # xavier-uniform per head
+            init.uniform_(module.value_weight, -bound, bound)
+            init.zeros_(module.value_bias)
+            if self.config.decoder_layer_norm:
+                init.ones_(module.decoder_norm_weight)
+                init.zeros_(module.decoder_norm_bias)
+            for param in module.inner_init_params():
+                if param.ndim == 3 and self.config.mixer == "ttt_mlp":
+                    bound = (6.0 / (param.shape[1] + param.shape[2])) ** 0.5
+                    init.uniform_(param, -bound, bound)
+                else:  # MLP biases, and MTTT-Linear's W_0 = 0
+                    init.zeros_(param)
+
+
+class TTTViTModel(TTTViTPreTrainedModel):
+    """Embeddings, blocks, final LayerNorm; `pooler_output` is tanh(Linear(mean over tokens))."""
+
+    def __init__(self, config: TTTViTConfig, add_pooling_layer: bool = True):
+        super().__init__(config)
+        self.embeddings = TTTViTEmbeddings(config)
+        self.layers = nn.ModuleList([TTTViTLayer(config, i) for i in range(config.num_hidden_layers)])
+        self.layernorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.pooler = nn.Linear(config.hidden_size, config.hidden_size) if add_pooling_layer else None
+        self.post_init()
+
+    def get_input_embeddings(self):
+        return self.embeddings.patch_embeddings
+
+    @can_return_tuple
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        interpolate_pos_encoding: bool | None = None,
+        output_hidden_states: bool | None = None,
+        output_inner_losses: bool | None = None,
+        **kwargs,
+    ) -> TTTViTModelOutput:
+        r"""
+        pixel_values (`torch.FloatTensor` of shape `(batch_size, num_channels, image_size, image_size)`):
+            Images in [-1, 1], as the model's image processor makes them.
+        interpolate_pos_encoding (`bool`, *optional*): accept other image sizes by resampling the position
+            embeddings (sin-cos embeddings are recomputed exactly for square grids).
+        output_hidden_states (`bool`, *optional*): also return the embeddings and every block's output.
+        output_inner_losses (`bool`, *optional*): also return every TTT layer's inner loss before and after
+            each inner step (computed only when asked).
+        """
+        if pixel_values is None:
+            raise ValueError("You have to specify `pixel_values`.")
+        if output_hidden_states is None:
+            output_hidden_states = self.config.output_hidden_states
+        hidden_states = self.embeddings(pixel_values, bool(interpolate_pos_encoding))  # [B, N, d]
+        all_hidden = [hidden_states] if output_hidden_states else None
+        inner_losses = [] if output_inner_losses else None
+        for layer in self.layers:
+            hidden_states, losses = layer(hidden_states, bool(output_inner_losses))
+            if all_hidden is not None:
+                all_hidden.append(hidden_states)
+            if inner_losses is not None and losses is not None:
+                inner_losses.append(losses)
+        sequence_output = self.layernorm(hidden_states)
+        pooled = torch.tanh(self.pooler(sequence_output.mean(1))) if self.pooler is not None else None  # [B, d]
+        return TTTViTModelOutput(
+            last_hidden_state=sequence_output,
+            pooler_output=pooled,
+            hidden_states=tuple(all_hidden) if all_hidden is not None else None,
+            inner_losses=tuple(inner_losses) if inner_losses is not None else None,
+        )
+
+
+class TTTViTForImageClassification(TTTViTPreTrainedModel):
+    """TTT-ViT with a (zero-initialised) linear head on the tanh pre-logits."""
+
+    def __init__(self, config: TTTViTConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.ttt_vit = TTTViTModel(config)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
+        self.post_init()
+
+    def _check_labels(self, labels):
+        if torch.compiler.is_compiling() or labels.is_floating_point() or self.config.num_labels <= 1:
+            return
+        valid = labels[labels != -100]
+        if valid.numel() and (valid.min() < 0 or valid.max() >= self.config.num_labels):
+            raise ValueError(
+                f"`labels` must be in [0, {self.config.num_labels - 1}] (`config.num_labels` = "
+                f"{self.config.num_labels}) or -100 (ignored); got values from {int(valid.min())} to "
+                f"{int(valid.max())}."
+            )
+
+    @can_return_tuple
+    def forward(
+        self,
+        pixel_values: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        interpolate_pos_encoding: bool | None = None,
+        output_hidden_states: bool | None = None,
+        output_inner_losses: bool | None = None,
+        **kwargs,
+    ) -> TTTViTImageClassifierOutput:
+        r"""
+        labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*): class indices in
+            `[0, config.num_labels)`; the loss is cross-entropy (or as `config.problem_type` says). Trainer's
+            `num_items_in_batch` is honoured, so gradient accumulation matches a larger batch.
+        """
+        if labels is not None:
+            self._check_labels(labels)
+        outputs = self.ttt_vit(
+            pixel_values,
+            interpolate_pos_encoding=interpolate_pos_encoding,
+            output_hidden_states=output_hidden_states,
+            output_inner_losses=output_inner_losses,
+        )
+        logits = self.classifier(outputs.pooler_output)  # [B, num_labels]
+        loss = self.loss_function(labels, logits, self.config, **kwargs) if labels is not None else None
+        return TTTViTImageClassifierOutput(
+            loss=loss, logits=logits, hidden_states=outputs.hidden_states, inner_losses=outputs.inner_losses
+        )
+
+
+# save_pretrained copies these classes' files (and their `from .x` imports) next to the weights as remote code.
+TTTViTConfig.register_for_auto_class()
+TTTViTImageProcessor.register_for_auto_class("AutoImageProcessor")
+TTTViTModel.register_for_auto_class("AutoModel")
+TTTViTForImageClassification.register_for_auto_class("AutoModelForImageClassification")
+
+__all__ = [
+    "TTTViTForImageClassification",
+    "TTTViTImageClassifierOutput",
+    "TTTViTModel",
+    "TTTViTModelOutput",
+    "TTTViTPreTrainedModel",
+]

@@ -1,0 +1,301 @@
+"""Token mixers of TTT-ViT: the MTTT inner loop (MLP and linear learners) and the attention baselines.
+
+Every mixer maps the block's normalised tokens `x` [B, N, d] to new tokens [B, N, d]. Shapes use B batch,
+H heads, N tokens, d width, k = d / H head width, m = hidden width of the MLP learner.
+
+The MTTT layer (Sun et al., arXiv 2310.13807, section 4) trains, per image and per head, a learner
+f(.; W) on the reconstruction loss
+
+    loss_h(W) = 1 / (2 n k) * || DecLN(f(phi_h(x); W) g_h + g_bias) - x ||^2        (n tokens in the step)
+
+by `inner_steps` gradient steps from a shared W_0, then outputs sum_h f(psi_h(x); W_T) h_h + h_bias.
+phi, psi and g are the paper's theta_K, theta_Q and theta_V, so they are called key, query and value here.
+The inner gradient is written out by hand (`reconstruction_grad`) as ordinary differentiable tensor ops,
+batched over B x H: the outer loop's autograd differentiates through it (second order) without the cost
+of `create_graph=True`, and a float64 test proves it equal to `torch.autograd.grad`.
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+_GELU_C = math.sqrt(2.0 / math.pi)
+
+
+def gelu_tanh(a: torch.Tensor) -> torch.Tensor:
+    return 0.5 * a * (1.0 + torch.tanh(_GELU_C * (a + 0.044715 * a**3)))
+
+
+def gelu_tanh_grad(a: torch.Tensor) -> torch.Tensor:
+    """d gelu_tanh / d a, elementwise."""
+    t = torch.tanh(_GELU_C * (a + 0.044715 * a**3))
+    return 0.5 * (1.0 + t) + 0.5 * a * (1.0 - t * t) * _GELU_C * (1.0 + 3 * 0.044715 * a * a)
+
+
+class LinearLearner:
+    """MTTT-Linear's learner f(z; W) = z W with W [.., H, k, k]; W_0 = 0 in the paper."""
+
+    @staticmethod
+    def init_shapes(k: int, hidden_ratio: int) -> list[tuple[int, ...]]:
+        return [(k, k)]
+
+    @staticmethod
+    def forward(z, params):
+        (w,) = params
+        return z @ w, None  # [B, H, n, k]
+
+    @staticmethod
+    def backward(grad_out, z, cache, params):
+        return (z.transpose(-1, -2) @ grad_out,)  # [B, H, k, k]
+
+
+class MLPLearner:
+    """MTTT-MLP's learner f(z; W) = gelu(z W1 + b1) W2 + b2, widths k -> m -> k, no residual, no norm."""
+
+    @staticmethod
+    def init_shapes(k: int, hidden_ratio: int) -> list[tuple[int, ...]]:
+        m = hidden_ratio * k
+        return [(k, m), (m,), (m, k), (k,)]
+
+    @staticmethod
+    def forward(z, params):
+        w1, b1, w2, b2 = params
+        a = z @ w1 + b1.unsqueeze(-2)  # [B, H, n, m]
+        u = gelu_tanh(a)
+        return u @ w2 + b2.unsqueeze(-2), (a, u)  # [B, H, n, k]
+
+    @staticmethod
+    def backward(grad_out, z, cache, params):
+        _, _, w2, _ = params
+        a, u = cache
+        grad_a = (grad_out @ w2.transpose(-1, -2)) * gelu_tanh_grad(a)  # [B, H, n, m]
+        return (
+            z.transpose(-1, -2) @ grad_a,  # [B, H, k, m]
+            grad_a.sum(-2),  # [B, H, m]
+            u.transpose(-1, -2) @ grad_out,  # [B, H, m, k]
+            grad_out.sum(-2),  # [B, H, k]
+        )
+
+
+LEARNERS = {"ttt_mlp": MLPLearner, "ttt_linear": LinearLearner}
+
+
+class ReconstructionTask:
+    """The inner loop's self-supervised task for one layer: decode f's output back to the input tokens.
+
+    value_weight [H, k, d] and value_bias [d] are g_h and g_bias; ln_weight/ln_bias [H, d] are the decoder
+    LayerNorm of every head (None: no decoder LN). Nothing here is trained by the inner loop.
+    """
+
+    def __init__(self, learner, value_weight, value_bias, ln_weight=None, ln_bias=None, eps=1e-6):
+        self.learner, self.value_weight, self.value_bias = learner, value_weight, value_bias
+        self.ln_weight, self.ln_bias, self.eps = ln_weight, ln_bias, eps
+
+    def _decode(self, f):
+        r = f @ self.value_weight + self.value_bias  # [B, H, n, k] @ [H, k, d] -> [B, H, n, d]
+        if self.ln_weight is None:
+            return r, None
+        mu = r.mean(-1, keepdim=True)
+        rstd = torch.rsqrt(r.var(-1, unbiased=False, keepdim=True) + self.eps)
+        xhat = (r - mu) * rstd
+        return xhat * self.ln_weight.unsqueeze(-2) + self.ln_bias.unsqueeze(-2), (xhat, rstd)
+
+    def loss(self, params, z, target):
+        """Per-head loss [B, H] of the learner `params` on tokens z [B, H, n, k] with targets [B, *, n, d]."""
+        f, _ = self.learner.forward(z, params)
+        y, _ = self._decode(f)
+        return 0.5 * (y - target).pow(2).sum((-2, -1)) / (z.shape[-2] * z.shape[-1])
+
+    def grad(self, params, z, target):
+        """d loss / d params, written out (the sum over B x H of `loss` differentiated per image and head)."""
+        f, cache = self.learner.forward(z, params)
+        y, ln_cache = self._decode(f)
+        grad_y = (y - target) / (z.shape[-2] * z.shape[-1])  # [B, H, n, d]
+        if ln_cache is not None:
+            xhat, rstd = ln_cache
+            gy = grad_y * self.ln_weight.unsqueeze(-2)
+            grad_y = rstd * (gy - gy.mean(-1, keepdim=True) - xhat * (gy * xhat).mean(-1, keepdim=True))
+        grad_f = grad_y @ self.value_weight.transpose(-1, -2)  # [B, H, n, k]
+        return self.learner.backward(grad_f, z, cache, params)
+
+
+def inner_loop(task, init_params, keys, targets, lrs, perm=None, return_losses=False):
+    """Train the learner from `init_params` ([1 or B, H, ...] each) on keys [B, H, N, k] -> targets [B, N, d].
+
+    perm [1 or B, H, N] (token order per head) switches on shuffled mini-batches: step t of T uses tokens
+    perm[..., t*n:(t+1)*n] with n = N // T. Without it every step uses all N tokens.
+    Returns the final params and, if asked, the full-batch loss [B, H, T + 1] at W_0 .. W_T (no grad).
+    """
+    targets = targets.unsqueeze(1)  # [B, 1, N, d]: every head reconstructs the full-width token
+    num_steps = len(lrs)
+    if perm is not None:
+        n = keys.shape[2] // num_steps
+        batch, heads = keys.shape[:2]
+        idx = perm.expand(batch, heads, -1)[..., : n * num_steps]
+        keys_s = keys.gather(2, idx.unsqueeze(-1).expand(-1, -1, -1, keys.shape[-1]))  # [B, H, T*n, k]
+        targets_s = targets.expand(-1, heads, -1, -1).gather(2, idx.unsqueeze(-1).expand(-1, -1, -1, targets.shape[-1]))
+    params, losses = list(init_params), []
+    for t, lr in enumerate(lrs):
+        if return_losses:
+            with torch.no_grad():
+                losses.append(task.loss(params, keys, targets))
+        if perm is None:
+            z, y = keys, targets
+        else:
+            z, y = keys_s[:, :, t * n : (t + 1) * n], targets_s[:, :, t * n : (t + 1) * n]
+        grads = task.grad(params, z, y)
+        params = [p - lr * g for p, g in zip(params, grads)]
+    if return_losses:
+        with torch.no_grad():
+            losses.append(task.loss(params, keys, targets))
+        return params, torch.stack(losses, -1)
+    return params, None
+
+
+def _split_heads(x, heads):
+    batch, tokens, width = x.shape
+    return x.view(batch, tokens, heads, width // heads).transpose(1, 2)  # [B, N, d] -> [B, H, N, k]
+
+
+def _merge_heads(x):
+    batch, heads, tokens, k = x.shape
+    return x.transpose(1, 2).reshape(batch, tokens, heads * k)  # [B, H, N, k] -> [B, N, d]
+
+
+class TTTMixer(nn.Module):
+    """MTTT-MLP or MTTT-Linear: one inner loop, the learner chosen by `config.mixer`."""
+
+    def __init__(self, config, layer_idx: int = 0):
+        super().__init__()
+        d, heads = config.hidden_size, config.num_attention_heads
+        k = d // heads
+        self.config, self.layer_idx, self.num_heads = config, layer_idx, heads
+        self.learner = LEARNERS[config.mixer]
+        self.key = nn.Linear(d, d)  # phi_h for all heads
+        self.query = nn.Linear(d, d)  # psi_h for all heads
+        self.value_weight = nn.Parameter(torch.empty(heads, k, d))  # g_h
+        self.value_bias = nn.Parameter(torch.zeros(d))  # g_bias, shared by the heads
+        self.output = nn.Linear(d, d)  # [h_1 .. h_H] on the concatenated heads, bias h_bias
+        if config.decoder_layer_norm:
+            self.decoder_norm_weight = nn.Parameter(torch.ones(heads, d))
+            self.decoder_norm_bias = nn.Parameter(torch.zeros(heads, d))
+        # W_0 of every head: trained parameters, or frozen buffers saved with the weights.
+        self.inner_init_names = []
+        for i, shape in enumerate(self.learner.init_shapes(k, config.inner_hidden_ratio)):
+            name = f"inner_init_{i}"
+            tensor = torch.zeros(heads, *shape)
+            if config.learn_inner_init:
+                self.register_parameter(name, nn.Parameter(tensor))
+            else:
+                self.register_buffer(name, tensor)
+            self.inner_init_names.append(name)
+        self._fixed_perms = {}
+
+    def inner_init_params(self):
+        return [getattr(self, name) for name in self.inner_init_names]
+
+    def reconstruction_task(self) -> ReconstructionTask:
+        ln = self.config.decoder_layer_norm
+        return ReconstructionTask(
+            self.learner,
+            self.value_weight,
+            self.value_bias,
+            self.decoder_norm_weight if ln else None,
+            self.decoder_norm_bias if ln else None,
+            self.config.layer_norm_eps,
+        )
+
+    def _permutation(self, batch, tokens, device):
+        """Token order per head for shuffled batching: fresh per image when training (or when asked)."""
+        if self.training or self.config.inner_shuffle_eval == "random":
+            return torch.rand(batch, self.num_heads, tokens, device=device).argsort(-1)
+        key = (tokens, str(device))
+        if key not in self._fixed_perms:
+            gen = torch.Generator().manual_seed(self.config.inner_shuffle_seed * 100_003 + self.layer_idx)
+            perm = torch.rand(1, self.num_heads, tokens, generator=gen).argsort(-1)
+            self._fixed_perms[key] = perm.to(device)
+        return self._fixed_perms[key]
+
+    def forward(self, x, return_inner_losses: bool = False):
+        batch, tokens, _ = x.shape
+        keys = _split_heads(self.key(x), self.num_heads)  # [B, H, N, k]
+        queries = _split_heads(self.query(x), self.num_heads)  # [B, H, N, k]
+        init = [p.unsqueeze(0) for p in self.inner_init_params()]  # [1, H, ...]
+        perm = None
+        if self.config.inner_batching == "shuffled":
+            if self.config.inner_steps > tokens:
+                raise ValueError(
+                    f"`inner_batching='shuffled'` needs at least `inner_steps` ({self.config.inner_steps}) "
+                    f"tokens per image, got {tokens}."
+                )
+            perm = self._permutation(batch, tokens, x.device)
+        params, losses = inner_loop(
+            self.reconstruction_task(), init, keys, x, self.config.inner_lrs(), perm, return_inner_losses
+        )
+        out, _ = self.learner.forward(queries, params)  # [B, H, N, k]
+        return self.output(_merge_heads(out)), losses
+
+
+def nadaraya_watson(queries, keys, values, scale):
+    """Kernel regression with kernel exp(scale * q . k): the learner that softmax attention "trains".
+
+    Fitting it is free (it stores the training pairs (k_i, v_i)); predicting at q_j is the kernel-weighted
+    mean of the v_i. This is the paper's view of self-attention as an inner loop (section 3.2).
+    """
+    logits = scale * queries @ keys.transpose(-1, -2)  # [B, H, N, N]
+    kernel = torch.exp(logits - logits.amax(-1, keepdim=True))
+    return (kernel @ values) / kernel.sum(-1, keepdim=True)
+
+
+class SelfAttentionMixer(nn.Module):
+    """Softmax self-attention (SDPA by default; `attn_implementation="eager"` runs the explicit kernel form)."""
+
+    def __init__(self, config, layer_idx: int = 0):
+        super().__init__()
+        d = config.hidden_size
+        self.config, self.num_heads = config, config.num_attention_heads
+        self.query, self.key, self.value, self.output = (nn.Linear(d, d) for _ in range(4))
+
+    def forward(self, x, return_inner_losses: bool = False):
+        q, k, v = (_split_heads(proj(x), self.num_heads) for proj in (self.query, self.key, self.value))
+        if getattr(self.config, "_attn_implementation", None) == "eager":
+            out = nadaraya_watson(q, k, v, q.shape[-1] ** -0.5)
+        else:
+            out = F.scaled_dot_product_attention(q, k, v)  # [B, H, N, k]
+        return self.output(_merge_heads(out)), None
+
+
+class LinearAttentionMixer(nn.Module):
+    """Linear attention y_j = sum_i (q_j . k_i) v_i / Z_j, computed keys-first (cost linear in N).
+
+    Z_j = N k (constant, the official MTTT code's normaliser) or q_j . sum_i k_i (adaptive); the feature map
+    on q and k is the identity or elu + 1 (Katharopoulos et al., 2020).
+    """
+
+    def __init__(self, config, layer_idx: int = 0):
+        super().__init__()
+        d = config.hidden_size
+        self.config, self.num_heads = config, config.num_attention_heads
+        self.query, self.key, self.value, self.output = (nn.Linear(d, d) for _ in range(4))
+
+    def forward(self, x, return_inner_losses: bool = False):
+        q, k, v = (_split_heads(proj(x), self.num_heads) for proj in (self.query, self.key, self.value))
+        if self.config.linear_attention_feature_map == "elu_plus_one":
+            q, k = F.elu(q) + 1, F.elu(k) + 1
+        kv = k.transpose(-1, -2) @ v  # [B, H, k, k]
+        out = q @ kv  # [B, H, N, k]
+        if self.config.linear_attention_normalizer == "constant":
+            out = out / (q.shape[-2] * q.shape[-1])
+        else:
+            out = out / (q @ k.sum(-2, keepdim=True).transpose(-1, -2)).clamp_min(1e-6)
+        return self.output(_merge_heads(out)), None
+
+
+MIXERS = {
+    "ttt_mlp": TTTMixer,
+    "ttt_linear": TTTMixer,
+    "self_attention": SelfAttentionMixer,
+    "linear_attention": LinearAttentionMixer,
+}

@@ -1,0 +1,37 @@
+"""ttt-hf: test-time-training vision transformers for the Hugging Face ecosystem.
+
+Importing the package registers the TTT-ViT classes with transformers' Auto classes, so that
+`AutoConfig`, `AutoModel`, `AutoModelForImageClassification`, `AutoImageProcessor` and
+`pipeline("image-classification")` load TTT-ViT checkpoints without `trust_remote_code`.
+"""
+
+from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageClassification
+
+from .modeling import (
+    PRESETS,
+    TTTViTConfig,
+    TTTViTForImageClassification,
+    TTTViTImageClassifierOutput,
+    TTTViTImageProcessor,
+    TTTViTModel,
+    TTTViTModelOutput,
+    TTTViTPreTrainedModel,
+)
+
+__version__ = "0.1.0"
+
+AutoConfig.register(TTTViTConfig.model_type, TTTViTConfig, exist_ok=True)
+AutoModel.register(TTTViTConfig, TTTViTModel, exist_ok=True)
+AutoModelForImageClassification.register(TTTViTConfig, TTTViTForImageClassification, exist_ok=True)
+AutoImageProcessor.register(TTTViTConfig, image_processor_classes={"pil": TTTViTImageProcessor}, exist_ok=True)
+
+__all__ = [
+    "PRESETS",
+    "TTTViTConfig",
+    "TTTViTForImageClassification",
+    "TTTViTImageClassifierOutput",
+    "TTTViTImageProcessor",
+    "TTTViTModel",
+    "TTTViTModelOutput",
+    "TTTViTPreTrainedModel",
+]
