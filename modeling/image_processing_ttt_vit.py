@@ -26,10 +26,13 @@ def _to_mode(image: Image.Image, mode: str) -> Image.Image:
         rgba = image.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, rgba)
-    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):  # 16/32-bit grey: bring to 8 bits
         array = np.asarray(image, dtype=np.float64)
-        span = max(array.max() - array.min(), 1e-12)
-        image = Image.fromarray(np.uint8(np.round(255 * (array - array.min()) / span)))
+        if image.mode == "F" and array.max() <= 1.0:
+            array = array * 255.0  # floats in [0, 1]
+        elif array.max() > 255:
+            array = array / 257.0  # 16-bit range 0..65535
+        image = Image.fromarray(np.uint8(np.clip(np.round(array), 0, 255)))
     return image if image.mode == mode else image.convert(mode)
 
 

@@ -1,0 +1,145 @@
+"""The analytic inner gradient against autograd, and the outer gradient through the inner loop."""
+
+import pytest
+import torch
+from torch.func import functional_call
+
+from ttt_hf.modeling.ttt_layers import (
+    LinearLearner,
+    MLPLearner,
+    ReconstructionTask,
+    TTTMixer,
+    gelu_tanh,
+    gelu_tanh_grad,
+    inner_loop,
+)
+
+from .conftest import tiny_config
+
+B, H, N, K, D = 2, 3, 7, 4, 12
+
+
+def random_task(learner, decoder_ln, dtype=torch.float64):
+    g = torch.Generator().manual_seed(1)
+    rand = lambda *shape: torch.randn(*shape, generator=g, dtype=dtype)  # noqa: E731
+    ln = (1 + 0.3 * rand(H, D), 0.3 * rand(H, D)) if decoder_ln else (None, None)
+    task = ReconstructionTask(learner, 0.5 * rand(H, K, D), 0.3 * rand(D), *ln, eps=1e-6)
+    shapes = learner.init_shapes(K, 4)
+    params = [0.5 * rand(B, H, *shape) for shape in shapes]  # per image and head, as after a first step
+    return task, params, rand(B, H, N, K), rand(B, 1, N, D)
+
+
+def naive_inner_loop(task, init_params, keys, targets, lrs, perm=None):
+    """The reference: autograd.grad(create_graph=True) on the loss, step by step, per image and head."""
+    batch = keys.shape[0]
+    params = [p.expand(batch, *p.shape[1:]).clone() for p in init_params]
+    params = [p if p.requires_grad else p.requires_grad_() for p in params]
+    targets = targets.unsqueeze(1).expand(-1, keys.shape[1], -1, -1)  # [B, H, N, d]
+    if perm is not None:
+        n = keys.shape[2] // len(lrs)
+        idx = perm.expand(batch, keys.shape[1], -1)
+        keys = torch.stack([keys[b, h, idx[b, h]] for b in range(batch) for h in range(keys.shape[1])])
+        targets = torch.stack([targets[b, h, idx[b, h]] for b in range(batch) for h in range(targets.shape[1])])
+        keys, targets = keys.view(batch, -1, *keys.shape[1:]), targets.view(batch, -1, *targets.shape[1:])
+    for t, lr in enumerate(lrs):
+        sl = slice(None) if perm is None else slice(t * n, (t + 1) * n)
+        loss = task.loss(params, keys[:, :, sl], targets[:, :, sl]).sum()
+        grads = torch.autograd.grad(loss, params, create_graph=True)
+        params = [p - lr * g for p, g in zip(params, grads)]
+    return params
+
+
+def test_gelu_tanh_matches_torch_and_its_derivative():
+    a = torch.linspace(-6, 6, 101, dtype=torch.float64, requires_grad=True)
+    torch.testing.assert_close(gelu_tanh(a), torch.nn.functional.gelu(a, approximate="tanh"), rtol=0, atol=1e-14)
+    (auto,) = torch.autograd.grad(gelu_tanh(a).sum(), a)
+    torch.testing.assert_close(gelu_tanh_grad(a), auto, rtol=0, atol=1e-13)
+
+
+@pytest.mark.parametrize("learner", [LinearLearner, MLPLearner], ids=["linear", "mlp"])
+@pytest.mark.parametrize("decoder_ln", [False, True], ids=["no-ln", "decoder-ln"])
+def test_analytic_inner_gradient_equals_autograd_float64(learner, decoder_ln):
+    task, params, z, target = random_task(learner, decoder_ln)
+    params = [p.requires_grad_() for p in params]
+    auto = torch.autograd.grad(task.loss(params, z, target).sum(), params)
+    analytic = task.grad(params, z, target)
+    assert len(analytic) == len(auto)
+    for a, b in zip(analytic, auto):
+        assert a.shape == b.shape
+        assert a.abs().max() > 1e-3  # not trivially zero
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_inner_loss_is_the_papers_scaling():
+    """0.5 * mean over N x d of the squared error, times H (= sum / (2 N d/H))."""
+    task, params, z, target = random_task(LinearLearner, decoder_ln=False)
+    f = z @ params[0]
+    err = (f @ task.value_weight + task.value_bias - target).pow(2)
+    expected = 0.5 * err.mean((-2, -1)) * H
+    torch.testing.assert_close(task.loss(params, z, target), expected, rtol=1e-13, atol=0)
+
+
+@pytest.mark.parametrize("learner", [LinearLearner, MLPLearner], ids=["linear", "mlp"])
+@pytest.mark.parametrize("steps,lrs,shuffled", [(1, [1.0], False), (3, [1.0, 0.5, 0.25], False), (3, [0.7] * 3, True)])
+def test_inner_loop_equals_naive_autograd_loop(learner, steps, lrs, shuffled):
+    task, _, keys, _ = random_task(learner, decoder_ln=learner is MLPLearner)
+    g = torch.Generator().manual_seed(2)
+    targets = torch.randn(B, N, D, generator=g, dtype=torch.float64)
+    init = [0.3 * torch.randn(1, H, *s, generator=g, dtype=torch.float64) for s in learner.init_shapes(K, 4)]
+    perm = torch.rand(B, H, N, generator=g).argsort(-1) if shuffled else None
+    fast, _ = inner_loop(task, init, keys, targets, lrs, perm)
+    naive = naive_inner_loop(task, init, keys, targets, lrs, perm)
+    for a, b in zip(fast, naive):
+        torch.testing.assert_close(a, b, rtol=1e-11, atol=1e-11)
+
+
+def _double_mixer(**overrides):
+    config = tiny_config(**overrides)
+    mixer = TTTMixer(config, layer_idx=0).double().eval()
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for p in list(mixer.parameters()) + list(mixer.buffers()):
+            p.copy_(0.4 * torch.randn(p.shape, generator=g, dtype=p.dtype))
+    return mixer
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        dict(mixer="ttt_mlp"),
+        dict(mixer="ttt_linear", learn_inner_init=True),
+        dict(mixer="ttt_mlp", inner_steps=2, inner_lr=[1.0, 0.5]),
+        dict(mixer="ttt_mlp", inner_steps=2, inner_batching="shuffled"),
+    ],
+    ids=["mlp", "linear", "mlp-T2", "mlp-shuffled-T2"],
+)
+def test_outer_gradient_through_inner_loop_gradcheck(overrides):
+    """torch.autograd.gradcheck of the whole layer w.r.t. its input and the parameters the inner loop uses."""
+    mixer = _double_mixer(**overrides)
+    names = ["value_weight", "inner_init_0", "key.weight"]
+    if mixer.config.decoder_layer_norm:
+        names.append("decoder_norm_weight")
+    params = {n: p.detach().clone().requires_grad_() for n, p in mixer.named_parameters() if n in names}
+    assert set(params) == set(names)
+    x = torch.randn(1, 5, 12, dtype=torch.float64, requires_grad=True)
+
+    def layer(x, *values):
+        return functional_call(mixer, dict(zip(params, values)), (x,))[0]
+
+    assert torch.autograd.gradcheck(layer, (x, *params.values()), eps=1e-6, atol=1e-5, rtol=1e-4)
+
+
+def test_inner_losses_report_before_and_after_every_step():
+    mixer = _double_mixer(mixer="ttt_mlp", inner_steps=3, inner_lr=0.05)
+    x = torch.randn(2, 16, 12, dtype=torch.float64)
+    out, losses = mixer(x, return_inner_losses=True)
+    assert losses.shape == (2, 3, 4)
+    assert not losses.requires_grad
+    assert (losses[..., 1:] < losses[..., :-1]).all()  # small steps descend the inner loss
+    task = mixer.reconstruction_task()
+    keys = mixer.key(x).view(2, 16, 3, 4).transpose(1, 2)
+    w0 = [p.unsqueeze(0) for p in mixer.inner_init_params()]
+    torch.testing.assert_close(losses[..., 0], task.loss(w0, keys, x.unsqueeze(1)))
+    out_plain, none = mixer(x)
+    assert none is None
+    torch.testing.assert_close(out, out_plain, rtol=0, atol=0)

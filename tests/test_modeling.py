@@ -1,0 +1,222 @@
+"""TTT-ViT models: outputs, the paper's architecture choices, determinism, bad input, config validation."""
+
+import math
+
+import pytest
+import torch
+
+from ttt_hf import TTTViTConfig, TTTViTForImageClassification, TTTViTModel
+from ttt_hf.modeling.modeling_ttt_vit import sincos_2d_position_embedding
+
+from .conftest import tiny_config
+
+ALL_MIXERS = [
+    dict(mixer="ttt_mlp"),
+    dict(mixer="ttt_linear"),
+    dict(mixer="ttt_mlp", inner_steps=4, inner_batching="shuffled"),
+    dict(mixer="self_attention"),
+    dict(mixer="linear_attention"),
+    dict(mixer="linear_attention", linear_attention_feature_map="elu_plus_one", linear_attention_normalizer="adaptive"),
+]
+MIXER_IDS = ["mlp", "linear", "mlp-shuffled4", "attn", "linattn", "linattn-elu"]
+
+
+def classifier(**overrides):
+    model = TTTViTForImageClassification(tiny_config(num_labels=5, **overrides))
+    torch.nn.init.normal_(model.classifier.weight, std=0.5)  # the head starts at zero: make logits informative
+    return model.eval()
+
+
+@pytest.mark.parametrize("overrides", ALL_MIXERS, ids=MIXER_IDS)
+def test_outputs_and_batch_equals_single_images(overrides):
+    model = classifier(**overrides)
+    x = torch.randn(4, 3, 8, 8)
+    out = model(x, output_hidden_states=True)
+    assert out.logits.shape == (4, 5)
+    assert len(out.hidden_states) == 3 and out.hidden_states[0].shape == (4, 16, 12)
+    singles = torch.cat([model(x[i : i + 1]).logits for i in range(4)])
+    torch.testing.assert_close(out.logits, singles, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(model(x).logits, out.logits, rtol=0, atol=0)  # reproducible in eval mode
+
+
+def test_shuffled_batching_is_fixed_in_eval_and_random_in_training():
+    model = classifier(mixer="ttt_mlp", inner_steps=4, inner_batching="shuffled")
+    x = torch.randn(2, 3, 8, 8)
+    first = model(x).logits
+    torch.testing.assert_close(model(x).logits, first, rtol=0, atol=0)
+    model.train()
+    assert (model(x).logits - model(x).logits).abs().max() > 1e-6
+    model.eval()
+    model.config.inner_shuffle_eval = "random"
+    assert (model(x).logits - first).abs().max() > 1e-6
+    model.config.inner_shuffle_eval = "fixed"
+    torch.testing.assert_close(model(x).logits, first, rtol=0, atol=0)
+    other_seed = classifier(mixer="ttt_mlp", inner_steps=4, inner_batching="shuffled", inner_shuffle_seed=1)
+    other_seed.load_state_dict(model.state_dict())
+    assert (other_seed(x).logits - first).abs().max() > 1e-6
+
+
+def test_paper_architecture_choices():
+    model = TTTViTForImageClassification(tiny_config(num_labels=5))
+    # zero-initialised head: uniform prediction and loss log(num_labels) at init
+    x, labels = torch.randn(3, 3, 8, 8), torch.tensor([0, 4, 2])
+    out = model(x, labels=labels)
+    assert out.logits.abs().max() == 0
+    assert out.loss.item() == pytest.approx(math.log(5), abs=1e-6)
+    # no class token, mean pooling, tanh pre-logits
+    base = model.ttt_vit
+    seq = base(x).last_hidden_state
+    assert seq.shape == (3, 16, 12)
+    torch.testing.assert_close(base(x).pooler_output, torch.tanh(base.pooler(seq.mean(1))))
+    # MTTT-MLP: learned W_0 (parameters) and decoder LN; MTTT-Linear: W_0 = 0 frozen buffer, no decoder LN
+    mlp = base.layers[0].mixer
+    assert isinstance(mlp.inner_init_0, torch.nn.Parameter) and hasattr(mlp, "decoder_norm_weight")
+    assert mlp.inner_init_0.shape == (3, 4, 16) and mlp.inner_init_2.shape == (3, 16, 4)
+    linear = TTTViTModel(tiny_config(mixer="ttt_linear")).layers[0].mixer
+    assert "inner_init_0" in dict(linear.named_buffers()) and linear.inner_init_0.abs().max() == 0
+    assert not hasattr(linear, "decoder_norm_weight")
+
+
+def test_vit_small_preset_matches_the_paper():
+    config = TTTViTConfig.from_preset("ttt-vit-small16-mlp")
+    assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads, config.intermediate_size) == (
+        384, 12, 6, 1536)
+    assert (config.image_size, config.patch_size, config.position_embedding, config.num_tokens) == (224, 16, "sincos2d", 196)
+    pixel = TTTViTConfig.from_preset("ttt-vit-tiny-pixel-mlp-shuffled4", image_size=32)
+    assert (pixel.hidden_size, pixel.patch_size, pixel.position_embedding, pixel.inner_steps, pixel.num_tokens) == (
+        192, 1, "learned", 4, 1024)
+    with pytest.raises(ValueError, match="Unknown preset 'vit-huge'"):
+        TTTViTConfig.from_preset("vit-huge")
+
+
+def test_inner_losses_are_returned_per_ttt_layer_only_when_asked():
+    model = classifier(mixer="ttt_mlp", inner_steps=2, inner_lr=0.1)
+    x = torch.randn(2, 3, 8, 8)
+    assert model(x).inner_losses is None
+    out = model(x, output_inner_losses=True)
+    assert len(out.inner_losses) == 2 and out.inner_losses[0].shape == (2, 3, 3)
+    torch.testing.assert_close(out.logits, model(x).logits, rtol=0, atol=0)
+    assert classifier(mixer="self_attention")(x, output_inner_losses=True).inner_losses == ()
+
+
+def test_return_dict_false_gives_a_tuple():
+    model = classifier()
+    out = model(torch.randn(1, 3, 8, 8), labels=torch.tensor([1]), return_dict=False)
+    assert isinstance(out, tuple) and out[0].ndim == 0 and out[1].shape == (1, 5)
+
+
+def test_sincos_embedding_is_big_visions_layout():
+    pe = sincos_2d_position_embedding(4, 8)
+    assert pe.shape == (16, 8)
+    # token (row 1, col 2): x = 2 uses the first half (sin, cos), y = 1 the second; omega = [1, 1e-4]
+    row1col2 = torch.tensor([math.sin(2), math.sin(2e-4), math.cos(2), math.cos(2e-4),
+                             math.sin(1), math.sin(1e-4), math.cos(1), math.cos(1e-4)])
+    torch.testing.assert_close(pe[1 * 4 + 2], row1col2.float())
+
+
+@pytest.mark.parametrize("position_embedding", ["sincos2d", "learned"])
+def test_interpolate_pos_encoding(position_embedding):
+    model = classifier(position_embedding=position_embedding)
+    x = torch.randn(2, 3, 12, 12)
+    with pytest.raises(ValueError, match=r"Expected images of 8x8 .*got 12x12.*interpolate_pos_encoding=True"):
+        model(x)
+    out = model(x, interpolate_pos_encoding=True, output_hidden_states=True)
+    assert out.hidden_states[0].shape == (2, 36, 12)
+    emb = model.ttt_vit.embeddings
+    same = emb.position_embedding_for(4, 4)
+    assert same is emb.position_embeddings  # the configured grid needs no resampling
+    if position_embedding == "sincos2d":  # recomputed exactly for the new grid
+        torch.testing.assert_close(emb.position_embedding_for(6, 6)[0], sincos_2d_position_embedding(6, 12))
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    model = classifier(mixer="ttt_mlp").train()
+    x, labels = torch.randn(2, 3, 8, 8), torch.tensor([1, 3])
+
+    def grads():
+        model.zero_grad()
+        model(x, labels=labels).loss.backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+
+    plain = grads()
+    model.activation_checkpointing_enable()
+    assert model.is_activation_checkpointing
+    checkpointed = grads()
+    assert plain.keys() == checkpointed.keys() and len(plain) > 20
+    for name in plain:
+        torch.testing.assert_close(plain[name], checkpointed[name], rtol=1e-5, atol=1e-7)
+
+
+# ----------------------------------------------------------------------------------------------- bad input
+
+
+def test_bad_pixel_values_raise_clear_errors():
+    model = classifier()
+    with pytest.raises(ValueError, match=r"Expected 3 channels .*num_channels.*\(2, 1, 8, 8\)"):
+        model(torch.randn(2, 1, 8, 8))
+    with pytest.raises(ValueError, match=r"must be \[batch, 3, height, width\]"):
+        model(torch.randn(3, 8, 8))
+    bad = torch.randn(2, 3, 8, 8)
+    bad[1, 0, 2, 2] = float("nan")
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        model(bad)
+    bad[1, 0, 2, 2] = float("inf")
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        model(bad)
+    with pytest.raises(ValueError, match=r"not divisible by `config.patch_size` \(2\)"):
+        model(torch.randn(1, 3, 9, 9), interpolate_pos_encoding=True)
+    with pytest.raises(ValueError, match="specify `pixel_values`"):
+        model()
+
+
+def test_labels_outside_num_labels_raise():
+    model = classifier()
+    x = torch.randn(2, 3, 8, 8)
+    with pytest.raises(ValueError, match=r"`labels` must be in \[0, 4\].*got values from 1 to 5"):
+        model(x, labels=torch.tensor([1, 5]))
+    with pytest.raises(ValueError, match=r"got values from -1 to 2"):
+        model(x, labels=torch.tensor([-1, 2]))
+    assert model(x, labels=torch.tensor([-100, 2])).loss.isfinite()  # -100 is the usual "ignore"
+
+
+def test_shuffled_batching_needs_enough_tokens_at_run_time():
+    model = classifier(mixer="ttt_mlp", inner_steps=16, inner_batching="shuffled")
+    model(torch.randn(1, 3, 8, 8))  # 16 tokens, 16 steps of one token: fine
+    with pytest.raises(ValueError, match=r"needs at least `inner_steps` \(16\) tokens per image, got 4"):
+        model(torch.randn(1, 3, 4, 4), interpolate_pos_encoding=True)
+
+
+@pytest.mark.parametrize(
+    "overrides,match",
+    [
+        (dict(mixer="attention"), "`mixer` must be one of"),
+        (dict(position_embedding="rope"), "`position_embedding` must be one of"),
+        (dict(inner_batching="minibatch"), "`inner_batching` must be one of"),
+        (dict(inner_shuffle_eval="sometimes"), "`inner_shuffle_eval` must be one of"),
+        (dict(linear_attention_feature_map="relu"), "`linear_attention_feature_map` must be one of"),
+        (dict(linear_attention_normalizer="softmax"), "`linear_attention_normalizer` must be one of"),
+        (dict(image_size=10, patch_size=4), r"`image_size` \(10\) must be divisible by `patch_size` \(4\)"),
+        (dict(hidden_size=14), r"`hidden_size` \(14\) must be divisible by `num_attention_heads` \(3\)"),
+        (dict(inner_steps=0), "`inner_steps` must be a positive integer"),
+        (dict(num_hidden_layers=2.5), "`num_hidden_layers` must be a positive integer"),
+        (dict(inner_lr="fast"), "`inner_lr` must be a number or a list"),
+        (dict(inner_steps=2, inner_lr=[1.0, 0.5, 0.1]), r"`inner_lr` has 3 values but `inner_steps` is 2"),
+        (dict(inner_steps=17, inner_batching="shuffled"), r"16 tokens into `inner_steps` \(17\) mini-batches"),
+        (dict(mixer="self_attention", inner_steps=2), "`inner_steps` only applies to the ttt mixers"),
+        (dict(layer_norm_eps=0), "`layer_norm_eps` must be a positive number"),
+        (dict(decoder_layer_norm="yes"), "`decoder_layer_norm` must be true, false or null"),
+    ],
+)
+def test_config_validation_names_the_field(overrides, match):
+    with pytest.raises(ValueError, match=match):
+        tiny_config(**overrides)
+
+
+def test_config_defaults_follow_the_mixer_and_round_trip(tmp_path):
+    assert (tiny_config().decoder_layer_norm, tiny_config().learn_inner_init) == (True, True)
+    linear = tiny_config(mixer="ttt_linear", inner_steps=2, inner_lr=[1.0, 0.5])
+    assert (linear.decoder_layer_norm, linear.learn_inner_init, linear.inner_lrs()) == (False, False, [1.0, 0.5])
+    linear.save_pretrained(tmp_path)
+    loaded = TTTViTConfig.from_pretrained(tmp_path)
+    assert loaded.to_dict() == linear.to_dict()
+    assert len(TTTViTConfig.presets()) == 24
