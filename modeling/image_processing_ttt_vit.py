@@ -67,10 +67,15 @@ class TTTViTImageProcessor(PilBackend):
         super().__init__(**kwargs)
 
     @classmethod
-    def for_image_size(cls, image_size: int, num_channels: int = 3, **kwargs) -> "TTTViTImageProcessor":
-        """The paper's evaluation geometry for a model trained at `image_size`."""
+    def for_image_size(
+        cls, image_size: int, num_channels: int = 3, crop_fraction: float = 224 / 256, **kwargs
+    ) -> "TTTViTImageProcessor":
+        """Evaluation geometry for a model trained at `image_size`: resize the short side to
+        image_size / crop_fraction, centre-crop image_size (the paper's 256 -> 224; 1.0 for no crop)."""
+        if not 0 < crop_fraction <= 1:
+            raise ValueError(f"`crop_fraction` must be in (0, 1], got {crop_fraction}.")
         return cls(
-            size={"shortest_edge": round(image_size * 256 / 224)},
+            size={"shortest_edge": round(image_size / crop_fraction)},
             crop_size={"height": image_size, "width": image_size},
             num_channels=num_channels,
             **kwargs,

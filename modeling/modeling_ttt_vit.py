@@ -45,6 +45,15 @@ class TTTViTImageClassifierOutput(ImageClassifierOutput):
     inner_losses: tuple[torch.FloatTensor, ...] | None = None
 
 
+def soft_target_cross_entropy(logits, targets, num_items_in_batch=None):
+    """Cross-entropy against class-probability targets [B, C]; summed and divided by `num_items_in_batch`
+    when Trainer gives it (gradient accumulation), else the batch mean."""
+    loss = -(targets.to(logits.dtype) * torch.log_softmax(logits, dim=-1)).sum()
+    if num_items_in_batch is None:
+        return loss / logits.shape[0]
+    return loss / torch.as_tensor(num_items_in_batch, device=loss.device, dtype=loss.dtype)
+
+
 def sincos_2d_position_embedding(grid: int, width: int, temperature: float = 10_000.0) -> torch.Tensor:
     """Fixed 2-D sin-cos embedding of a grid x grid token map, [grid * grid, width] (big_vision's layout)."""
     if width % 4:
@@ -263,6 +272,16 @@ class TTTViTForImageClassification(TTTViTPreTrainedModel):
         self.classifier = nn.Linear(config.hidden_size, config.num_labels) if config.num_labels > 0 else nn.Identity()
         self.post_init()
 
+    def _is_soft_target(self, labels, logits) -> bool:
+        """Float labels shaped like the logits are class probabilities (mixup, label smoothing), unless the
+        config says the task is multi-label."""
+        return (
+            labels.is_floating_point()
+            and labels.shape == logits.shape
+            and self.config.num_labels > 1
+            and self.config.problem_type != "multi_label_classification"
+        )
+
     def _check_labels(self, labels):
         if torch.compiler.is_compiling() or labels.is_floating_point() or self.config.num_labels <= 1:
             return
@@ -286,8 +305,10 @@ class TTTViTForImageClassification(TTTViTPreTrainedModel):
     ) -> TTTViTImageClassifierOutput:
         r"""
         labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*): class indices in
-            `[0, config.num_labels)`; the loss is cross-entropy (or as `config.problem_type` says). Trainer's
-            `num_items_in_batch` is honoured, so gradient accumulation matches a larger batch.
+            `[0, config.num_labels)`; the loss is cross-entropy (or as `config.problem_type` says). Float labels
+            of shape `(batch_size, num_labels)` are class probabilities (mixup), with soft-target cross-entropy,
+            unless `problem_type="multi_label_classification"`. Trainer's `num_items_in_batch` is honoured, so
+            gradient accumulation matches a larger batch.
         """
         if labels is not None:
             self._check_labels(labels)
@@ -298,7 +319,11 @@ class TTTViTForImageClassification(TTTViTPreTrainedModel):
             output_inner_losses=output_inner_losses,
         )
         logits = self.classifier(outputs.pooler_output)  # [B, num_labels]
-        loss = self.loss_function(labels, logits, self.config, **kwargs) if labels is not None else None
+        loss = None
+        if labels is not None and self._is_soft_target(labels, logits):
+            loss = soft_target_cross_entropy(logits, labels, kwargs.get("num_items_in_batch"))
+        elif labels is not None:
+            loss = self.loss_function(labels, logits, self.config, **kwargs)
         return TTTViTImageClassifierOutput(
             loss=loss, logits=logits, hidden_states=outputs.hidden_states, inner_losses=outputs.inner_losses
         )

@@ -15,23 +15,9 @@ batched over B x H: the outer loop's autograd differentiates through it (second 
 of `create_graph=True`, and a float64 test proves it equal to `torch.autograd.grad`.
 """
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-_GELU_C = math.sqrt(2.0 / math.pi)
-
-
-def gelu_tanh(a: torch.Tensor) -> torch.Tensor:
-    return 0.5 * a * (1.0 + torch.tanh(_GELU_C * (a + 0.044715 * a**3)))
-
-
-def gelu_tanh_grad(a: torch.Tensor) -> torch.Tensor:
-    """d gelu_tanh / d a, elementwise."""
-    t = torch.tanh(_GELU_C * (a + 0.044715 * a**3))
-    return 0.5 * (1.0 + t) + 0.5 * a * (1.0 - t * t) * _GELU_C * (1.0 + 3 * 0.044715 * a * a)
 
 
 class LinearLearner:
@@ -63,14 +49,16 @@ class MLPLearner:
     def forward(z, params):
         w1, b1, w2, b2 = params
         a = z @ w1 + b1.unsqueeze(-2)  # [B, H, n, m]
-        u = gelu_tanh(a)
+        u = F.gelu(a, approximate="tanh")
         return u @ w2 + b2.unsqueeze(-2), (a, u)  # [B, H, n, k]
 
     @staticmethod
     def backward(grad_out, z, cache, params):
         _, _, w2, _ = params
         a, u = cache
-        grad_a = (grad_out @ w2.transpose(-1, -2)) * gelu_tanh_grad(a)  # [B, H, n, m]
+        # aten's fused GELU backward (= grad * gelu_tanh_grad(a)) has a double-backward formula, so the outer
+        # loop can differentiate through it.
+        grad_a = torch.ops.aten.gelu_backward(grad_out @ w2.transpose(-1, -2), a, approximate="tanh")  # [B, H, n, m]
         return (
             z.transpose(-1, -2) @ grad_a,  # [B, H, k, m]
             grad_a.sum(-2),  # [B, H, m]
@@ -97,10 +85,9 @@ class ReconstructionTask:
         r = f @ self.value_weight + self.value_bias  # [B, H, n, k] @ [H, k, d] -> [B, H, n, d]
         if self.ln_weight is None:
             return r, None
-        mu = r.mean(-1, keepdim=True)
-        rstd = torch.rsqrt(r.var(-1, unbiased=False, keepdim=True) + self.eps)
-        xhat = (r - mu) * rstd
-        return xhat * self.ln_weight.unsqueeze(-2) + self.ln_bias.unsqueeze(-2), (xhat, rstd)
+        # aten's fused LayerNorm without affine (per-head scale and shift follow), keeping mean and 1/std
+        xhat, mean, rstd = torch.native_layer_norm(r, r.shape[-1:], None, None, self.eps)
+        return xhat * self.ln_weight.unsqueeze(-2) + self.ln_bias.unsqueeze(-2), (r, mean, rstd)
 
     def loss(self, params, z, target):
         """Per-head loss [B, H] of the learner `params` on tokens z [B, H, n, k] with targets [B, *, n, d]."""
@@ -113,10 +100,11 @@ class ReconstructionTask:
         f, cache = self.learner.forward(z, params)
         y, ln_cache = self._decode(f)
         grad_y = (y - target) / (z.shape[-2] * z.shape[-1])  # [B, H, n, d]
-        if ln_cache is not None:
-            xhat, rstd = ln_cache
-            gy = grad_y * self.ln_weight.unsqueeze(-2)
-            grad_y = rstd * (gy - gy.mean(-1, keepdim=True) - xhat * (gy * xhat).mean(-1, keepdim=True))
+        if ln_cache is not None:  # through the LayerNorm: fused aten backward, itself differentiable
+            r, mean, rstd = ln_cache
+            grad_y = torch.ops.aten.native_layer_norm_backward(
+                grad_y * self.ln_weight.unsqueeze(-2), r, r.shape[-1:], mean, rstd, None, None, [True, False, False]
+            )[0]
         grad_f = grad_y @ self.value_weight.transpose(-1, -2)  # [B, H, n, k]
         return self.learner.backward(grad_f, z, cache, params)
 

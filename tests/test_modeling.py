@@ -220,3 +220,21 @@ def test_config_defaults_follow_the_mixer_and_round_trip(tmp_path):
     loaded = TTTViTConfig.from_pretrained(tmp_path)
     assert loaded.to_dict() == linear.to_dict()
     assert len(TTTViTConfig.presets()) == 24
+
+
+def test_soft_labels_give_soft_target_cross_entropy():
+    model = classifier()
+    x = torch.randn(3, 3, 8, 8)
+    hard = torch.tensor([0, 4, 2])
+    logits = model(x).logits
+    one_hot = torch.nn.functional.one_hot(hard, 5).float()
+    torch.testing.assert_close(model(x, labels=one_hot).loss, model(x, labels=hard).loss)
+    mixed = 0.7 * one_hot + 0.3 * one_hot.roll(1, 0)  # mixup of each image's label with its neighbour's
+    expected = 0.7 * torch.nn.functional.cross_entropy(logits, hard) + 0.3 * torch.nn.functional.cross_entropy(
+        logits, hard.roll(1, 0))
+    torch.testing.assert_close(model(x, labels=mixed).loss, expected)
+    summed = model(x, labels=mixed, num_items_in_batch=6).loss  # Trainer's gradient-accumulation scaling
+    torch.testing.assert_close(summed, expected * 3 / 6)
+    model.config.problem_type = "multi_label_classification"
+    torch.testing.assert_close(
+        model(x, labels=mixed).loss, torch.nn.functional.binary_cross_entropy_with_logits(logits, mixed))
