@@ -46,12 +46,16 @@ class TTTViTImageClassifierOutput(ImageClassifierOutput):
 
 
 def soft_target_cross_entropy(logits, targets, num_items_in_batch=None):
-    """Cross-entropy against class-probability targets [B, C]; summed and divided by `num_items_in_batch`
-    when Trainer gives it (gradient accumulation), else the batch mean."""
+    """Cross-entropy against class-probability targets [B, C], averaged over images.
+
+    Under gradient accumulation Trainer passes `num_items_in_batch`, the number of label *entries* in the
+    whole accumulated batch (`labels.ne(-100).sum()`): C per soft-labelled image, so images = entries / C.
+    """
     loss = -(targets.to(logits.dtype) * torch.log_softmax(logits, dim=-1)).sum()
     if num_items_in_batch is None:
         return loss / logits.shape[0]
-    return loss / torch.as_tensor(num_items_in_batch, device=loss.device, dtype=loss.dtype)
+    num_images = torch.as_tensor(num_items_in_batch, device=loss.device, dtype=loss.dtype) / logits.shape[-1]
+    return loss / num_images
 
 
 def sincos_2d_position_embedding(grid: int, width: int, temperature: float = 10_000.0) -> torch.Tensor:

@@ -188,14 +188,19 @@ def test_pipeline_classifies_any_image(tmp_path):
     assert results[3] == best[:2]
 
 
-def test_trainer_gradient_accumulation_matches_the_larger_batch(tmp_path):
-    """Two accumulated batches of 4 update the weights exactly as one batch of 8 (num_items_in_batch)."""
+@pytest.mark.parametrize("soft", [False, True], ids=["class-labels", "soft-labels"])
+def test_trainer_gradient_accumulation_matches_the_larger_batch(tmp_path, soft):
+    """Two accumulated batches of 4 update the weights exactly as one batch of 8 (num_items_in_batch), for
+    class indices and for class-probability labels (what mixup produces)."""
     from datasets import Dataset
     from transformers import Trainer, TrainingArguments
 
     g = torch.Generator().manual_seed(0)
+    labels = torch.tensor([0, 1, 2, 0, 1, 2, 2, 2])
+    if soft:
+        labels = 0.8 * torch.nn.functional.one_hot(labels, 3) + 0.2 * torch.nn.functional.one_hot(labels.roll(1), 3)
     data = Dataset.from_dict(
-        {"pixel_values": torch.randn(8, 3, 8, 8, generator=g).numpy(), "labels": [0, 1, 2, 0, 1, 2, 2, 2]}
+        {"pixel_values": torch.randn(8, 3, 8, 8, generator=g).numpy(), "labels": labels.numpy()}
     ).with_format("torch")
 
     def train(batch, accumulation):

@@ -233,7 +233,8 @@ def test_soft_labels_give_soft_target_cross_entropy():
     expected = 0.7 * torch.nn.functional.cross_entropy(logits, hard) + 0.3 * torch.nn.functional.cross_entropy(
         logits, hard.roll(1, 0))
     torch.testing.assert_close(model(x, labels=mixed).loss, expected)
-    summed = model(x, labels=mixed, num_items_in_batch=6).loss  # Trainer's gradient-accumulation scaling
+    # Trainer's gradient-accumulation scaling: it counts label entries, 6 images x 5 classes in two batches of 3
+    summed = model(x, labels=mixed, num_items_in_batch=torch.tensor(30)).loss
     torch.testing.assert_close(summed, expected * 3 / 6)
     model.config.problem_type = "multi_label_classification"
     torch.testing.assert_close(

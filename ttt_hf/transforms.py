@@ -1,0 +1,264 @@
+"""Training and evaluation transforms for image classification in PIL/NumPy/torch (no torchvision).
+
+The paper's recipe (MTTT.md): random-resized crop (5-100 % of the area, aspect ratio 3/4-4/3), horizontal
+flip, RandAugment(2, 10) and mixup 0.2 for training; resize and centre crop for evaluation. Geometry and
+augmentation act on PIL images at the model's input size; scaling to [-1, 1] always goes through the
+model's image processor, so training and inference see the same normalisation.
+
+`TrainTransform` and `EvalTransform` map a batch {"image": [PIL], "label": [int]} to {"pixel_values",
+"labels"} for `dataset.with_transform`; `collate_images` and `MixupCollator` are `Trainer` data collators.
+"""
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from PIL import Image, ImageEnhance, ImageOps
+
+from .modeling.image_processing_ttt_vit import _to_mode
+
+
+def batch_rng() -> np.random.Generator:
+    """A NumPy generator for one batch, seeded from torch's global RNG.
+
+    torch's RNG is what `transformers.set_seed` seeds, what PyTorch re-seeds in every DataLoader worker, and
+    what Trainer saves in and restores from checkpoints; so augmentation is reproducible, differs between
+    workers, and a resumed run augments exactly as an uninterrupted one. The rank keeps processes apart.
+    """
+    rank = torch.distributed.get_rank() if torch.distributed.is_available() and torch.distributed.is_initialized() else 0
+    return np.random.default_rng([int(torch.randint(0, 2**62, ()).item()), rank])
+
+
+# An augmentation op: (image, value, fill grey) -> image.
+_Apply = Callable[[Image.Image, float, int], Image.Image]
+
+
+def _fillcolor(image: Image.Image, fill: int) -> int | tuple[int, ...]:
+    """The grey `fill` in the image's own mode (a scalar for one band, a tuple otherwise)."""
+    return fill if len(image.getbands()) == 1 else (fill,) * len(image.getbands())
+
+
+def _affine(matrix: Callable[[Image.Image, float], tuple[float, ...]]) -> _Apply:
+    """An op mapping output pixel (x, y) to input pixel (a x + b y + c, d x + e y + f), (a, ..., f) = matrix."""
+
+    def apply(image: Image.Image, value: float, fill: int) -> Image.Image:
+        data = matrix(image, value)
+        fillcolor = _fillcolor(image, fill)
+        return image.transform(image.size, Image.Transform.AFFINE, data, Image.Resampling.NEAREST, fillcolor=fillcolor)
+
+    return apply
+
+
+def _enhance(enhancer: type) -> _Apply:
+    """An `ImageEnhance` op with factor 1 + value."""
+    return lambda image, value, fill: enhancer(image).enhance(1 + value)
+
+
+def _rotate(image: Image.Image, degrees: float, fill: int) -> Image.Image:
+    return image.rotate(degrees, Image.Resampling.NEAREST, fillcolor=_fillcolor(image, fill))
+
+
+# name -> (apply, value at strength s in [0, 1], whether the value gets a random sign). The values at full
+# strength are torchvision's: rotate 30 degrees, shear 0.3 (about the centre), translate 150/331 of the side,
+# enhance factors 1 +- 0.9, posterize to 4 bits, solarize above 0.
+_OPS: dict[str, tuple[_Apply, Callable[[float], float], bool]] = {
+    "Identity": (lambda image, value, fill: image, lambda s: 0.0, False),
+    "AutoContrast": (lambda image, value, fill: ImageOps.autocontrast(image), lambda s: 0.0, False),
+    "Equalize": (lambda image, value, fill: ImageOps.equalize(image), lambda s: 0.0, False),
+    "Rotate": (_rotate, lambda s: 30.0 * s, True),
+    "Solarize": (lambda image, value, fill: ImageOps.solarize(image, value), lambda s: 255.0 * (1 - s), False),
+    "Color": (_enhance(ImageEnhance.Color), lambda s: 0.9 * s, True),
+    "Posterize": (lambda image, value, fill: ImageOps.posterize(image, int(value)), lambda s: 8 - round(4 * s), False),
+    "Contrast": (_enhance(ImageEnhance.Contrast), lambda s: 0.9 * s, True),
+    "Brightness": (_enhance(ImageEnhance.Brightness), lambda s: 0.9 * s, True),
+    "Sharpness": (_enhance(ImageEnhance.Sharpness), lambda s: 0.9 * s, True),
+    "ShearX": (_affine(lambda image, v: (1, v, -v * image.height / 2, 0, 1, 0)), lambda s: 0.3 * s, True),
+    "ShearY": (_affine(lambda image, v: (1, 0, 0, v, 1, -v * image.width / 2)), lambda s: 0.3 * s, True),
+    "TranslateX": (_affine(lambda image, v: (1, 0, v * image.width, 0, 1, 0)), lambda s: 150 / 331 * s, True),
+    "TranslateY": (_affine(lambda image, v: (1, 0, 0, 0, 1, v * image.height)), lambda s: 150 / 331 * s, True),
+}
+RAND_AUGMENT_OPS = tuple(_OPS)
+
+
+class RandAugment:
+    """RandAugment (Cubuk et al. 2020): `num_ops` operations drawn uniformly (with replacement) from `ops`, all at
+    strength `magnitude / (num_magnitude_bins - 1)`, with torchvision's op set and formulas.
+
+    `num_magnitude_bins=11` makes `magnitude` the 0-10 scale of the TF/big_vision RandAugment the paper used, so
+    RandAugment(2, 10) is full strength as there (torchvision's 31 bins would make magnitude 10 a third as strong).
+    `fill` is the grey that affine ops leave in uncovered corners (128, as in big_vision).
+    """
+
+    def __init__(
+        self,
+        num_ops: int = 2,
+        magnitude: int = 10,
+        num_magnitude_bins: int = 11,
+        ops: Sequence[str] = RAND_AUGMENT_OPS,
+        fill: int = 128,
+    ):
+        unknown = sorted(set(ops) - set(_OPS))
+        if unknown:
+            raise ValueError(f"Unknown RandAugment ops {unknown}; choose from {list(_OPS)}.")
+        if not ops or num_ops < 0 or not 0 <= magnitude < num_magnitude_bins:
+            raise ValueError(
+                f"RandAugment needs ops, num_ops >= 0 and 0 <= magnitude < num_magnitude_bins; got {len(ops)} ops, "
+                f"num_ops={num_ops}, magnitude={magnitude}, num_magnitude_bins={num_magnitude_bins}."
+            )
+        self.num_ops, self.magnitude, self.num_magnitude_bins = num_ops, magnitude, num_magnitude_bins
+        self.ops, self.fill = tuple(ops), fill
+
+    def __call__(self, image: Image.Image, rng: np.random.Generator) -> Image.Image:
+        strength = self.magnitude / (self.num_magnitude_bins - 1)
+        for _ in range(self.num_ops):
+            apply, value_at, signed = _OPS[self.ops[rng.integers(len(self.ops))]]
+            value = value_at(strength)
+            if signed and rng.random() < 0.5:
+                value = -value
+            image = apply(image, value, self.fill)
+        return image
+
+    def __repr__(self) -> str:
+        return f"RandAugment(num_ops={self.num_ops}, magnitude={self.magnitude}, ops={list(self.ops)})"
+
+
+def random_resized_crop(
+    image: Image.Image,
+    size: tuple[int, int],
+    scale: tuple[float, float],
+    ratio: tuple[float, float],
+    rng: np.random.Generator,
+    resample: Image.Resampling = Image.Resampling.BILINEAR,
+) -> Image.Image:
+    """Crop a random area (share `scale` of the image, aspect ratio `ratio`) and resize it to `size` (height,
+    width), as torchvision's RandomResizedCrop: ten tries, then a centre crop at the nearest allowed ratio."""
+    width, height = image.size
+    for _ in range(10):
+        area = width * height * rng.uniform(*scale)
+        aspect = np.exp(rng.uniform(np.log(ratio[0]), np.log(ratio[1])))
+        w, h = round(np.sqrt(area * aspect)), round(np.sqrt(area / aspect))
+        if 0 < w <= width and 0 < h <= height:
+            left, top = int(rng.integers(width - w + 1)), int(rng.integers(height - h + 1))
+            break
+    else:
+        w = min(width, round(height * ratio[1]))
+        h = min(height, round(width / ratio[0]))
+        left, top = (width - w) // 2, (height - h) // 2
+    return image.resize((size[1], size[0]), resample, box=(left, top, left + w, top + h))
+
+
+def _input_size(image_processor) -> tuple[int, int]:
+    """(height, width) of the model input: the processor's crop size, or its fixed size when it does not crop."""
+    size = image_processor.crop_size if getattr(image_processor, "do_center_crop", False) else image_processor.size
+    if size is None or size.get("height") is None or size.get("width") is None:
+        raise ValueError(f"Cannot tell the model's input size from the image processor (size {size}).")
+    return size["height"], size["width"]
+
+
+def _outputs(pixel_values: torch.Tensor, batch: dict[str, list]) -> dict[str, list]:
+    outputs = {"pixel_values": list(pixel_values)}  # [C, H, W] per example
+    if "label" in batch:
+        outputs["labels"] = list(batch["label"])
+    return outputs
+
+
+class TrainTransform:
+    """The paper's training augmentation of a batch {"image": [PIL], "label": [int]}, for `dataset.with_transform`.
+
+    Random-resized crop to the processor's input size (off: the processor's resize and centre crop instead),
+    horizontal flip, then RandAugment; the image processor then only rescales and normalises. The paper's pixel
+    models use the crop alone: `TrainTransform(processor, horizontal_flip=False, rand_augment=False)`.
+    """
+
+    def __init__(
+        self,
+        image_processor,
+        *,
+        random_resized_crop: bool = True,
+        scale: tuple[float, float] = (0.05, 1.0),
+        ratio: tuple[float, float] = (3 / 4, 4 / 3),
+        horizontal_flip: bool = True,
+        rand_augment: bool | RandAugment = True,
+    ):
+        self.image_processor = image_processor
+        self.size = _input_size(image_processor)
+        self.mode = "L" if getattr(image_processor, "num_channels", 3) == 1 else "RGB"
+        self.resample = Image.Resampling(int(getattr(image_processor, "resample", Image.Resampling.BILINEAR)))
+        self.random_resized_crop, self.scale, self.ratio = random_resized_crop, scale, ratio
+        self.horizontal_flip = horizontal_flip
+        self.rand_augment = RandAugment() if rand_augment is True else rand_augment or None
+
+    def augment(self, image: Image.Image, rng: np.random.Generator) -> Image.Image:
+        """One image through crop, flip and RandAugment (each if switched on), in the processor's colour mode."""
+        image = _to_mode(image, self.mode)
+        if self.random_resized_crop:
+            image = random_resized_crop(image, self.size, self.scale, self.ratio, rng, self.resample)
+        if self.horizontal_flip and rng.random() < 0.5:
+            image = ImageOps.mirror(image)
+        if self.rand_augment is not None:
+            image = self.rand_augment(image, rng)
+        return image
+
+    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
+        rng = batch_rng()
+        images = [self.augment(image, rng) for image in batch["image"]]
+        geometry = not self.random_resized_crop  # without the crop, the processor brings images to size
+        inputs = self.image_processor(images, do_resize=geometry, do_center_crop=geometry, return_tensors="pt")
+        return _outputs(inputs["pixel_values"], batch)
+
+
+class EvalTransform:
+    """Evaluation preprocessing of a batch: exactly the image processor (resize, centre crop, normalise)."""
+
+    def __init__(self, image_processor):
+        self.image_processor = image_processor
+
+    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
+        return _outputs(self.image_processor(batch["image"], return_tensors="pt")["pixel_values"], batch)
+
+
+def collate_images(features: list[dict]) -> dict[str, torch.Tensor]:
+    """Stack `pixel_values` into [B, C, H, W] and `labels` (when present) into long [B]: the collator without
+    mixup, and the one to evaluate with."""
+    batch = {"pixel_values": torch.stack([torch.as_tensor(f["pixel_values"]) for f in features])}
+    if "labels" in features[0]:
+        batch["labels"] = torch.tensor([int(f["labels"]) for f in features], dtype=torch.long)
+    return batch
+
+
+class MixupCollator:
+    """Mixup (Zhang et al. 2018) as in big_vision, the paper's code: one lam ~ Beta(alpha, alpha) per batch, folded
+    to lam >= 0.5, each example mixed with the previous one in the batch; `labels` become float [B, num_labels]
+    mixtures of one-hot vectors that sum to 1.
+
+    The model must compute soft-target cross-entropy, -(labels * log_softmax(logits)).sum(-1).mean(), for such
+    labels: transformers' `ForSequenceClassificationLoss` would read float labels as multi-label BCE (and fix
+    `config.problem_type` to it). `Trainer` collates evaluation batches with the same collator, so evaluate with
+    `collate_images` instead.
+    """
+
+    def __init__(self, num_labels: int, alpha: float = 0.2):
+        if alpha <= 0 or num_labels < 2:
+            raise ValueError(f"Mixup needs alpha > 0 and num_labels >= 2, got alpha={alpha}, num_labels={num_labels}.")
+        self.num_labels, self.alpha = num_labels, alpha
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        batch = collate_images(features)
+        lam = float(batch_rng().beta(self.alpha, self.alpha))
+        lam = max(lam, 1 - lam)
+        one_hot = torch.nn.functional.one_hot(batch["labels"], self.num_labels).float()  # [B, num_labels]
+        pixel_values = batch["pixel_values"]
+        batch["pixel_values"] = lam * pixel_values + (1 - lam) * pixel_values.roll(1, dims=0)
+        batch["labels"] = lam * one_hot + (1 - lam) * one_hot.roll(1, dims=0)
+        return batch
+
+
+__all__ = [
+    "RAND_AUGMENT_OPS",
+    "EvalTransform",
+    "MixupCollator",
+    "RandAugment",
+    "TrainTransform",
+    "collate_images",
+    "random_resized_crop",
+]
