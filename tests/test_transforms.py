@@ -119,16 +119,20 @@ def test_train_transform_outputs(rgb, grey):
             assert -1 <= pixels.min() < pixels.max() <= 1
 
 
-def seeded(seed, fn, *args):
-    torch.manual_seed(seed)  # augmentation draws from torch's global RNG (set_seed, workers, checkpoints)
-    return fn(*args)
-
-
-def test_train_transform_is_deterministic_given_a_seed(rgb):
-    batch = {"image": [noise(seed=s) for s in range(4)], "label": [0, 1, 2, 3]}
-    first, second, other = (seeded(seed, TrainTransform(rgb), batch)["pixel_values"] for seed in (0, 0, 1))
+def test_train_transform_is_a_function_of_seed_epoch_and_image(rgb):
+    images = [noise(seed=s) for s in range(4)]
+    batch = {"image": images, "label": [0, 1, 2, 3]}
+    first, second, other = (TrainTransform(rgb, seed=seed)(batch)["pixel_values"] for seed in (0, 0, 1))
     assert all(torch.equal(a, b) for a, b in zip(first, second))
     assert not any(torch.equal(a, b) for a, b in zip(first, other))
+    # the same image gets the same draws whatever batch it is in and in whichever order ...
+    transform = TrainTransform(rgb, seed=0)
+    alone = transform({"image": images[2:3]})["pixel_values"][0]
+    reordered = transform({"image": images[::-1]})["pixel_values"]
+    assert torch.equal(alone, first[2]) and torch.equal(reordered[1], first[2])
+    # ... and new draws in a new epoch
+    transform.set_epoch(1)
+    assert not torch.equal(transform({"image": images[2:3]})["pixel_values"][0], first[2])
 
 
 def test_every_augmentation_can_be_switched_off(rgb):
@@ -174,7 +178,7 @@ def test_transforms_with_datasets(grey):
     assert batch["labels"].dtype == torch.long and batch["labels"].tolist() == [0, 1, 0, 1]
 
 
-class _Repeated(torch.utils.data.Dataset):
+class _Indexed(torch.utils.data.Dataset):
     def __init__(self, transform):
         self.transform = transform
 
@@ -182,13 +186,16 @@ class _Repeated(torch.utils.data.Dataset):
         return 4
 
     def __getitem__(self, index):
-        return self.transform({"image": [noise()]})["pixel_values"][0]
+        return self.transform({"image": [noise(seed=index)]})["pixel_values"][0]
 
 
-def test_dataloader_workers_draw_different_augmentations(rgb):
-    loader = torch.utils.data.DataLoader(_Repeated(TrainTransform(rgb)), batch_size=None, num_workers=2)
-    first, second, *_ = list(loader)  # the first draw of worker 0 and of worker 1, on the same image
-    assert not torch.equal(first, second)
+def test_dataloader_workers_augment_as_the_main_process(rgb):
+    transform = TrainTransform(rgb, seed=3)
+    transform.set_epoch(2)
+    in_workers = list(torch.utils.data.DataLoader(_Indexed(transform), batch_size=None, num_workers=2))
+    in_main = [_Indexed(transform)[i] for i in range(4)]
+    assert all(torch.equal(a, b) for a, b in zip(in_workers, in_main))
+    assert len({tuple(x.flatten()[:8].tolist()) for x in in_main}) == 4
 
 
 def test_collate_images_without_labels():
@@ -198,7 +205,7 @@ def test_collate_images_without_labels():
 
 def test_mixup_collator():
     features = [{"pixel_values": torch.full((1, 2, 2), float(i)), "labels": i % 3} for i in range(6)]
-    batch = seeded(0, MixupCollator(num_labels=3, alpha=0.2), features)
+    batch = MixupCollator(num_labels=3, alpha=0.2, seed=0)(features)
     labels, pixels = batch["labels"], batch["pixel_values"]
     assert labels.shape == (6, 3) and labels.dtype == torch.float32
     assert torch.allclose(labels.sum(-1), torch.ones(6))
@@ -207,9 +214,9 @@ def test_mixup_collator():
     previous = torch.tensor([5.0, 0, 1, 2, 3, 4])
     expected = lam * torch.arange(6.0) + (1 - lam) * previous
     assert torch.allclose(pixels[:, 0, 0, 0], expected, atol=1e-6)
-    again = seeded(0, MixupCollator(num_labels=3, alpha=0.2), features)
+    again = MixupCollator(num_labels=3, alpha=0.2, seed=0)(features)
     assert torch.equal(again["labels"], labels) and torch.equal(again["pixel_values"], pixels)
-    lams = {seeded(s, MixupCollator(num_labels=3), features)["labels"][0, 0].item() for s in range(5)}
+    lams = {MixupCollator(num_labels=3, seed=s)(features)["labels"][0, 0].item() for s in range(5)}
     assert len(lams) == 5
     with pytest.raises(ValueError, match="alpha"):
         MixupCollator(num_labels=3, alpha=0)

@@ -16,7 +16,14 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import transformers
-from transformers import AutoConfig, AutoModelForImageClassification, HfArgumentParser, Trainer, TrainingArguments
+from transformers import (
+    AutoConfig,
+    AutoModelForImageClassification,
+    HfArgumentParser,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
 from transformers.trainer_utils import get_last_checkpoint
 
 from .data import image_info, load_image_dataset
@@ -118,6 +125,18 @@ class ImageClassificationTrainer(Trainer):
         return self._with_eval_collator(super().get_test_dataloader, test_dataset)
 
 
+class SetEpochCallback(TrainerCallback):
+    """Tell randomised transforms the epoch (as Trainer tells samplers), so their draws change every epoch and
+    a resumed run (state.epoch restored from the checkpoint) continues with the same draws."""
+
+    def __init__(self, *transforms):
+        self.transforms = [t for t in transforms if hasattr(t, "set_epoch")]
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        for transform in self.transforms:
+            transform.set_epoch(int(state.epoch + 1e-6))  # state.epoch is fractional when resuming mid-epoch
+
+
 def parse_overrides(text: str | None) -> dict:
     """'a=1,b=x,c=[1,2]' -> {'a': 1, 'b': 'x', 'c': [1, 2]} (values read as JSON when they parse)."""
     overrides = {}
@@ -192,18 +211,19 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: TTT
     )
     train_transform = TrainTransform(
         processor, random_resized_crop=data_args.random_resized_crop, scale=(data_args.crop_min_scale, 1.0),
-        horizontal_flip=data_args.horizontal_flip, rand_augment=data_args.rand_augment,
+        horizontal_flip=data_args.horizontal_flip, rand_augment=data_args.rand_augment, seed=training_args.seed,
     )
     train_set = data["train"].with_transform(train_transform)
     eval_set = data["validation"].with_transform(EvalTransform(processor))
     test_set = data["test"].with_transform(EvalTransform(processor))
     collator = (
-        MixupCollator(len(class_names), data_args.mixup_alpha)
+        MixupCollator(len(class_names), data_args.mixup_alpha, seed=training_args.seed)
         if data_args.mixup_alpha > 0 else collate_images
     )
     trainer = ImageClassificationTrainer(
         model=model, args=training_args, train_dataset=train_set, eval_dataset=eval_set,
         data_collator=collator, compute_metrics=compute_classification_metrics, processing_class=processor,
+        callbacks=[SetEpochCallback(train_transform, collator)],
     )
     resume = training_args.resume_from_checkpoint
     if resume in ("last", "true", "True"):  # the newest checkpoint in output_dir

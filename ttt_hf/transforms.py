@@ -9,6 +9,7 @@ model's image processor, so training and inference see the same normalisation.
 "labels"} for `dataset.with_transform`; `collate_images` and `MixupCollator` are `Trainer` data collators.
 """
 
+import hashlib
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -18,15 +19,25 @@ from PIL import Image, ImageEnhance, ImageOps
 from .modeling.image_processing_ttt_vit import _to_mode
 
 
-def batch_rng() -> np.random.Generator:
-    """A NumPy generator for one batch, seeded from torch's global RNG.
+def augmentation_rng(seed: int, epoch: int, content: bytes) -> np.random.Generator:
+    """The random draws for one image (or one mixup batch): a pure function of (seed, epoch, content).
 
-    torch's RNG is what `transformers.set_seed` seeds, what PyTorch re-seeds in every DataLoader worker, and
-    what Trainer saves in and restores from checkpoints; so augmentation is reproducible, differs between
-    workers, and a resumed run augments exactly as an uninterrupted one. The rank keeps processes apart.
+    Keying randomness on what is augmented, not on a generator's running state, makes augmentation the same
+    whichever DataLoader worker, process or prefetch order handles the image, and a run resumed from a
+    checkpoint augments exactly as an uninterrupted one. A new epoch (`set_epoch`) gives new draws.
     """
-    rank = torch.distributed.get_rank() if torch.distributed.is_available() and torch.distributed.is_initialized() else 0
-    return np.random.default_rng([int(torch.randint(0, 2**62, ()).item()), rank])
+    digest = int.from_bytes(hashlib.blake2b(content, digest_size=8).digest(), "little")
+    return np.random.default_rng([seed, epoch, digest])
+
+
+class _EpochSeeded:
+    """`seed` and `epoch` of a randomised transform; Trainer callbacks call `set_epoch` as samplers do."""
+
+    seed: int = 0
+    epoch: int = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
 
 
 # An augmentation op: (image, value, fill grey) -> image.
@@ -162,7 +173,7 @@ def _outputs(pixel_values: torch.Tensor, batch: dict[str, list]) -> dict[str, li
     return outputs
 
 
-class TrainTransform:
+class TrainTransform(_EpochSeeded):
     """The paper's training augmentation of a batch {"image": [PIL], "label": [int]}, for `dataset.with_transform`.
 
     Random-resized crop to the processor's input size (off: the processor's resize and centre crop instead),
@@ -179,7 +190,9 @@ class TrainTransform:
         ratio: tuple[float, float] = (3 / 4, 4 / 3),
         horizontal_flip: bool = True,
         rand_augment: bool | RandAugment = True,
+        seed: int = 0,
     ):
+        self.seed = seed
         self.image_processor = image_processor
         self.size = _input_size(image_processor)
         self.mode = "L" if getattr(image_processor, "num_channels", 3) == 1 else "RGB"
@@ -200,8 +213,9 @@ class TrainTransform:
         return image
 
     def __call__(self, batch: dict[str, list]) -> dict[str, list]:
-        rng = batch_rng()
-        images = [self.augment(image, rng) for image in batch["image"]]
+        images = [
+            self.augment(image, augmentation_rng(self.seed, self.epoch, _content(image))) for image in batch["image"]
+        ]
         geometry = not self.random_resized_crop  # without the crop, the processor brings images to size
         inputs = self.image_processor(images, do_resize=geometry, do_center_crop=geometry, return_tensors="pt")
         return _outputs(inputs["pixel_values"], batch)
@@ -226,28 +240,33 @@ def collate_images(features: list[dict]) -> dict[str, torch.Tensor]:
     return batch
 
 
-class MixupCollator:
+def _content(image: Image.Image) -> bytes:
+    return f"{image.mode}{image.size}".encode() + image.tobytes()
+
+
+class MixupCollator(_EpochSeeded):
     """Mixup (Zhang et al. 2018) as in big_vision, the paper's code: one lam ~ Beta(alpha, alpha) per batch, folded
     to lam >= 0.5, each example mixed with the previous one in the batch; `labels` become float [B, num_labels]
     mixtures of one-hot vectors that sum to 1.
 
     The model must compute soft-target cross-entropy, -(labels * log_softmax(logits)).sum(-1).mean(), for such
     labels: transformers' `ForSequenceClassificationLoss` would read float labels as multi-label BCE (and fix
-    `config.problem_type` to it). `Trainer` collates evaluation batches with the same collator, so evaluate with
-    `collate_images` instead.
+    `config.problem_type` to it); `TTTViTForImageClassification` does. Plain `Trainer` collates evaluation batches
+    with the training collator: evaluate with `collate_images` (ttt_hf.training's trainer does).
     """
 
-    def __init__(self, num_labels: int, alpha: float = 0.2):
+    def __init__(self, num_labels: int, alpha: float = 0.2, seed: int = 0):
         if alpha <= 0 or num_labels < 2:
             raise ValueError(f"Mixup needs alpha > 0 and num_labels >= 2, got alpha={alpha}, num_labels={num_labels}.")
-        self.num_labels, self.alpha = num_labels, alpha
+        self.num_labels, self.alpha, self.seed = num_labels, alpha, seed
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
         batch = collate_images(features)
-        lam = float(batch_rng().beta(self.alpha, self.alpha))
+        pixel_values, labels = batch["pixel_values"], batch["labels"]
+        content = pixel_values[..., ::4, ::4].contiguous().numpy().tobytes() + labels.numpy().tobytes()
+        lam = float(augmentation_rng(self.seed, self.epoch, content).beta(self.alpha, self.alpha))
         lam = max(lam, 1 - lam)
-        one_hot = torch.nn.functional.one_hot(batch["labels"], self.num_labels).float()  # [B, num_labels]
-        pixel_values = batch["pixel_values"]
+        one_hot = torch.nn.functional.one_hot(labels, self.num_labels).float()  # [B, num_labels]
         batch["pixel_values"] = lam * pixel_values + (1 - lam) * pixel_values.roll(1, dims=0)
         batch["labels"] = lam * one_hot + (1 - lam) * one_hot.roll(1, dims=0)
         return batch

@@ -1,0 +1,158 @@
+"""The outer loop end to end: a tiny training run, evaluation, two processes, and resuming after kill -9."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForImageClassification
+
+from ttt_hf import cli, evaluation, training
+
+TINY_MODEL = "hidden_size=24,num_hidden_layers=2,num_attention_heads=3,intermediate_size=48,patch_size=2"
+NO_AUGMENTATION = ["--random_resized_crop", "false", "--horizontal_flip", "false", "--rand_augment", "false",
+                   "--mixup_alpha", "0"]  # fmt: skip
+COMMON = ["--dataset", "digits", "--config_overrides", TINY_MODEL, "--eval_crop_fraction", "1.0",
+          "--disable_tqdm", "true", "--report_to", "none", "--use_cpu", "true", "--dataloader_num_workers", "0"]  # fmt: skip
+
+
+def test_train_then_evaluate_then_reload(tmp_path):
+    out = tmp_path / "run"
+    metrics = training.main([*COMMON, *NO_AUGMENTATION, "--output_dir", str(out), "--num_train_epochs", "8",
+                             "--max_train_samples", "512", "--per_device_train_batch_size", "32", "--learning_rate",
+                             "3e-3", "--save_strategy", "no", "--mixup_alpha", "0.2"])  # fmt: skip
+    for name in ("config.json", "model.safetensors", "preprocessor_config.json", "all_results.json",
+                 "training_curves.png", "inner_losses.png", "modeling_ttt_vit.py"):  # fmt: skip
+        assert (out / name).exists(), name
+    results = json.loads((out / "all_results.json").read_text())
+    assert results["test_accuracy"] == metrics["test_accuracy"]
+    assert 0.3 < results["test_accuracy"] <= 1  # 10 classes: chance is 0.1; the run learns something
+    assert results["test_top5_accuracy"] >= results["test_accuracy"]
+    assert results["inner_loss_after"] < results["inner_loss_before"]
+    assert results["train_loss"] > 0.5  # per image, not divided by the number of classes (mixup labels)
+    model = AutoModelForImageClassification.from_pretrained(out)
+    assert model.config.image_size == 8 and model.config.num_channels == 1 and model.config.id2label[3] == "3"
+
+    evaluated = evaluation.main(["--model_name_or_path", str(out), "--dataset", "digits", "--output_dir",
+                                 str(tmp_path / "eval"), "--batch_size", "50"])  # fmt: skip
+    assert evaluated["test_accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-9)  # same split, same model
+    assert evaluated["images"] == 180 and evaluated["images_per_second"] > 0
+    assert (tmp_path / "eval" / "confusion_matrix.png").exists()
+
+
+def test_bad_training_inputs_raise_clear_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="neither a directory of images nor a bundled dataset"):
+        training.main([*COMMON, "--dataset", str(tmp_path / "missing") + os.sep, "--output_dir", str(tmp_path)])
+    with pytest.raises(ValueError, match="key=value pairs"):
+        training.main([*COMMON, "--config_overrides", "hidden_size", "--output_dir", str(tmp_path)])
+    with pytest.raises(ValueError, match="Unknown preset"):
+        training.main([*COMMON, "--preset", "vit-huge", "--output_dir", str(tmp_path)])
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        training.main([*COMMON, *NO_AUGMENTATION, "--max_steps", "1", "--resume_from_checkpoint", "last",
+                       "--output_dir", str(tmp_path / "fresh")])  # fmt: skip
+
+
+def test_fine_tune_a_checkpoint_on_new_labels(tmp_path):
+    """A model trained on 10 digit classes fine-tunes on a 3-class imagefolder: new head, same body."""
+    from PIL import Image
+
+    base = tmp_path / "base"
+    training.main([*COMMON, *NO_AUGMENTATION, "--output_dir", str(base), "--max_steps", "2", "--save_strategy", "no",
+                   "--max_train_samples", "64", "--plots", "false"])  # fmt: skip
+    folder = tmp_path / "shapes"
+    for c, name in enumerate(("bar", "dot", "ring")):
+        (folder / name).mkdir(parents=True)
+        for i in range(12):
+            Image.fromarray(((torch.rand(8, 8) * 60 + 60 * c).byte()).numpy(), "L").save(folder / name / f"{i}.png")
+    tuned = tmp_path / "tuned"
+    training.main([*COMMON, *NO_AUGMENTATION, "--dataset", str(folder), "--model_name_or_path", str(base),
+                   "--output_dir", str(tuned), "--max_steps", "2", "--save_strategy", "no", "--plots", "false",
+                   "--validation_fraction", "0.2"])  # fmt: skip
+    model = AutoModelForImageClassification.from_pretrained(tuned)
+    assert model.config.id2label == {0: "bar", 1: "dot", 2: "ring"} and model.classifier.weight.shape == (3, 24)
+    base_body, tuned_body = load_file(base / "model.safetensors"), load_file(tuned / "model.safetensors")
+    assert base_body["classifier.weight"].shape == (10, 24)
+    assert base_body["ttt_vit.embeddings.patch_embeddings.weight"].shape == tuned_body[
+        "ttt_vit.embeddings.patch_embeddings.weight"].shape
+
+
+def test_cli_lists_presets_and_dispatches(capsys):
+    assert cli.main(["presets"]) == 0
+    assert "ttt-vit-small16-mlp" in capsys.readouterr().out.split()
+    assert cli.main(["frobnicate"]) == 2
+
+
+# ------------------------------------------------------------------------------ processes and resuming
+
+
+def _env():
+    return {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def _weights(path):
+    return load_file(os.path.join(path, "model.safetensors"))
+
+
+def _train_cmd(out, *extra):
+    return [*COMMON, "--output_dir", str(out), "--plots", "false", *extra]
+
+
+def test_two_cpu_processes_match_one(tmp_path):
+    """torchrun --nproc_per_node 2 (gloo) with 2 x 16 images per step equals one process with 32 per step."""
+    steps = ["--max_train_samples", "32", "--max_steps", "3", "--save_strategy", "no", "--eval_strategy", "no",
+             "--learning_rate", "3e-3", "--seed", "3", *NO_AUGMENTATION]  # fmt: skip
+    single = subprocess.run(
+        [sys.executable, "-m", "ttt_hf.training", *_train_cmd(tmp_path / "one", *steps,
+                                                              "--per_device_train_batch_size", "32")],
+        env=_env(), capture_output=True, text=True, timeout=600,
+    )
+    assert single.returncode == 0, single.stderr[-3000:]
+    double = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+         "-m", "ttt_hf.training", *_train_cmd(tmp_path / "two", *steps, "--per_device_train_batch_size", "16",
+                                              "--ddp_backend", "gloo")],
+        env=_env(), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert double.returncode == 0, double.stderr[-3000:]
+    one, two = _weights(tmp_path / "one"), _weights(tmp_path / "two")
+    assert one["classifier.weight"].abs().max() > 1e-3  # the zero-initialised head has trained
+    for name in one:
+        torch.testing.assert_close(two[name], one[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_kill_9_then_resume_ends_with_the_same_weights(tmp_path):
+    """With augmentation and mixup on: a run killed after its step-10 checkpoint and resumed from it ends
+    exactly where an uninterrupted run ends (RNG, optimizer, scheduler and data order restored)."""
+    args = ["--max_train_samples", "64", "--per_device_train_batch_size", "16", "--max_steps", "24",
+            "--save_strategy", "steps", "--save_steps", "10", "--eval_strategy", "no", "--seed", "5",
+            "--save_total_limit", "5"]  # fmt: skip
+    full = subprocess.run([sys.executable, "-m", "ttt_hf.training", *_train_cmd(tmp_path / "full", *args)],
+                          env=_env(), capture_output=True, text=True, timeout=600)
+    assert full.returncode == 0, full.stderr[-3000:]
+
+    killed_dir = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "ttt_hf.training", *_train_cmd(killed_dir, *args)],
+                            env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    checkpoint = killed_dir / "checkpoint-10"
+    deadline = time.time() + 300
+    while not (checkpoint / "trainer_state.json").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    assert not (killed_dir / "model.safetensors").exists()
+
+    resumed = subprocess.run(
+        [sys.executable, "-m", "ttt_hf.training", *_train_cmd(killed_dir, *args, "--resume_from_checkpoint",
+                                                              str(checkpoint))],
+        env=_env(), capture_output=True, text=True, timeout=600,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a, b = _weights(tmp_path / "full"), _weights(killed_dir)
+    for name in a:
+        torch.testing.assert_close(b[name], a[name], rtol=0, atol=0, msg=name)
