@@ -12,6 +12,7 @@ INNER_BATCHINGS = ("full", "shuffled")
 FEATURE_MAPS = ("identity", "elu_plus_one")
 NORMALIZERS = ("constant", "adaptive")
 SHUFFLE_EVAL_MODES = ("fixed", "random")
+INNER_GRADIENTS = ("analytic", "autograd")
 
 # name -> (hidden_size, num_hidden_layers, num_attention_heads, intermediate_size)
 _SIZES = {"tiny": (192, 12, 3, 768), "small": (384, 12, 6, 1536)}
@@ -83,6 +84,8 @@ class TTTViTConfig(PreTrainedConfig):
             `"random"` draws fresh permutations as in training (the official JAX code's behaviour).
         inner_shuffle_seed (`int`, defaults to 0): seed of the fixed evaluation permutations.
         inner_hidden_ratio (`int`, defaults to 4): hidden width of the MTTT-MLP learner, in units of d/H.
+        inner_gradient (`str`, defaults to `"analytic"`): how inner steps get their gradient: `"analytic"` (written
+            out as tensor ops, fast) or `"autograd"` (`torch.autograd.grad(create_graph=True)`, the reference).
         decoder_layer_norm (`bool`, *optional*): LayerNorm on the inner decoder's output. Defaults to `True`
             for `ttt_mlp` and `False` for `ttt_linear` (the paper's settings).
         learn_inner_init (`bool`, *optional*): whether the inner learner's initial weights W_0 are trained by
@@ -112,6 +115,7 @@ class TTTViTConfig(PreTrainedConfig):
     inner_shuffle_eval: str = "fixed"
     inner_shuffle_seed: int = 0
     inner_hidden_ratio: int = 4
+    inner_gradient: str = "analytic"
     decoder_layer_norm: bool | None = None
     learn_inner_init: bool | None = None
     linear_attention_feature_map: str = "identity"
@@ -134,6 +138,7 @@ class TTTViTConfig(PreTrainedConfig):
         _choice("position_embedding", self.position_embedding, POSITION_EMBEDDINGS)
         _choice("inner_batching", self.inner_batching, INNER_BATCHINGS)
         _choice("inner_shuffle_eval", self.inner_shuffle_eval, SHUFFLE_EVAL_MODES)
+        _choice("inner_gradient", self.inner_gradient, INNER_GRADIENTS)
         _choice("linear_attention_feature_map", self.linear_attention_feature_map, FEATURE_MAPS)
         _choice("linear_attention_normalizer", self.linear_attention_normalizer, NORMALIZERS)
         for name in ("image_size", "patch_size", "num_channels", "hidden_size", "num_hidden_layers",

@@ -75,11 +75,26 @@ class ReconstructionTask:
 
     value_weight [H, k, d] and value_bias [d] are g_h and g_bias; ln_weight/ln_bias [H, d] are the decoder
     LayerNorm of every head (None: no decoder LN). Nothing here is trained by the inner loop.
+
+    Without decoder LN the loss is quadratic in f, and its gradient needs x only through its projection:
+    d loss / d f = (f g_h g_h^T - (x - g_bias) g_h^T) / (n k). `targets` then precomputes the values
+    v = (x - g_bias) g_h^T [B, H, N, k] once, and every step costs O(n k^2) per head instead of decoding to
+    the full width d (O(n k d)); with W_0 = 0 and T = 1 this is exactly linear attention's cost.
     """
 
     def __init__(self, learner, value_weight, value_bias, ln_weight=None, ln_bias=None, eps=1e-6):
         self.learner, self.value_weight, self.value_bias = learner, value_weight, value_bias
         self.ln_weight, self.ln_bias, self.eps = ln_weight, ln_bias, eps
+        if ln_weight is None:
+            self.gram = value_weight @ value_weight.transpose(-1, -2)  # g_h g_h^T [H, k, k]
+
+    def targets(self, x):
+        """What `grad` compares against, from the layer input x [B, N, d]: the tokens [B, 1, N, d] (every head
+        reconstructs the full width), or without decoder LN the values (x - g_bias) g_h^T [B, H, N, k]."""
+        x = x.unsqueeze(1)
+        if self.ln_weight is not None:
+            return x
+        return (x - self.value_bias) @ self.value_weight.transpose(-1, -2)
 
     def _decode(self, f):
         r = f @ self.value_weight + self.value_bias  # [B, H, n, k] @ [H, k, d] -> [B, H, n, d]
@@ -89,55 +104,74 @@ class ReconstructionTask:
         xhat, mean, rstd = torch.native_layer_norm(r, r.shape[-1:], None, None, self.eps)
         return xhat * self.ln_weight.unsqueeze(-2) + self.ln_bias.unsqueeze(-2), (r, mean, rstd)
 
-    def loss(self, params, z, target):
-        """Per-head loss [B, H] of the learner `params` on tokens z [B, H, n, k] with targets [B, *, n, d]."""
+    def loss(self, params, z, tokens):
+        """Per-head loss [B, H] of the learner `params` on keys z [B, H, n, k] against tokens [B, 1 or H, n, d]."""
         f, _ = self.learner.forward(z, params)
         y, _ = self._decode(f)
-        return 0.5 * (y - target).pow(2).sum((-2, -1)) / (z.shape[-2] * z.shape[-1])
+        return 0.5 * (y - tokens).pow(2).sum((-2, -1)) / (z.shape[-2] * z.shape[-1])
 
     def grad(self, params, z, target):
-        """d loss / d params, written out (the sum over B x H of `loss` differentiated per image and head)."""
+        """d loss / d params for targets from `targets` (the sum over B x H of `loss`, per image and head)."""
         f, cache = self.learner.forward(z, params)
-        y, ln_cache = self._decode(f)
-        grad_y = (y - target) / (z.shape[-2] * z.shape[-1])  # [B, H, n, d]
-        if ln_cache is not None:  # through the LayerNorm: fused aten backward, itself differentiable
-            r, mean, rstd = ln_cache
-            grad_y = torch.ops.aten.native_layer_norm_backward(
-                grad_y * self.ln_weight.unsqueeze(-2), r, r.shape[-1:], mean, rstd, None, None, [True, False, False]
-            )[0]
-        grad_f = grad_y @ self.value_weight.transpose(-1, -2)  # [B, H, n, k]
+        scale = 1.0 / (z.shape[-2] * z.shape[-1])
+        if self.ln_weight is None:
+            grad_f = (f @ self.gram - target) * scale  # [B, H, n, k]
+            return self.learner.backward(grad_f, z, cache, params)
+        y, (r, mean, rstd) = self._decode(f)
+        # through the LayerNorm: aten's fused backward, itself differentiable
+        grad_r = torch.ops.aten.native_layer_norm_backward(
+            (y - target) * (scale * self.ln_weight.unsqueeze(-2)), r, r.shape[-1:], mean, rstd, None, None,
+            [True, False, False],
+        )[0]  # [B, H, n, d]
+        grad_f = grad_r @ self.value_weight.transpose(-1, -2)  # [B, H, n, k]
         return self.learner.backward(grad_f, z, cache, params)
 
 
-def inner_loop(task, init_params, keys, targets, lrs, perm=None, return_losses=False):
-    """Train the learner from `init_params` ([1 or B, H, ...] each) on keys [B, H, N, k] -> targets [B, N, d].
+def analytic_step(task, params, z, target, lr):
+    return [p - lr * g for p, g in zip(params, task.grad(params, z, target))]
+
+
+def autograd_step(task, params, z, tokens, lr):
+    """The reference: autograd.grad of the loss (create_graph=True when the outer loop needs it)."""
+    outer = torch.is_grad_enabled()
+    with torch.enable_grad():
+        params = [p.expand(z.shape[0], *p.shape[1:]) for p in params]  # [B, H, ...]: a gradient per image
+        params = [p if p.requires_grad and outer else p.detach().requires_grad_() for p in params]
+        grads = torch.autograd.grad(task.loss(params, z, tokens).sum(), params, create_graph=outer)
+    return [p - lr * g for p, g in zip(params, grads)]
+
+
+def inner_loop(task, init_params, keys, x, lrs, perm=None, return_losses=False, gradient="analytic"):
+    """Train the learner from `init_params` ([1 or B, H, ...] each) on keys [B, H, N, k] to reconstruct x [B, N, d].
 
     perm [1 or B, H, N] (token order per head) switches on shuffled mini-batches: step t of T uses tokens
-    perm[..., t*n:(t+1)*n] with n = N // T. Without it every step uses all N tokens.
+    perm[..., t*n:(t+1)*n] with n = N // T. Without it every step uses all N tokens. `gradient="autograd"`
+    takes each step with `autograd_step` instead of the analytic gradient (slower; the reference).
     Returns the final params and, if asked, the full-batch loss [B, H, T + 1] at W_0 .. W_T (no grad).
     """
-    targets = targets.unsqueeze(1)  # [B, 1, N, d]: every head reconstructs the full-width token
+    tokens = x.unsqueeze(1)  # [B, 1, N, d]
+    targets = tokens if gradient == "autograd" else task.targets(x)
+    step = autograd_step if gradient == "autograd" else analytic_step
     num_steps = len(lrs)
     if perm is not None:
         n = keys.shape[2] // num_steps
         batch, heads = keys.shape[:2]
-        idx = perm.expand(batch, heads, -1)[..., : n * num_steps]
-        keys_s = keys.gather(2, idx.unsqueeze(-1).expand(-1, -1, -1, keys.shape[-1]))  # [B, H, T*n, k]
-        targets_s = targets.expand(-1, heads, -1, -1).gather(2, idx.unsqueeze(-1).expand(-1, -1, -1, targets.shape[-1]))
+        idx = perm.expand(batch, heads, -1)[..., : n * num_steps].unsqueeze(-1)  # [B, H, T*n, 1]
+        keys_s = keys.gather(2, idx.expand(-1, -1, -1, keys.shape[-1]))  # [B, H, T*n, k]
+        targets_s = targets.expand(-1, heads, -1, -1).gather(2, idx.expand(-1, -1, -1, targets.shape[-1]))
     params, losses = list(init_params), []
     for t, lr in enumerate(lrs):
         if return_losses:
             with torch.no_grad():
-                losses.append(task.loss(params, keys, targets))
+                losses.append(task.loss(params, keys, tokens))
         if perm is None:
-            z, y = keys, targets
+            params = step(task, params, keys, targets, lr)
         else:
-            z, y = keys_s[:, :, t * n : (t + 1) * n], targets_s[:, :, t * n : (t + 1) * n]
-        grads = task.grad(params, z, y)
-        params = [p - lr * g for p, g in zip(params, grads)]
+            window = slice(t * n, (t + 1) * n)
+            params = step(task, params, keys_s[:, :, window], targets_s[:, :, window], lr)
     if return_losses:
         with torch.no_grad():
-            losses.append(task.loss(params, keys, targets))
+            losses.append(task.loss(params, keys, tokens))
         return params, torch.stack(losses, -1)
     return params, None
 
@@ -220,7 +254,8 @@ class TTTMixer(nn.Module):
                 )
             perm = self._permutation(batch, tokens, x.device)
         params, losses = inner_loop(
-            self.reconstruction_task(), init, keys, x, self.config.inner_lrs(), perm, return_inner_losses
+            self.reconstruction_task(), init, keys, x, self.config.inner_lrs(), perm, return_inner_losses,
+            gradient=self.config.inner_gradient,
         )
         out, _ = self.learner.forward(queries, params)  # [B, H, N, k]
         return self.output(_merge_heads(out)), losses
