@@ -1,0 +1,46 @@
+"""The benchmark runs end to end in --quick mode (no timing assertions), and the results table is right."""
+
+import csv
+import json
+
+import torch
+
+from ttt_hf import benchmark
+from ttt_hf.reporting import results_table
+
+
+def test_quick_benchmark_writes_table_csv_and_plot(tmp_path, capsys):
+    rows = benchmark.main(["--quick", "--output_dir", str(tmp_path), "--repeats", "1", "--warmup", "0"])
+    names = {r["name"] for r in rows if r["level"] == "layer"}
+    assert names == set(benchmark.LAYER_MIXERS)
+    assert {r["tokens"] for r in rows if r["level"] == "layer"} == {16, 64}
+    assert all(r["forward_ms"] > 0 and r["forward_backward_ms"] > 0 and r["memory_mb"] > 0 for r in rows)
+    with open(tmp_path / "benchmark_cpu_float32_quick.csv") as f:
+        written = list(csv.DictReader(f))
+    assert len(written) == len(rows) and written[0]["machine"].endswith(torch.__version__)
+    assert (tmp_path / "layers_cpu_float32_quick.png").stat().st_size > 10_000
+    assert "fwd+bwd ms" in capsys.readouterr().out
+
+
+def test_activation_memory_counts_saved_storages_once():
+    x = torch.randn(1000, requires_grad=True)  # 4000 bytes
+    w = torch.randn(1000, requires_grad=True)
+
+    def step():
+        y = x * w  # saves x and w
+        (y * y).sum().backward()  # saves y
+    assert benchmark.memory_of(step, "cpu", [w]) == 2 * 4000  # x and y; the parameter w is excluded
+
+
+def test_results_table_means_and_spreads(tmp_path):
+    for seed, (test, val, secs) in enumerate([(0.80, 0.81, 10.0), (0.84, 0.83, 12.0)]):
+        run = tmp_path / "pixel" / f"mlp-seed{seed}"
+        run.mkdir(parents=True)
+        (run / "all_results.json").write_text(
+            json.dumps({"test_accuracy": test, "eval_accuracy": val, "epoch_seconds": secs}))
+    other = tmp_path / "pixel" / "attn-seed0"
+    other.mkdir()
+    (other / "all_results.json").write_text(json.dumps({"test_accuracy": 0.9, "eval_accuracy": 0.9, "epoch_seconds": 5}))
+    table = results_table(tmp_path).splitlines()
+    assert table[2] == "| pixel | self-attention | 1 | 90.0 | 90.0 | 5 |"  # best first
+    assert table[3] == "| pixel | MTTT-MLP (T=1) | 2 | 82.0 ± 2.8 | 82.0 ± 1.4 | 11 ± 1 |"

@@ -1,0 +1,283 @@
+"""Speed and memory of the token mixers and models, across sequence lengths (`ttt-hf benchmark --help`).
+
+Layer level: one mixer at ViT-Tiny width (192, 3 heads) on N tokens, batch 1 by default — forward time,
+forward+backward time (median of repeats after warm-up) and memory. Model level: training-step and
+inference images/second of whole models — ViT-S/16 at 224² for every mixer next to transformers' own
+`ViTForImageClassification` (SDPA) of the same size, and the ViT-Ti pixel model at growing resolutions.
+
+Memory: on CUDA the peak allocated bytes of the measured call (`torch.cuda.max_memory_allocated`). On CPU
+PyTorch keeps no allocator statistics, so the figure is the activation memory of a training step: the
+bytes autograd saves for the backward pass (unique storages, parameters excluded), which is what grows
+with N. Results go to stdout (a table), CSV, and a log-log PNG of time and memory against N.
+"""
+
+import argparse
+import csv
+import os
+import platform
+import statistics
+import time
+from contextlib import contextmanager
+
+import torch
+
+from .modeling import TTTViTConfig, TTTViTForImageClassification
+from .modeling.ttt_layers import MIXERS
+
+LAYER_TOKENS = (196, 784, 3136, 12544, 50176)
+# name -> config overrides of a mixer
+LAYER_MIXERS = {
+    "ttt_mlp": dict(mixer="ttt_mlp"),
+    "ttt_mlp (autograd)": dict(mixer="ttt_mlp", inner_gradient="autograd"),
+    "ttt_linear": dict(mixer="ttt_linear"),
+    "linear_attention": dict(mixer="linear_attention"),
+    "self_attention (SDPA)": dict(mixer="self_attention"),
+}
+
+
+def machine_description(device: str) -> str:
+    if device.startswith("cuda"):
+        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}, CUDA {torch.version.cuda}"
+    return (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads "
+            f"({os.cpu_count()} CPUs), torch {torch.__version__}")
+
+
+def _sync(device):
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
+
+
+def time_call(fn, device: str, repeats: int, warmup: int) -> float:
+    """Median seconds of `fn()` over `repeats` after `warmup` calls (CUDA events on GPU)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        if device.startswith("cuda"):
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            torch.cuda.synchronize(device)
+            times.append(start.elapsed_time(end) / 1000)
+        else:
+            tic = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - tic)
+    return statistics.median(times)
+
+
+@contextmanager
+def _saved_tensor_bytes(exclude: set[int], counter: dict):
+    """Count unique storages autograd saves for backward inside the block (excluding `exclude` data_ptrs)."""
+    seen = set()
+
+    def pack(t):
+        ptr = t.untyped_storage().data_ptr()
+        if ptr not in seen and ptr not in exclude:
+            seen.add(ptr)
+            counter["bytes"] += t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        yield
+
+
+def memory_of(step, device: str, params) -> int:
+    """Peak CUDA bytes of `step()` above what was allocated before, or CPU activation bytes (module doc)."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
+        step()
+        torch.cuda.synchronize(device)
+        return torch.cuda.max_memory_allocated(device) - before
+    counter = {"bytes": 0}
+    with _saved_tensor_bytes({p.untyped_storage().data_ptr() for p in params}, counter):
+        step()
+    return counter["bytes"]
+
+
+def layer_config(overrides: dict, width: int = 192, heads: int = 3) -> TTTViTConfig:
+    return TTTViTConfig(hidden_size=width, num_attention_heads=heads, intermediate_size=4 * width, **overrides)
+
+
+def benchmark_layer(name, overrides, tokens, *, batch=1, width=192, heads=3, device="cpu", dtype=torch.float32,
+                    compile=False, repeats=5, warmup=2) -> dict:  # fmt: skip
+    config = layer_config(overrides, width, heads)
+    config._attn_implementation = "sdpa"
+    mixer = MIXERS[config.mixer](config).to(device, dtype)
+    x = torch.randn(batch, tokens, width, device=device, dtype=dtype, requires_grad=True)
+    forward = torch.compile(mixer) if compile else mixer
+
+    def fwd():
+        with torch.no_grad():
+            forward(x)
+        _sync(device)
+
+    def fwd_bwd():
+        out, _ = forward(x)
+        out.float().square().mean().backward()
+        _sync(device)
+
+    params = list(mixer.parameters())
+    result = {"level": "layer", "name": name, "tokens": tokens, "batch": batch, "width": width}
+    result["forward_ms"] = 1000 * time_call(fwd, device, repeats, warmup)
+    result["forward_backward_ms"] = 1000 * time_call(fwd_bwd, device, repeats, warmup)
+    result["memory_mb"] = memory_of(fwd_bwd, device, params) / 2**20
+    return result
+
+
+def hf_vit_small(num_labels: int = 1000):
+    """transformers' own ViT-S/16 (SDPA), the reference for the model-level numbers."""
+    from transformers import ViTConfig, ViTForImageClassification
+
+    config = ViTConfig(hidden_size=384, num_hidden_layers=12, num_attention_heads=6, intermediate_size=1536,
+                       image_size=224, patch_size=16, num_labels=num_labels, attn_implementation="sdpa")  # fmt: skip
+    return ViTForImageClassification(config)
+
+
+def benchmark_model(name, model, image_size, channels=3, *, batch=8, device="cpu", dtype=torch.float32,
+                    compile=False, repeats=3, warmup=1) -> dict:  # fmt: skip
+    model = model.to(device, dtype).train()
+    forward = torch.compile(model) if compile else model
+    x = torch.randn(batch, channels, image_size, image_size, device=device, dtype=dtype)
+    labels = torch.randint(0, model.config.num_labels, (batch,), device=device)
+
+    def train_step():
+        forward(pixel_values=x, labels=labels).loss.backward()
+        model.zero_grad(set_to_none=True)
+        _sync(device)
+
+    def infer():
+        with torch.no_grad():
+            forward(pixel_values=x)
+        _sync(device)
+
+    train_s = time_call(train_step, device, repeats, warmup)
+    infer_s = time_call(infer, device, repeats, warmup)
+    tokens = (image_size // model.config.patch_size) ** 2
+    return {"level": "model", "name": name, "tokens": tokens, "batch": batch, "width": model.config.hidden_size,
+            "forward_ms": 1000 * infer_s, "forward_backward_ms": 1000 * train_s,
+            "train_images_per_s": batch / train_s, "infer_images_per_s": batch / infer_s,
+            "memory_mb": memory_of(train_step, device, list(model.parameters())) / 2**20}  # fmt: skip
+
+
+def model_suite(quick: bool):
+    """(name, model factory, image size, channels, batch) of the model-level benchmark."""
+    if quick:
+        small = dict(hidden_size=48, num_hidden_layers=2, num_attention_heads=3, intermediate_size=96, num_labels=10)
+        return [(f"{mixer} tiny/8 @32", lambda m=mixer: TTTViTForImageClassification(
+            TTTViTConfig(image_size=32, patch_size=8, mixer=m, **small)), 32, 3, 2) for mixer in ("ttt_mlp", "ttt_linear")]
+    suite = [("transformers ViT-S/16 (SDPA)", hf_vit_small, 224, 3, 8)]
+    for suffix in ("mlp", "linear", "linattn", "attn"):
+        name = f"ttt-vit-small16-{suffix}"
+        suite.append((name, lambda n=name: TTTViTForImageClassification(TTTViTConfig.from_preset(n)), 224, 3, 8))
+    for size in (32, 64, 112, 224):
+        name = "ttt-vit-tiny-pixel-mlp"
+        suite.append((f"{name} @{size}", lambda s=size: TTTViTForImageClassification(
+            TTTViTConfig.from_preset("ttt-vit-tiny-pixel-mlp", image_size=s)), size, 3, 1))
+    return suite
+
+
+def print_table(rows: list[dict]) -> None:
+    head = f"{'level':6s} {'name':36s} {'N':>6s} {'B':>3s} {'fwd ms':>10s} {'fwd+bwd ms':>11s} {'mem MB':>9s} {'train img/s':>11s}"
+    print(head)
+    print("-" * len(head))
+    for r in rows:
+        train = f"{r['train_images_per_s']:11.2f}" if "train_images_per_s" in r else f"{'':11s}"
+        print(f"{r['level']:6s} {r['name'][:36]:36s} {r['tokens']:6d} {r['batch']:3d} {r['forward_ms']:10.2f} "
+              f"{r['forward_backward_ms']:11.2f} {r['memory_mb']:9.1f} {train}")
+
+
+def write_csv(rows: list[dict], path: str, machine: str) -> None:
+    keys = ["level", "name", "tokens", "batch", "width", "forward_ms", "forward_backward_ms", "memory_mb",
+            "train_images_per_s", "infer_images_per_s", "device", "dtype", "compiled", "machine"]  # fmt: skip
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys)
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({**{k: row.get(k, "") for k in keys}, "machine": machine})
+
+
+def plot_layers(rows: list[dict], path: str, title: str) -> None:
+    from .plots import plt
+
+    layer_rows = [r for r in rows if r["level"] == "layer"]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for name in dict.fromkeys(r["name"] for r in layer_rows):
+        points = sorted((r["tokens"], r["forward_backward_ms"], r["memory_mb"]) for r in layer_rows if r["name"] == name)
+        tokens, ms, mb = zip(*points)
+        axes[0].loglog(tokens, ms, "o-", label=name)
+        axes[1].loglog(tokens, mb, "o-", label=name)
+    axes[0].set(xlabel="tokens N", ylabel="forward + backward (ms)", title="time")
+    axes[1].set(xlabel="tokens N", ylabel="memory (MB)", title="memory")
+    for ax in axes:
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=8)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run(args) -> list[dict]:
+    dtype = getattr(torch, args.dtype)
+    tokens = [int(n) for n in args.tokens.split(",")] if args.tokens else ([16, 64] if args.quick else LAYER_TOKENS)
+    width, heads = (24, 3) if args.quick else (192, 3)
+    extra = {"device": args.device, "dtype": args.dtype, "compiled": args.compile}
+    rows = []
+    if args.level in ("all", "layer"):
+        for name, overrides in LAYER_MIXERS.items():
+            for n in tokens:
+                if "self_attention" in name and n > args.max_attention_tokens:
+                    continue
+                if "autograd" in name and n > args.max_autograd_tokens:
+                    continue
+                rows.append({**benchmark_layer(name, overrides, n, batch=args.batch, width=width, heads=heads,
+                                               device=args.device, dtype=dtype, compile=args.compile,
+                                               repeats=args.repeats, warmup=args.warmup), **extra})  # fmt: skip
+                print_table(rows[-1:]) if args.verbose else None
+    if args.level in ("all", "model"):
+        for name, factory, size, channels, batch in model_suite(args.quick):
+            torch.manual_seed(0)
+            rows.append({**benchmark_model(name, factory(), size, channels, batch=batch, device=args.device,
+                                           dtype=dtype, compile=args.compile, repeats=max(1, args.repeats // 2),
+                                           warmup=1), **extra})  # fmt: skip
+            print_table(rows[-1:]) if args.verbose else None
+    return rows
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(prog="ttt-hf benchmark", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, seconds: a CI-sized check that all runs")
+    parser.add_argument("--level", choices=("all", "layer", "model"), default="all")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    parser.add_argument("--compile", action="store_true", help="torch.compile the mixer / model")
+    parser.add_argument("--tokens", default=None, help="comma-separated N for the layer level")
+    parser.add_argument("--batch", type=int, default=1, help="layer-level batch size")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--max_attention_tokens", type=int, default=50176, help="skip SDPA above this N")
+    parser.add_argument("--max_autograd_tokens", type=int, default=12544, help="skip the autograd reference above N")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
+    parser.add_argument("--output_dir", default="outputs/benchmark")
+    parser.add_argument("--verbose", action="store_true", help="print each row as it finishes")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    machine = machine_description(args.device)
+    print(f"# {machine}; {args.dtype}{', torch.compile' if args.compile else ''}")
+    rows = run(args)
+    print_table(rows)
+    os.makedirs(args.output_dir, exist_ok=True)
+    tag = f"{args.device.split(':')[0]}_{args.dtype}{'_compiled' if args.compile else ''}{'_quick' if args.quick else ''}"
+    write_csv(rows, os.path.join(args.output_dir, f"benchmark_{tag}.csv"), machine)
+    if any(r["level"] == "layer" for r in rows):
+        plot_layers(rows, os.path.join(args.output_dir, f"layers_{tag}.png"), f"{machine}; {args.dtype}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
