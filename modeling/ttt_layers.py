@@ -176,6 +176,15 @@ def inner_loop(task, init_params, keys, x, lrs, perm=None, return_losses=False, 
     return params, None
 
 
+def _hash32(x: torch.Tensor) -> torch.Tensor:
+    """A stateless integer hash (int64 in, values < 2^32 out) made of tensor ops, so a "random" order can be
+    derived from a seed inside a compiled graph (a torch.Generator would break it). Products stay < 2^60."""
+    x = x & 0xFFFFFFFF
+    for _ in range(2):
+        x = (((x >> 16) ^ x) * 0x45D9F3B) & 0xFFFFFFFF
+    return (x >> 16) ^ x
+
+
 def _split_heads(x, heads):
     batch, tokens, width = x.shape
     return x.view(batch, tokens, heads, width // heads).transpose(1, 2)  # [B, N, d] -> [B, H, N, k]
@@ -213,7 +222,6 @@ class TTTMixer(nn.Module):
             else:
                 self.register_buffer(name, tensor)
             self.inner_init_names.append(name)
-        self._fixed_perms = {}
 
     def inner_init_params(self):
         return [getattr(self, name) for name in self.inner_init_names]
@@ -230,15 +238,14 @@ class TTTMixer(nn.Module):
         )
 
     def _permutation(self, batch, tokens, device):
-        """Token order per head for shuffled batching: fresh per image when training (or when asked)."""
+        """Token order per head for shuffled batching: fresh per image when training (or when asked), else
+        one fixed order per (seed, layer, head) shared by every image."""
         if self.training or self.config.inner_shuffle_eval == "random":
             return torch.rand(batch, self.num_heads, tokens, device=device).argsort(-1)
-        key = (tokens, str(device))
-        if key not in self._fixed_perms:
-            gen = torch.Generator().manual_seed(self.config.inner_shuffle_seed * 100_003 + self.layer_idx)
-            perm = torch.rand(1, self.num_heads, tokens, generator=gen).argsort(-1)
-            self._fixed_perms[key] = perm.to(device)
-        return self._fixed_perms[key]
+        salt = (self.config.inner_shuffle_seed * 1_000_003 + self.layer_idx) * self.num_heads
+        heads = _hash32(salt + torch.arange(self.num_heads, device=device))[:, None]  # [H, 1]
+        keys = _hash32((_hash32(torch.arange(tokens, device=device))[None] + heads) & 0xFFFFFFFF)  # [H, N]
+        return keys.argsort(dim=-1, stable=True).unsqueeze(0)  # [1, H, N]
 
     def forward(self, x, return_inner_losses: bool = False):
         batch, tokens, _ = x.shape

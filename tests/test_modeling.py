@@ -239,3 +239,14 @@ def test_soft_labels_give_soft_target_cross_entropy():
     model.config.problem_type = "multi_label_classification"
     torch.testing.assert_close(
         model(x, labels=mixed).loss, torch.nn.functional.binary_cross_entropy_with_logits(logits, mixed))
+
+
+@pytest.mark.parametrize("overrides", ALL_MIXERS, ids=MIXER_IDS)
+def test_torch_compile_sees_one_graph_without_breaks(overrides):
+    """Dynamo traces the whole classifier (loss included) as one graph, in training and in evaluation."""
+    model = classifier(**overrides)
+    for mode in ("train", "eval"):
+        getattr(model, mode)()
+        torch._dynamo.reset()
+        explanation = torch._dynamo.explain(model)(torch.randn(2, 3, 8, 8), labels=torch.tensor([0, 3]))
+        assert (explanation.graph_count, explanation.graph_break_count) == (1, 0), explanation.break_reasons

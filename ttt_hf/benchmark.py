@@ -232,8 +232,8 @@ def run(args) -> list[dict]:
             for n in tokens:
                 if "self_attention" in name and n > args.max_attention_tokens:
                     continue
-                if "autograd" in name and n > args.max_autograd_tokens:
-                    continue
+                if "autograd" in name and (n > args.max_autograd_tokens or args.compile):
+                    continue  # the reference path: eager only (autograd.grad inside a compiled graph breaks it)
                 rows.append({**benchmark_layer(name, overrides, n, batch=args.batch, width=width, heads=heads,
                                                device=args.device, dtype=dtype, compile=args.compile,
                                                repeats=args.repeats, warmup=args.warmup), **extra})  # fmt: skip
