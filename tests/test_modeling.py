@@ -250,3 +250,14 @@ def test_torch_compile_sees_one_graph_without_breaks(overrides):
         torch._dynamo.reset()
         explanation = torch._dynamo.explain(model)(torch.randn(2, 3, 8, 8), labels=torch.tensor([0, 3]))
         assert (explanation.graph_count, explanation.graph_break_count) == (1, 0), explanation.break_reasons
+
+
+@pytest.mark.parametrize("overrides", ALL_MIXERS[:3], ids=MIXER_IDS[:3])
+def test_bf16_autocast_stays_close_to_float32(overrides):
+    model = classifier(**overrides)
+    x = torch.randn(4, 3, 8, 8)
+    reference = model(x).logits
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = model(x).logits.float()
+    assert torch.isfinite(low).all()
+    assert (low - reference).abs().max() < 0.05 * reference.abs().max()
