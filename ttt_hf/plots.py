@@ -42,7 +42,8 @@ def plot_inner_losses(inner_losses: np.ndarray, path, title: str = "") -> None:
         ax.bar(np.arange(layers) + (t - (points - 1) / 2) * width, inner_losses[:, t], width, label=label)
     ax.set(xlabel="layer", ylabel="inner loss", title=title or "inner-loop loss per layer")
     ax.set_xticks(np.arange(layers))
-    ax.legend()
+    ax.set_ylim(0, 1.25 * float(inner_losses.max()))  # headroom for the legend
+    ax.legend(loc="upper right", ncol=min(points, 3), fontsize=8)
     ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
