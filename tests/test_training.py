@@ -164,3 +164,10 @@ def test_kill_9_then_resume_ends_with_the_same_weights(tmp_path):
     a, b = _weights(tmp_path / "full"), _weights(killed_dir)
     for name in a:
         torch.testing.assert_close(b[name], a[name], rtol=0, atol=0, msg=name)
+
+
+def test_epoch_timer_reports_steady_epochs():
+    timer = training.EpochTimer()
+    assert timer.metrics() == {}
+    timer.durations = [30.0, 10.0, 12.0, 11.0]  # the first epoch pays for compilation
+    assert timer.metrics() == {"epoch_seconds": 11.0, "first_epoch_seconds": 30.0}

@@ -10,7 +10,9 @@ checkpoint, trains, evaluates on the validation and test splits, and saves the m
 import json
 import logging
 import os
+import statistics
 import sys
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -125,6 +127,26 @@ class ImageClassificationTrainer(Trainer):
         return self._with_eval_collator(super().get_test_dataloader, test_dataset)
 
 
+class EpochTimer(TrainerCallback):
+    """Wall time of each epoch's training steps (the epoch-end evaluation comes after `on_epoch_end`)."""
+
+    def __init__(self):
+        self.durations, self._start = [], None
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        self.durations.append(time.perf_counter() - self._start)
+
+    def metrics(self) -> dict:
+        """Median epoch time after the first (which pays for torch.compile and warm-up), and the first."""
+        if not self.durations:
+            return {}
+        steady = self.durations[1:] or self.durations
+        return {"epoch_seconds": statistics.median(steady), "first_epoch_seconds": self.durations[0]}
+
+
 class SetEpochCallback(TrainerCallback):
     """Tell randomised transforms the epoch (as Trainer tells samplers), so their draws change every epoch and
     a resumed run (state.epoch restored from the checkpoint) continues with the same draws."""
@@ -223,7 +245,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: TTT
     trainer = ImageClassificationTrainer(
         model=model, args=training_args, train_dataset=train_set, eval_dataset=eval_set,
         data_collator=collator, compute_metrics=compute_classification_metrics, processing_class=processor,
-        callbacks=[SetEpochCallback(train_transform, collator)],
+        callbacks=[SetEpochCallback(train_transform, collator), timer := EpochTimer()],
     )
     resume = training_args.resume_from_checkpoint
     if resume in ("last", "true", "True"):  # the newest checkpoint in output_dir
@@ -232,8 +254,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: TTT
             raise FileNotFoundError(f"--resume_from_checkpoint last: no checkpoint in {training_args.output_dir}.")
     train_result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model()
-    metrics = dict(train_result.metrics)
-    metrics["epoch_seconds"] = train_result.metrics["train_runtime"] / max(training_args.num_train_epochs, 1e-9)
+    metrics = {**train_result.metrics, **timer.metrics()}
     metrics.update(trainer.evaluate(eval_set, metric_key_prefix="eval"))
     metrics.update(trainer.evaluate(test_set, metric_key_prefix="test"))
     metrics["num_parameters"] = model.num_parameters()
