@@ -18,7 +18,7 @@ class TTTViTImageProcessorKwargs(ImagesKwargs, total=False):
     num_channels: int
 
 
-def _to_mode(image: Image.Image, mode: str) -> Image.Image:
+def convert_image_mode(image: Image.Image, mode: str) -> Image.Image:
     """Convert a PIL image of any mode to `mode` ("L" or "RGB"), compositing transparency onto white."""
     if image.mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
@@ -83,7 +83,7 @@ class TTTViTImageProcessor(PilBackend):
 
     def process_image(self, image, do_convert_rgb=None, input_data_format=None, **kwargs) -> np.ndarray:
         if isinstance(image, Image.Image):
-            image = np.asarray(_to_mode(image, _MODES[self.num_channels]))
+            image = np.asarray(convert_image_mode(image, _MODES[self.num_channels]))
             image = image[None] if image.ndim == 2 else np.moveaxis(image, -1, 0)  # [C, H, W]
             return image
         image = super().process_image(image, do_convert_rgb=False, input_data_format=input_data_format)

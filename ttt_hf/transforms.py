@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image, ImageEnhance, ImageOps
 
-from .modeling.image_processing_ttt_vit import _to_mode
+from .modeling.image_processing_ttt_vit import convert_image_mode
 
 
 def augmentation_rng(seed: int, epoch: int, content: bytes) -> np.random.Generator:
@@ -203,7 +203,7 @@ class TrainTransform(_EpochSeeded):
 
     def augment(self, image: Image.Image, rng: np.random.Generator) -> Image.Image:
         """One image through crop, flip and RandAugment (each if switched on), in the processor's colour mode."""
-        image = _to_mode(image, self.mode)
+        image = convert_image_mode(image, self.mode)
         if self.random_resized_crop:
             image = random_resized_crop(image, self.size, self.scale, self.ratio, rng, self.resample)
         if self.horizontal_flip and rng.random() < 0.5:

@@ -1,0 +1,48 @@
+#!/usr/bin/env python
+"""Time one mixer layer (forward, forward+backward; ViT-Ti width, batch 1) with the `modeling/` code of any
+checkout, to measure a change before and after it:
+
+    git worktree add /tmp/before <commit>
+    python scripts/time_layer_at_commit.py /tmp/before ttt_mlp 3136
+    python scripts/time_layer_at_commit.py . ttt_mlp 3136
+"""
+
+import importlib
+import statistics
+import sys
+import time
+
+import torch
+
+
+def median_ms(fn, repeats: int = 5) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        tic = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - tic)
+    return 1000 * statistics.median(times)
+
+
+def main(root: str, mixer: str, tokens: int) -> None:
+    sys.path.insert(0, root)
+    modeling = importlib.import_module("modeling")
+    layers = importlib.import_module("modeling.ttt_layers")
+    config = modeling.TTTViTConfig(hidden_size=192, num_attention_heads=3, intermediate_size=768, mixer=mixer)
+    layer = layers.MIXERS[mixer](config)
+    x = torch.randn(1, tokens, 192, requires_grad=True)
+
+    def forward():
+        with torch.no_grad():
+            layer(x)
+
+    def forward_backward():
+        layer(x)[0].square().mean().backward()
+
+    print(f"{root:24s} {mixer:18s} N={tokens:6d} fwd {median_ms(forward):8.1f} ms  "
+          f"fwd+bwd {median_ms(forward_backward):8.1f} ms")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2], int(sys.argv[3]))
