@@ -7,7 +7,8 @@ root=${1:-outputs/fmnist}
 model="hidden_size=64,num_hidden_layers=4,num_attention_heads=2,intermediate_size=256"
 common=(--dataset fashion-mnist --max_train_samples 10000 --per_device_train_batch_size 64 --learning_rate 2e-3
         --warmup_steps 0.05 --rand_augment false --mixup_alpha 0 --crop_min_scale 0.5 --eval_crop_fraction 1.0
-        --torch_compile true --dataloader_drop_last true --save_strategy no --disable_tqdm true --use_cpu true)
+        --torch_compile true --dataloader_drop_last true --eval_strategy no --save_strategy no --disable_tqdm true
+        --use_cpu true)
 declare -A mixers=(
   [mlp]="mixer=ttt_mlp" [linear]="mixer=ttt_linear" [linattn]="mixer=linear_attention"
   [linattn-elu]="mixer=linear_attention,linear_attention_feature_map=elu_plus_one,linear_attention_normalizer=adaptive"

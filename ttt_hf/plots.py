@@ -20,7 +20,8 @@ def plot_training_curves(log_history: list[dict], path) -> None:
             ax_acc.plot([e["step"] for e in evals], [e["eval_accuracy"] for e in evals], "o-", label="top-1")
         top = next((key for key in evals[0] if key.startswith("eval_top") and key.endswith("_accuracy")), None)
         if top:
-            ax_acc.plot([e["step"] for e in evals], [e[top] for e in evals], "s--", label=top[5:].replace("_", " "))
+            k = top[len("eval_top"):-len("_accuracy")]
+            ax_acc.plot([e["step"] for e in evals], [e[top] for e in evals], "s--", label=f"top-{k}")
     ax_loss.set(xlabel="step", ylabel="loss", title="loss")
     ax_acc.set(xlabel="step", ylabel="accuracy", title="validation accuracy")
     for ax in (ax_loss, ax_acc):
