@@ -75,6 +75,8 @@ def test_fine_tune_a_checkpoint_on_new_labels(tmp_path):
                    "--validation_fraction", "0.2"])  # fmt: skip
     model = AutoModelForImageClassification.from_pretrained(tuned)
     assert model.config.id2label == {0: "bar", 1: "dot", 2: "ring"} and model.classifier.weight.shape == (3, 24)
+    with pytest.raises(ValueError, match=r"dataset has 3 classes but the model predicts 10 \(`num_labels`\)"):
+        evaluation.main(["--model_name_or_path", str(base), "--dataset", str(folder), "--output_dir", str(tmp_path)])
     base_body, tuned_body = load_file(base / "model.safetensors"), load_file(tuned / "model.safetensors")
     assert base_body["classifier.weight"].shape == (10, 24)
     assert base_body["ttt_vit.embeddings.patch_embeddings.weight"].shape == tuned_body[
