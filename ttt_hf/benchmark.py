@@ -174,10 +174,17 @@ def model_suite(quick: bool):
         name = f"ttt-vit-small16-{suffix}"
         suite.append((name, lambda n=name: TTTViTForImageClassification(TTTViTConfig.from_preset(n)), 224, 3, 8))
     for size in (32, 64, 112, 224):
-        name = "ttt-vit-tiny-pixel-mlp"
-        suite.append((f"{name} @{size}", lambda s=size: TTTViTForImageClassification(
-            TTTViTConfig.from_preset("ttt-vit-tiny-pixel-mlp", image_size=s)), size, 3, 1))
+        # at 224² (50,176 tokens) a CPU step would keep ~20 GB of activations: checkpoint every block
+        suite.append((f"ttt-vit-tiny-pixel-mlp @{size}{' (checkpointed)' if size == 224 else ''}",
+                      lambda s=size: pixel_model(s, checkpointing=s == 224), size, 3, 1))
     return suite
+
+
+def pixel_model(image_size: int, checkpointing: bool = False):
+    model = TTTViTForImageClassification(TTTViTConfig.from_preset("ttt-vit-tiny-pixel-mlp", image_size=image_size))
+    if checkpointing:
+        model.activation_checkpointing_enable()
+    return model
 
 
 def print_table(rows: list[dict]) -> None:
