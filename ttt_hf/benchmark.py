@@ -247,10 +247,12 @@ def run(args) -> list[dict]:
                 print_table(rows[-1:]) if args.verbose else None
     if args.level in ("all", "model"):
         for name, factory, size, channels, batch in model_suite(args.quick):
+            if args.max_model_tokens and (size // (1 if "pixel" in name else 16)) ** 2 > args.max_model_tokens:
+                continue
             torch.manual_seed(0)
             rows.append({**benchmark_model(name, factory(), size, channels, batch=batch, device=args.device,
                                            dtype=dtype, compile=args.compile, repeats=max(1, args.repeats // 2),
-                                           warmup=1), **extra})  # fmt: skip
+                                           warmup=max(1, args.warmup // 2)), **extra})  # fmt: skip
             print_table(rows[-1:]) if args.verbose else None
     return rows
 
@@ -268,6 +270,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--max_attention_tokens", type=int, default=50176, help="skip SDPA above this N")
     parser.add_argument("--max_autograd_tokens", type=int, default=12544, help="skip the autograd reference above N")
+    parser.add_argument("--max_model_tokens", type=int, default=None, help="skip models with more tokens")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     parser.add_argument("--output_dir", default="outputs/benchmark")
     parser.add_argument("--verbose", action="store_true", help="print each row as it finishes")
