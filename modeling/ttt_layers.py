@@ -110,14 +110,19 @@ class ReconstructionTask:
         y, _ = self._decode(f)
         return 0.5 * (y - tokens).pow(2).sum((-2, -1)) / (z.shape[-2] * z.shape[-1])
 
-    def grad(self, params, z, target):
-        """d loss / d params for targets from `targets` (the sum over B x H of `loss`, per image and head)."""
-        f, cache = self.learner.forward(z, params)
+    def grad(self, params, z, target, at_zero: bool = False):
+        """d loss / d params for targets from `targets` (the sum over B x H of `loss`, per image and head).
+
+        at_zero: the params are a linear learner's frozen W_0 = 0, so f(z) = 0 costs nothing (MTTT-Linear's
+        single step is then exactly linear attention's work)."""
+        if at_zero and self.learner is not LinearLearner:
+            raise ValueError("at_zero applies to the linear learner only")
+        f, cache = (None, None) if at_zero else self.learner.forward(z, params)
         scale = 1.0 / (z.shape[-2] * z.shape[-1])
         if self.ln_weight is None:
-            grad_f = (f @ self.gram - target) * scale  # [B, H, n, k]
+            grad_f = (-target if at_zero else f @ self.gram - target) * scale  # [B, H, n, k]
             return self.learner.backward(grad_f, z, cache, params)
-        y, (r, mean, rstd) = self._decode(f)
+        y, (r, mean, rstd) = self._decode(torch.zeros_like(z) if at_zero else f)
         # through the LayerNorm: aten's fused backward, itself differentiable
         grad_r = torch.ops.aten.native_layer_norm_backward(
             (y - target) * (scale * self.ln_weight.unsqueeze(-2)), r, r.shape[-1:], mean, rstd, None, None,
@@ -127,11 +132,12 @@ class ReconstructionTask:
         return self.learner.backward(grad_f, z, cache, params)
 
 
-def analytic_step(task, params, z, target, lr):
-    return [p - lr * g for p, g in zip(params, task.grad(params, z, target))]
+def analytic_step(task, params, z, target, lr, at_zero=False):
+    grads = task.grad(params, z, target, at_zero)
+    return [-lr * g for g in grads] if at_zero else [p - lr * g for p, g in zip(params, grads)]
 
 
-def autograd_step(task, params, z, tokens, lr):
+def autograd_step(task, params, z, tokens, lr, at_zero=False):
     """The reference: autograd.grad of the loss (create_graph=True when the outer loop needs it)."""
     outer = torch.is_grad_enabled()
     with torch.enable_grad():
@@ -142,7 +148,8 @@ def autograd_step(task, params, z, tokens, lr):
 
 
 def inner_loop(task, init_params, keys, x, lrs, perm=None, return_losses=False, gradient="analytic"):
-    """Train the learner from `init_params` ([1 or B, H, ...] each) on keys [B, H, N, k] to reconstruct x [B, N, d].
+    """Train the learner from `init_params` ([1 or B, H, ...] each; None: a linear learner's W_0 = 0) on keys
+    [B, H, N, k] to reconstruct x [B, N, d].
 
     perm [1 or B, H, N] (token order per head) switches on shuffled mini-batches: step t of T uses tokens
     perm[..., t*n:(t+1)*n] with n = N // T. Without it every step uses all N tokens. `gradient="autograd"`
@@ -159,16 +166,21 @@ def inner_loop(task, init_params, keys, x, lrs, perm=None, return_losses=False, 
         idx = perm.expand(batch, heads, -1)[..., : n * num_steps].unsqueeze(-1)  # [B, H, T*n, 1]
         keys_s = keys.gather(2, idx.expand(-1, -1, -1, keys.shape[-1]))  # [B, H, T*n, k]
         targets_s = targets.expand(-1, heads, -1, -1).gather(2, idx.expand(-1, -1, -1, targets.shape[-1]))
+    at_zero = init_params is None
+    if at_zero:
+        shapes = task.learner.init_shapes(keys.shape[-1], 1)
+        init_params = [keys.new_zeros(1, keys.shape[1], *shape) for shape in shapes]  # [1, H, k, k]
     params, losses = list(init_params), []
     for t, lr in enumerate(lrs):
         if return_losses:
             with torch.no_grad():
                 losses.append(task.loss(params, keys, tokens))
+        first = at_zero and t == 0
         if perm is None:
-            params = step(task, params, keys, targets, lr)
+            params = step(task, params, keys, targets, lr, first)
         else:
             window = slice(t * n, (t + 1) * n)
-            params = step(task, params, keys_s[:, :, window], targets_s[:, :, window], lr)
+            params = step(task, params, keys_s[:, :, window], targets_s[:, :, window], lr, first)
     if return_losses:
         with torch.no_grad():
             losses.append(task.loss(params, keys, tokens))
@@ -212,9 +224,12 @@ class TTTMixer(nn.Module):
         if config.decoder_layer_norm:
             self.decoder_norm_weight = nn.Parameter(torch.ones(heads, d))
             self.decoder_norm_bias = nn.Parameter(torch.zeros(heads, d))
-        # W_0 of every head: trained parameters, or frozen buffers saved with the weights.
+        # W_0 of every head: trained parameters, or frozen buffers saved with the weights; MTTT-Linear's frozen
+        # W_0 = 0 is structural (no tensor), which lets its first step skip computing f(z; 0) = 0.
         self.inner_init_names = []
-        for i, shape in enumerate(self.learner.init_shapes(k, config.inner_hidden_ratio)):
+        self.zero_init = self.learner is LinearLearner and not config.learn_inner_init
+        shapes = [] if self.zero_init else self.learner.init_shapes(k, config.inner_hidden_ratio)
+        for i, shape in enumerate(shapes):
             name = f"inner_init_{i}"
             tensor = torch.zeros(heads, *shape)
             if config.learn_inner_init:
@@ -251,7 +266,7 @@ class TTTMixer(nn.Module):
         batch, tokens, _ = x.shape
         keys = _split_heads(self.key(x), self.num_heads)  # [B, H, N, k]
         queries = _split_heads(self.query(x), self.num_heads)  # [B, H, N, k]
-        init = [p.unsqueeze(0) for p in self.inner_init_params()]  # [1, H, ...]
+        init = None if self.zero_init else [p.unsqueeze(0) for p in self.inner_init_params()]  # [1, H, ...]
         perm = None
         if self.config.inner_batching == "shuffled":
             if self.config.inner_steps > tokens:

@@ -40,7 +40,7 @@ def test_ttt_linear_from_zero_equals_linear_attention(dtype, tol):
     config = tiny_config(mixer="ttt_linear")
     assert (config.inner_steps, config.inner_lr, config.decoder_layer_norm, config.learn_inner_init) == (1, 1.0, False, False)
     ttt = _randomise(TTTMixer(config).to(dtype))
-    assert ttt.inner_init_0.abs().max() == 0  # W_0 = 0 is a frozen buffer, untouched by _randomise
+    assert ttt.zero_init  # W_0 = 0, frozen: the first step starts from f = 0
     attn = linear_attention_from_ttt_linear(ttt)
     x = torch.randn(3, 16, 12, dtype=dtype)
     out_ttt, _ = ttt(x)

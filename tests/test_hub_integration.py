@@ -45,7 +45,8 @@ def test_save_load_round_trip_is_exact(tmp_path, overrides):
     assert {"config.json", "model.safetensors", "preprocessor_config.json"} <= files
     assert not any(f.endswith((".bin", ".pt", ".pth")) for f in files)
     state = load_file(tmp_path / "model.safetensors")
-    assert "ttt_vit.layers.0.mixer.inner_init_0" in state  # frozen W_0 buffers are saved too
+    has_w0 = model.config.mixer == "ttt_mlp"  # MTTT-Linear's W_0 = 0 is structural
+    assert ("ttt_vit.layers.0.mixer.inner_init_0" in state) == has_w0  # frozen W_0 buffers are saved too
     loaded = AutoModelForImageClassification.from_pretrained(tmp_path).eval()
     assert type(loaded) is TTTViTForImageClassification
     x = torch.randn(2, 3, 8, 8)

@@ -136,6 +136,24 @@ def test_autograd_inner_gradient_option_gives_the_same_layer(mixer):
         torch.testing.assert_close(reference(x)[0], out_a, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("overrides", [dict(), dict(inner_steps=2), dict(decoder_layer_norm=True)])
+def test_structural_zero_init_equals_a_zero_parameter(overrides):
+    """MTTT-Linear's frozen W_0 = 0 (no tensor, first step skips f = 0) equals the general path from a zero W_0."""
+    frozen = _double_mixer(mixer="ttt_linear", **overrides)
+    general = _double_mixer(mixer="ttt_linear", learn_inner_init=True, **overrides)
+    with torch.no_grad():
+        general.inner_init_0.zero_()
+        for name, p in frozen.named_parameters():
+            dict(general.named_parameters())[name].copy_(p)
+    x = torch.randn(2, 16, 12, dtype=torch.float64)
+    out_f, losses_f = frozen(x, return_inner_losses=True)
+    out_g, losses_g = general(x, return_inner_losses=True)
+    torch.testing.assert_close(out_f, out_g, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(losses_f, losses_g, rtol=1e-12, atol=1e-12)
+    grad_f, grad_g = (torch.autograd.grad(o.square().sum(), m.value_weight)[0] for o, m in ((out_f, frozen), (out_g, general)))
+    torch.testing.assert_close(grad_f, grad_g, rtol=1e-11, atol=1e-12)
+
+
 def test_inner_losses_report_before_and_after_every_step():
     mixer = _double_mixer(mixer="ttt_mlp", inner_steps=3, inner_lr=0.05)
     x = torch.randn(2, 16, 12, dtype=torch.float64)
