@@ -181,10 +181,6 @@ class TTTViTConfig(PreTrainedConfig):
         """Tokens per image at the configured `image_size`."""
         return (self.image_size // self.patch_size) ** 2
 
-    @property
-    def head_dim(self) -> int:
-        return self.hidden_size // self.num_attention_heads
-
     def inner_lrs(self) -> list[float]:
         """The step size of every inner step, as a list of length `inner_steps`."""
         if isinstance(self.inner_lr, list):

@@ -17,7 +17,6 @@ from ttt_hf.data import (
     FASHION_MNIST_DIRS,
     image_info,
     load_image_dataset,
-    num_channels_of,
     read_idx,
 )
 
@@ -204,7 +203,7 @@ def test_imagefolder(tmp_path):
     assert {name: len(split) for name, split in dataset.items()} == {"train": 16, "validation": 2, "test": 2}
     assert dataset["test"].features["label"].names == ["cat", "dog"]
     assert sorted(dataset["test"]["label"]) == [0, 1]
-    assert num_channels_of(dataset) == 3
+    assert image_info(dataset).num_channels == 3
     info = image_info(dataset["train"])
     assert info.mode == "RGB" and info.width == 12 and 10 <= info.height < 20
 
@@ -215,7 +214,7 @@ def test_imagefolder_keeps_its_own_test_split_and_grey_images(tmp_path):
     dataset = load_image_dataset(str(tmp_path / "data"), validation_fraction=0.2, cache_dir=str(tmp_path / "cache"))
     assert {name: len(split) for name, split in dataset.items()} == {"train": 8, "validation": 2, "test": 5}
     assert sorted(dataset["test"]["label"]) == [0, 0, 1, 1, 1]
-    assert num_channels_of(dataset) == 1
+    assert image_info(dataset).num_channels == 1
 
 
 def fake_hub(monkeypatch, source: DatasetDict) -> None:

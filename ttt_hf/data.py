@@ -279,11 +279,6 @@ def image_info(dataset: Dataset | DatasetDict, sample: int = 16) -> ImageInfo:
     return ImageInfo(height=images[0].height, width=images[0].width, mode=images[0].mode, num_channels=channels)
 
 
-def num_channels_of(dataset: Dataset | DatasetDict) -> int:
-    """1 for grey datasets, 3 for colour ones: the `num_channels` of a model and image processor for it."""
-    return image_info(dataset).num_channels
-
-
 __all__ = [
     "BUNDLED_DATASETS",
     "FASHION_MNIST_CLASSES",
@@ -291,6 +286,5 @@ __all__ = [
     "ImageInfo",
     "image_info",
     "load_image_dataset",
-    "num_channels_of",
     "read_idx",
 ]
