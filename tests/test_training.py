@@ -83,10 +83,10 @@ def test_fine_tune_a_checkpoint_on_new_labels(tmp_path):
         "ttt_vit.embeddings.patch_embeddings.weight"].shape
 
 
-def test_bf16_and_gradient_checkpointing_switches(tmp_path):
+def test_bf16_and_activation_checkpointing_switches(tmp_path):
     metrics = training.main([*COMMON, *NO_AUGMENTATION, "--output_dir", str(tmp_path), "--max_steps", "3",
                              "--max_train_samples", "64", "--save_strategy", "no", "--plots", "false", "--bf16", "true",
-                             "--gradient_checkpointing", "true"])  # fmt: skip
+                             "--activation_checkpointing", "true"])  # fmt: skip
     assert metrics["train_loss"] == pytest.approx(2.30, abs=0.1)  # zero head: log(10) at the start
     assert AutoModelForImageClassification.from_pretrained(tmp_path).dtype == torch.float32  # saved in fp32
 
