@@ -81,6 +81,15 @@ class TTTViTImageProcessor(PilBackend):
             **kwargs,
         )
 
+    def to_dict(self) -> dict:
+        """The saved config, without `image_processor_type`: AutoImageProcessor then takes the class from the
+        model's config.json (the class ttt_hf registers, or its `auto_map` entry as remote code). A type or an
+        auto_map in preprocessor_config.json would also make transformers' pipeline probe for a remote *video*
+        processor and ask the user whether to run custom code, even with ttt_hf installed."""
+        config = super().to_dict()
+        config.pop("image_processor_type", None)
+        return config
+
     def process_image(self, image, do_convert_rgb=None, input_data_format=None, **kwargs) -> np.ndarray:
         if isinstance(image, Image.Image):
             image = np.asarray(convert_image_mode(image, _MODES[self.num_channels]))

@@ -333,9 +333,11 @@ class TTTViTForImageClassification(TTTViTPreTrainedModel):
         )
 
 
-# save_pretrained copies these classes' files (and their `from .x` imports) next to the weights as remote code.
+# save_pretrained copies these classes' files (and their `from .x` imports, the image processor's among them)
+# next to the weights as remote code. The image processor is found through config.json's auto_map only: an
+# `AutoImageProcessor` entry in preprocessor_config.json makes transformers' pipeline look for a matching
+# remote *video* processor and ask whether to run custom code, even with ttt_hf installed.
 TTTViTConfig.register_for_auto_class()
-TTTViTImageProcessor.register_for_auto_class("AutoImageProcessor")
 TTTViTModel.register_for_auto_class("AutoModel")
 TTTViTForImageClassification.register_for_auto_class("AutoModelForImageClassification")
 

@@ -164,6 +164,7 @@ def test_processor_converts_every_mode_to_the_models_channels():
 def test_processor_round_trip(tmp_path):
     processor = TTTViTImageProcessor.for_image_size(28, num_channels=1)
     processor.save_pretrained(tmp_path)
+    tiny_config().save_pretrained(tmp_path)  # AutoImageProcessor takes the class from the model's config
     loaded = AutoImageProcessor.from_pretrained(tmp_path)
     assert type(loaded) is TTTViTImageProcessor and loaded.num_channels == 1
     image = photo((50, 35))
@@ -222,3 +223,18 @@ def test_trainer_gradient_accumulation_matches_the_larger_batch(tmp_path, soft):
     assert (full["ttt_vit.layers.0.mixer.inner_init_0"] - before["ttt_vit.layers.0.mixer.inner_init_0"]).abs().max() > 0
     for name in full:
         torch.testing.assert_close(accumulated[name], full[name], rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_pipeline_needs_no_trust_remote_code_when_ttt_hf_is_installed(tmp_path):
+    """With ttt_hf imported, pipeline(model=dir) must not ask whether to run the checkpoint's code (no tty here:
+    a prompt would fail)."""
+    saved_classifier(tmp_path / "model")
+    saved = json.loads((tmp_path / "model" / "preprocessor_config.json").read_text())
+    assert "auto_map" not in saved and "image_processor_type" not in saved
+    script = ("import sys, ttt_hf; from PIL import Image; from transformers import pipeline; "
+              "print(pipeline('image-classification', model=sys.argv[1])(Image.new('RGB', (9, 9)))[0]['label'])")
+    result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "model")], stdin=subprocess.DEVNULL,
+                            env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "custom code" not in result.stdout + result.stderr  # no "Do you wish to run the custom code?" prompt
+    assert result.stdout.strip().splitlines()[-1] in LABELS
