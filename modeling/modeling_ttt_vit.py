@@ -207,7 +207,7 @@ class TTTViTPreTrainedModel(PreTrainedModel):
                 if param.ndim == 3 and self.config.mixer == "ttt_mlp":
                     bound = (6.0 / (param.shape[1] + param.shape[2])) ** 0.5
                     init.uniform_(param, -bound, bound)
-                else:  # MLP biases, and MTTT-Linear's W_0 = 0
+                else:  # MLP biases, and a learned MTTT-Linear W_0 (starts at 0)
                     init.zeros_(param)
 
 

@@ -294,8 +294,8 @@ def nadaraya_watson(queries, keys, values, scale):
     return (kernel @ values) / kernel.sum(-1, keepdim=True)
 
 
-class SelfAttentionMixer(nn.Module):
-    """Softmax self-attention (SDPA by default; `attn_implementation="eager"` runs the explicit kernel form)."""
+class _QKVMixer(nn.Module):
+    """Query, key, value and output projections over all heads: the attention baselines' parameters."""
 
     def __init__(self, config, layer_idx: int = 0):
         super().__init__()
@@ -303,8 +303,15 @@ class SelfAttentionMixer(nn.Module):
         self.config, self.num_heads = config, config.num_attention_heads
         self.query, self.key, self.value, self.output = (nn.Linear(d, d) for _ in range(4))
 
+    def _qkv(self, x):
+        return (_split_heads(proj(x), self.num_heads) for proj in (self.query, self.key, self.value))  # [B, H, N, k]
+
+
+class SelfAttentionMixer(_QKVMixer):
+    """Softmax self-attention (SDPA by default; `attn_implementation="eager"` runs the explicit kernel form)."""
+
     def forward(self, x, return_inner_losses: bool = False):
-        q, k, v = (_split_heads(proj(x), self.num_heads) for proj in (self.query, self.key, self.value))
+        q, k, v = self._qkv(x)
         if getattr(self.config, "_attn_implementation", None) == "eager":
             out = nadaraya_watson(q, k, v, q.shape[-1] ** -0.5)
         else:
@@ -312,21 +319,15 @@ class SelfAttentionMixer(nn.Module):
         return self.output(_merge_heads(out)), None
 
 
-class LinearAttentionMixer(nn.Module):
+class LinearAttentionMixer(_QKVMixer):
     """Linear attention y_j = sum_i (q_j . k_i) v_i / Z_j, computed keys-first (cost linear in N).
 
     Z_j = N k (constant, the official MTTT code's normaliser) or q_j . sum_i k_i (adaptive); the feature map
     on q and k is the identity or elu + 1 (Katharopoulos et al., 2020).
     """
 
-    def __init__(self, config, layer_idx: int = 0):
-        super().__init__()
-        d = config.hidden_size
-        self.config, self.num_heads = config, config.num_attention_heads
-        self.query, self.key, self.value, self.output = (nn.Linear(d, d) for _ in range(4))
-
     def forward(self, x, return_inner_losses: bool = False):
-        q, k, v = (_split_heads(proj(x), self.num_heads) for proj in (self.query, self.key, self.value))
+        q, k, v = self._qkv(x)
         if self.config.linear_attention_feature_map == "elu_plus_one":
             q, k = F.elu(q) + 1, F.elu(k) + 1
         kv = k.transpose(-1, -2) @ v  # [B, H, k, k]

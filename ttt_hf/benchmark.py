@@ -244,7 +244,8 @@ def run(args) -> list[dict]:
                 rows.append({**benchmark_layer(name, overrides, n, batch=args.batch, width=width, heads=heads,
                                                device=args.device, dtype=dtype, compile=args.compile,
                                                repeats=args.repeats, warmup=args.warmup), **extra})  # fmt: skip
-                print_table(rows[-1:]) if args.verbose else None
+                if args.verbose:
+                    print_table(rows[-1:])
     if args.level in ("all", "model"):
         for name, factory, size, channels, batch in model_suite(args.quick):
             if args.max_model_tokens and (size // (1 if "pixel" in name else 16)) ** 2 > args.max_model_tokens:
@@ -253,7 +254,8 @@ def run(args) -> list[dict]:
             rows.append({**benchmark_model(name, factory(), size, channels, batch=batch, device=args.device,
                                            dtype=dtype, compile=args.compile, repeats=max(1, args.repeats // 2),
                                            warmup=max(1, args.warmup // 2)), **extra})  # fmt: skip
-            print_table(rows[-1:]) if args.verbose else None
+            if args.verbose:
+                print_table(rows[-1:])
     return rows
 
 

@@ -25,7 +25,6 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--output_dir", default="outputs/quickstart")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
 
     model_args = ModelArguments(
         preset="ttt-vit-tiny16-mlp",
