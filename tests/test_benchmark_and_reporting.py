@@ -44,3 +44,18 @@ def test_results_table_means_and_spreads(tmp_path):
     table = results_table(tmp_path).splitlines()
     assert table[2] == "| pixel | self-attention | 1 | 90.0 | 90.0 | 5 |"  # best first
     assert table[3] == "| pixel | MTTT-MLP (T=1) | 2 | 82.0 ± 2.8 | 82.0 ± 1.4 | 11 ± 1 |"
+
+
+def test_precision_report_float32_exact_and_bfloat16_close():
+    """Against float64: float32 to ~1e-6, bfloat16 autocast to ~1e-2, and the inner step still learns."""
+    from ttt_hf.precision import precision_rows
+
+    rows = precision_rows(tokens=64, width=24, heads=3, batch=2)
+    assert {r["name"] for r in rows} == {n for n in benchmark.LAYER_MIXERS if "autograd" not in n}
+    for r in rows:
+        errors = (r["output_error"], r["input_grad_error"], r["param_grad_error"])
+        assert max(errors) < (1e-5 if r["dtype"] == "float32" else 5e-2), r
+        assert min(errors) > (0 if r["dtype"] == "float32" else 1e-4), r  # bfloat16 really ran
+        if r["inner_loss_ratio"] is not None:
+            assert abs(r["inner_loss_ratio"] - r["reference_inner_loss_ratio"]) < 1e-2, r
+            assert r["reference_inner_loss_ratio"] < 1.0  # one inner step lowers the loss

@@ -5,6 +5,9 @@ forward+backward time (median of repeats after warm-up) and memory. Model level:
 inference images/second of whole models — ViT-S/16 at 224² for every mixer next to transformers' own
 `ViTForImageClassification` (SDPA) of the same size, and the ViT-Ti pixel model at growing resolutions.
 
+Precision: float32, or bfloat16 mixed precision — the module keeps float32 weights and runs under
+`torch.autocast`, which is what `Trainer(bf16=True)` does (SDPA then takes its FlashAttention kernel on GPU).
+
 Memory: on CUDA the peak allocated bytes of the measured call (`torch.cuda.max_memory_allocated`). On CPU
 PyTorch keeps no allocator statistics, so the figure is the activation memory of a training step: the
 bytes autograd saves for the backward pass (unique storages, parameters excluded), which is what grows
@@ -15,9 +18,10 @@ import argparse
 import csv
 import os
 import platform
+import re
 import statistics
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import torch
 
@@ -40,6 +44,13 @@ def machine_description(device: str) -> str:
         return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}, CUDA {torch.version.cuda}"
     return (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads "
             f"({os.cpu_count()} CPUs), torch {torch.__version__}")
+
+
+def precision(device: str, dtype: torch.dtype):
+    """The context of a measured call: bfloat16 is autocast mixed precision (float32 weights), as in training."""
+    if dtype not in (torch.bfloat16, torch.float16):
+        return nullcontext()
+    return torch.autocast(device.split(":")[0], dtype=dtype)
 
 
 def _sync(device):
@@ -106,17 +117,18 @@ def benchmark_layer(name, overrides, tokens, *, batch=1, width=192, heads=3, dev
                     compile=False, repeats=5, warmup=2) -> dict:  # fmt: skip
     config = layer_config(overrides, width, heads)
     config._attn_implementation = "sdpa"
-    mixer = MIXERS[config.mixer](config).to(device, dtype)
-    x = torch.randn(batch, tokens, width, device=device, dtype=dtype, requires_grad=True)
+    mixer = MIXERS[config.mixer](config).to(device)
+    x = torch.randn(batch, tokens, width, device=device, requires_grad=True)
     forward = torch.compile(mixer) if compile else mixer
 
     def fwd():
-        with torch.no_grad():
+        with torch.no_grad(), precision(device, dtype):
             forward(x)
         _sync(device)
 
     def fwd_bwd():
-        out, _ = forward(x)
+        with precision(device, dtype):
+            out, _ = forward(x)
         out.float().square().mean().backward()
         _sync(device)
 
@@ -126,6 +138,43 @@ def benchmark_layer(name, overrides, tokens, *, batch=1, width=192, heads=3, dev
     result["forward_backward_ms"] = 1000 * time_call(fwd_bwd, device, repeats, warmup)
     result["memory_mb"] = memory_of(fwd_bwd, device, params) / 2**20
     return result
+
+
+MATMUL_OPS = ("aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm", "aten::_scaled_dot_product")
+
+
+def profile_layer(name, tokens, path, *, device="cpu", dtype=torch.float32, compile=False, batch=1) -> float:
+    """Profile one training step (forward + backward) of a mixer from LAYER_MIXERS; write the operators by
+    self time to `path` and return the share of the matrix products (the rest is elementwise work)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    config = layer_config(LAYER_MIXERS[name])
+    mixer = MIXERS[config.mixer](config).to(device)
+    forward = torch.compile(mixer) if compile else mixer
+    x = torch.randn(batch, tokens, config.hidden_size, device=device, requires_grad=True)
+
+    def step():
+        with precision(device, dtype):
+            out, _ = forward(x)
+        out.float().square().mean().backward()
+        _sync(device)
+
+    for _ in range(3):
+        step()
+    cuda = device.startswith("cuda")
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    with profile(activities=activities) as prof:
+        step()
+    events = prof.key_averages()
+    sort = "self_cuda_time_total" if cuda else "self_cpu_time_total"
+    attr = "self_device_time_total" if cuda else "self_cpu_time_total"
+    total = sum(getattr(e, attr) for e in events) or 1.0
+    matmul = sum(getattr(e, attr) for e in events if e.key.startswith(MATMUL_OPS))
+    with open(path, "w") as f:
+        f.write(f"# {machine_description(device)}; {name}, N = {tokens}, batch {batch}, {dtype}, compile={compile}\n")
+        f.write(f"# matrix products: {100 * matmul / total:.1f} % of self time ({total / 1000:.1f} ms in all)\n")
+        f.write(events.table(sort_by=sort, row_limit=40))
+    return matmul / total
 
 
 def hf_vit_small(num_labels: int = 1000):
@@ -139,18 +188,20 @@ def hf_vit_small(num_labels: int = 1000):
 
 def benchmark_model(name, model, image_size, channels=3, *, batch=8, device="cpu", dtype=torch.float32,
                     compile=False, repeats=3, warmup=1) -> dict:  # fmt: skip
-    model = model.to(device, dtype).train()
+    model = model.to(device).train()
     forward = torch.compile(model) if compile else model
-    x = torch.randn(batch, channels, image_size, image_size, device=device, dtype=dtype)
+    x = torch.randn(batch, channels, image_size, image_size, device=device)
     labels = torch.randint(0, model.config.num_labels, (batch,), device=device)
 
     def train_step():
-        forward(pixel_values=x, labels=labels).loss.backward()
+        with precision(device, dtype):
+            loss = forward(pixel_values=x, labels=labels).loss
+        loss.backward()
         model.zero_grad(set_to_none=True)
         _sync(device)
 
     def infer():
-        with torch.no_grad():
+        with torch.no_grad(), precision(device, dtype):
             forward(pixel_values=x)
         _sync(device)
 
@@ -163,20 +214,21 @@ def benchmark_model(name, model, image_size, channels=3, *, batch=8, device="cpu
             "memory_mb": memory_of(train_step, device, list(model.parameters())) / 2**20}  # fmt: skip
 
 
-def model_suite(quick: bool):
+def model_suite(quick: bool, model_batch: int = 8, pixel_batch: int = 1, pixel_sizes=(32, 64, 112, 224)):
     """(name, model factory, image size, channels, batch) of the model-level benchmark."""
     if quick:
         small = dict(hidden_size=48, num_hidden_layers=2, num_attention_heads=3, intermediate_size=96, num_labels=10)
         return [(f"{mixer} tiny/8 @32", lambda m=mixer: TTTViTForImageClassification(
             TTTViTConfig(image_size=32, patch_size=8, mixer=m, **small)), 32, 3, 2) for mixer in ("ttt_mlp", "ttt_linear")]
-    suite = [("transformers ViT-S/16 (SDPA)", hf_vit_small, 224, 3, 8)]
+    suite = [("transformers ViT-S/16 (SDPA)", hf_vit_small, 224, 3, model_batch)]
     for suffix in ("mlp", "linear", "linattn", "attn"):
         name = f"ttt-vit-small16-{suffix}"
-        suite.append((name, lambda n=name: TTTViTForImageClassification(TTTViTConfig.from_preset(n)), 224, 3, 8))
-    for size in (32, 64, 112, 224):
-        # at 224² (50,176 tokens) a CPU step would keep ~20 GB of activations: checkpoint every block
+        suite.append((name, lambda n=name: TTTViTForImageClassification(TTTViTConfig.from_preset(n)), 224, 3,
+                      model_batch))  # fmt: skip
+    for size in pixel_sizes:
+        # at 224² (50,176 tokens) a step would keep ~20 GB of activations per image: checkpoint every block
         suite.append((f"ttt-vit-tiny-pixel-mlp @{size}{' (checkpointed)' if size == 224 else ''}",
-                      lambda s=size: pixel_model(s, checkpointing=s == 224), size, 3, 1))
+                      lambda s=size: pixel_model(s, checkpointing=s == 224), size, 3, pixel_batch))
     return suite
 
 
@@ -236,6 +288,8 @@ def run(args) -> list[dict]:
     rows = []
     if args.level in ("all", "layer"):
         for name, overrides in LAYER_MIXERS.items():
+            if args.only and not re.search(args.only, name):
+                continue
             for n in tokens:
                 if "self_attention" in name and n > args.max_attention_tokens:
                     continue
@@ -247,7 +301,10 @@ def run(args) -> list[dict]:
                 if args.verbose:
                     print_table(rows[-1:])
     if args.level in ("all", "model"):
-        for name, factory, size, channels, batch in model_suite(args.quick):
+        sizes = [int(s) for s in args.pixel_sizes.split(",")]
+        for name, factory, size, channels, batch in model_suite(args.quick, args.model_batch, args.pixel_batch, sizes):
+            if args.only and not re.search(args.only, name):
+                continue
             if args.max_model_tokens and (size // (1 if "pixel" in name else 16)) ** 2 > args.max_model_tokens:
                 continue
             torch.manual_seed(0)
@@ -273,6 +330,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--max_attention_tokens", type=int, default=50176, help="skip SDPA above this N")
     parser.add_argument("--max_autograd_tokens", type=int, default=12544, help="skip the autograd reference above N")
     parser.add_argument("--max_model_tokens", type=int, default=None, help="skip models with more tokens")
+    parser.add_argument("--model_batch", type=int, default=8, help="batch of the ViT-S/16 models")
+    parser.add_argument("--pixel_batch", type=int, default=1, help="batch of the ViT-Ti pixel models")
+    parser.add_argument("--pixel_sizes", default="32,64,112,224", help="image sizes of the pixel model")
+    parser.add_argument("--only", default=None, help="regular expression: run only the rows whose name matches")
+    parser.add_argument("--profile", type=int, default=0, metavar="N",
+                        help="also profile one ttt_mlp layer training step at N tokens (table to profile_*.txt)")
+    parser.add_argument("--tag", default="", help="suffix of the output file names")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     parser.add_argument("--output_dir", default="outputs/benchmark")
     parser.add_argument("--verbose", action="store_true", help="print each row as it finishes")
@@ -281,13 +345,21 @@ def main(argv: list[str] | None = None) -> list[dict]:
         torch.set_num_threads(args.threads)
     machine = machine_description(args.device)
     print(f"# {machine}; {args.dtype}{', torch.compile' if args.compile else ''}")
+    os.makedirs(args.output_dir, exist_ok=True)
     rows = run(args)
     print_table(rows)
-    os.makedirs(args.output_dir, exist_ok=True)
     tag = f"{args.device.split(':')[0]}_{args.dtype}{'_compiled' if args.compile else ''}{'_quick' if args.quick else ''}"
+    tag += f"_{args.tag}" if args.tag else ""
     write_csv(rows, os.path.join(args.output_dir, f"benchmark_{tag}.csv"), machine)
     if any(r["level"] == "layer" for r in rows):
         plot_layers(rows, os.path.join(args.output_dir, f"layers_{tag}.png"), f"{machine}; {args.dtype}")
+    if args.profile:
+        dtype = getattr(torch, args.dtype)
+        path = os.path.join(args.output_dir, f"profile_{tag}_{args.profile}.txt")
+        share = profile_layer("ttt_mlp", args.profile, path, device=args.device, dtype=dtype, compile=args.compile,
+                              batch=args.batch)  # fmt: skip
+        print(f"# profile of a ttt_mlp layer step at N = {args.profile}: matrix products {100 * share:.0f} % of "
+              f"device time; table in {path}")
     return rows
 
 

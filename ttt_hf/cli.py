@@ -1,4 +1,4 @@
-"""The `ttt-hf` command: `ttt-hf train | evaluate | benchmark | quickstart | presets`.
+"""The `ttt-hf` command: `ttt-hf train | evaluate | benchmark | precision | quickstart | presets`.
 
 Each subcommand takes the same flags as its script in scripts/ (`ttt-hf train --help`)."""
 
@@ -9,6 +9,7 @@ COMMANDS = {
     "train": ("ttt_hf.training", "train or fine-tune a TTT-ViT with Trainer"),
     "evaluate": ("ttt_hf.evaluation", "accuracy, top-5, images/s and a confusion matrix of a checkpoint"),
     "benchmark": ("ttt_hf.benchmark", "time and memory of every mixer and model across sequence lengths"),
+    "precision": ("ttt_hf.precision", "float32 and bfloat16-autocast errors of every mixer against float64"),
     "quickstart": ("ttt_hf.quickstart", "train, evaluate, reload and classify on a bundled dataset (minutes on CPU)"),
     "presets": (None, "list the named model configurations"),
 }
