@@ -5,7 +5,7 @@
 set -uo pipefail
 out=${1:?output directory}; shift
 mkdir -p "$out"
-bench() { python3 -m ttt_hf.cli benchmark --output_dir "$out" "$@" 2>&1 | tee -a "$out/log.txt"; }
+bench() { python3 -m ttt_hf.cli benchmark --verbose --output_dir "$out" "$@" 2>&1 | tee -a "$out/log.txt"; }
 for stage in "$@"; do
   echo "## stage $stage ($(date -u +%T))" | tee -a "$out/log.txt"
   case $stage in
@@ -18,10 +18,12 @@ for stage in "$@"; do
       bench --level layer --dtype bfloat16 --compile --tokens 3136,12544,50176 --repeats 20 --warmup 5 \
         --max_attention_tokens 0 --profile 50176 --tag layers ;;
     models)
-      bench --level model --dtype bfloat16 --model_batch 128 --pixel_batch 8 --repeats 10 --warmup 6 --only small16 --tag vit_s16
+      bench --level model --dtype bfloat16 --model_batch 128 --pixel_batch 8 --repeats 10 --warmup 6 --only 'small16|ViT-S' --tag vit_s16
       bench --level model --dtype bfloat16 --pixel_batch 8 --repeats 4 --warmup 2 --only pixel --tag pixel ;;
+    reference)
+      bench --level model --dtype bfloat16 --model_batch 128 --repeats 10 --warmup 6 --only ViT-S --tag reference ;;
     compiled_models)
-      bench --level model --dtype bfloat16 --compile --model_batch 128 --repeats 10 --warmup 10 --only small16 --tag vit_s16 ;;
+      bench --level model --dtype bfloat16 --compile --model_batch 128 --repeats 10 --warmup 10 --only 'small16|ViT-S' --tag vit_s16 ;;
     *) echo "unknown stage $stage"; exit 2 ;;
   esac
 done

@@ -168,8 +168,9 @@ def profile_layer(name, tokens, path, *, device="cpu", dtype=torch.float32, comp
     events = prof.key_averages()
     sort = "self_cuda_time_total" if cuda else "self_cpu_time_total"
     attr = "self_device_time_total" if cuda else "self_cpu_time_total"
-    total = sum(getattr(e, attr) for e in events) or 1.0
-    matmul = sum(getattr(e, attr) for e in events if e.key.startswith(MATMUL_OPS))
+    ops = [e for e in events if e.key.startswith("aten::")]  # kernels are listed too: count each once
+    total = sum(getattr(e, attr) for e in ops) or 1.0
+    matmul = sum(getattr(e, attr) for e in ops if e.key.startswith(MATMUL_OPS))
     with open(path, "w") as f:
         f.write(f"# {machine_description(device)}; {name}, N = {tokens}, batch {batch}, {dtype}, compile={compile}\n")
         f.write(f"# matrix products: {100 * matmul / total:.1f} % of self time ({total / 1000:.1f} ms in all)\n")
