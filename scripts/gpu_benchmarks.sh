@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The GPU half of docs/performance.md: precision, layer and model benchmarks, profiles.
-# usage: bash scripts/gpu_benchmarks.sh OUTPUT_DIR [layers|models|compiled_models|pixel]...
+# usage: bash scripts/gpu_benchmarks.sh OUTPUT_DIR STAGE...  (stages: precision layers compiled_layers models
+#        reference compiled_models profile_models)
 # Every stage appends its table to OUTPUT_DIR/log.txt and writes CSV/PNG/profile files next to it.
 set -uo pipefail
 out=${1:?output directory}; shift
@@ -12,11 +13,14 @@ for stage in "$@"; do
     precision)
       python3 -m ttt_hf.cli precision --tokens 12544 --batch 2 2>&1 | tee -a "$out/log.txt" ;;
     layers)
-      bench --level layer --dtype bfloat16 --repeats 20 --warmup 5 --profile 50176 --tag layers
+      bench --level layer --dtype bfloat16 --repeats 20 --warmup 5 --profile 'ttt_mlp@50176' --tag layers
       bench --level layer --dtype float32 --repeats 20 --warmup 5 --tag layers ;;
     compiled_layers)
-      bench --level layer --dtype bfloat16 --compile --tokens 3136,12544,50176 --repeats 20 --warmup 5 \
-        --max_attention_tokens 0 --profile 50176 --tag layers ;;
+      bench --level layer --dtype bfloat16 --compile --tokens 12544,50176 --repeats 20 --warmup 5 \
+        --max_attention_tokens 0 --profile "ttt_mlp@50176" --tag layers ;;
+    profile_models)
+      bench --level model --dtype bfloat16 --compile --model_batch 128 --repeats 10 --warmup 10 --only small16-mlp \
+        --profile small16-mlp --tag profile_mlp ;;
     models)
       bench --level model --dtype bfloat16 --model_batch 128 --pixel_batch 8 --repeats 10 --warmup 6 --only 'small16|ViT-S' --tag vit_s16
       bench --level model --dtype bfloat16 --pixel_batch 8 --repeats 4 --warmup 2 --only pixel --tag pixel ;;

@@ -114,7 +114,7 @@ def layer_config(overrides: dict, width: int = 192, heads: int = 3) -> TTTViTCon
 
 
 def benchmark_layer(name, overrides, tokens, *, batch=1, width=192, heads=3, device="cpu", dtype=torch.float32,
-                    compile=False, repeats=5, warmup=2) -> dict:  # fmt: skip
+                    compile=False, repeats=5, warmup=2, profile_path=None) -> dict:  # fmt: skip
     config = layer_config(overrides, width, heads)
     config._attn_implementation = "sdpa"
     mixer = MIXERS[config.mixer](config).to(device)
@@ -137,44 +137,36 @@ def benchmark_layer(name, overrides, tokens, *, batch=1, width=192, heads=3, dev
     result["forward_ms"] = 1000 * time_call(fwd, device, repeats, warmup)
     result["forward_backward_ms"] = 1000 * time_call(fwd_bwd, device, repeats, warmup)
     result["memory_mb"] = memory_of(fwd_bwd, device, params) / 2**20
+    if profile_path:
+        header = f"{name}, N = {tokens}, batch {batch}, {dtype}, compile={compile}"
+        result["matmul_share"] = profile_step(fwd_bwd, profile_path, header, device)
     return result
 
 
 MATMUL_OPS = ("aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm", "aten::_scaled_dot_product")
 
 
-def profile_layer(name, tokens, path, *, device="cpu", dtype=torch.float32, compile=False, batch=1) -> float:
-    """Profile one training step (forward + backward) of a mixer from LAYER_MIXERS; write the operators by
-    self time to `path` and return the share of the matrix products (the rest is elementwise work)."""
+def profile_step(step, path: str, header: str, device: str) -> float:
+    """Profile one call of `step` (after 3 warm-up calls); write the operators by self time to `path` and
+    return the share of the matrix products (the rest is elementwise and reduction work)."""
     from torch.profiler import ProfilerActivity, profile
-
-    config = layer_config(LAYER_MIXERS[name])
-    mixer = MIXERS[config.mixer](config).to(device)
-    forward = torch.compile(mixer) if compile else mixer
-    x = torch.randn(batch, tokens, config.hidden_size, device=device, requires_grad=True)
-
-    def step():
-        with precision(device, dtype):
-            out, _ = forward(x)
-        out.float().square().mean().backward()
-        _sync(device)
 
     for _ in range(3):
         step()
     cuda = device.startswith("cuda")
-    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-    with profile(activities=activities) as prof:
+    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
         step()
     events = prof.key_averages()
-    sort = "self_cuda_time_total" if cuda else "self_cpu_time_total"
     attr = "self_device_time_total" if cuda else "self_cpu_time_total"
     ops = [e for e in events if e.key.startswith("aten::")]  # kernels are listed too: count each once
     total = sum(getattr(e, attr) for e in ops) or 1.0
     matmul = sum(getattr(e, attr) for e in ops if e.key.startswith(MATMUL_OPS))
+    kernels = sum(getattr(e, attr) for e in events if not e.key.startswith(("aten::", "autograd::", "Torch-Compiled")))
     with open(path, "w") as f:
-        f.write(f"# {machine_description(device)}; {name}, N = {tokens}, batch {batch}, {dtype}, compile={compile}\n")
-        f.write(f"# matrix products: {100 * matmul / total:.1f} % of self time ({total / 1000:.1f} ms in all)\n")
-        f.write(events.table(sort_by=sort, row_limit=40))
+        f.write(f"# {machine_description(device)}; {header}\n")
+        f.write(f"# matrix products: {100 * matmul / total:.1f} % of the aten operators' self time "
+                f"({total / 1000:.1f} ms; all device kernels {kernels / 1000:.1f} ms)\n")  # fmt: skip
+        f.write(events.table(sort_by="self_cuda_time_total" if cuda else "self_cpu_time_total", row_limit=50))
     return matmul / total
 
 
@@ -188,7 +180,7 @@ def hf_vit_small(num_labels: int = 1000):
 
 
 def benchmark_model(name, model, image_size, channels=3, *, batch=8, device="cpu", dtype=torch.float32,
-                    compile=False, repeats=3, warmup=1) -> dict:  # fmt: skip
+                    compile=False, repeats=3, warmup=1, profile_path=None) -> dict:  # fmt: skip
     model = model.to(device).train()
     forward = torch.compile(model) if compile else model
     x = torch.randn(batch, channels, image_size, image_size, device=device)
@@ -209,10 +201,14 @@ def benchmark_model(name, model, image_size, channels=3, *, batch=8, device="cpu
     train_s = time_call(train_step, device, repeats, warmup)
     infer_s = time_call(infer, device, repeats, warmup)
     tokens = (image_size // model.config.patch_size) ** 2
-    return {"level": "model", "name": name, "tokens": tokens, "batch": batch, "width": model.config.hidden_size,
-            "forward_ms": 1000 * infer_s, "forward_backward_ms": 1000 * train_s,
-            "train_images_per_s": batch / train_s, "infer_images_per_s": batch / infer_s,
-            "memory_mb": memory_of(train_step, device, list(model.parameters())) / 2**20}  # fmt: skip
+    result = {"level": "model", "name": name, "tokens": tokens, "batch": batch, "width": model.config.hidden_size,
+              "forward_ms": 1000 * infer_s, "forward_backward_ms": 1000 * train_s,
+              "train_images_per_s": batch / train_s, "infer_images_per_s": batch / infer_s,
+              "memory_mb": memory_of(train_step, device, list(model.parameters())) / 2**20}  # fmt: skip
+    if profile_path:
+        header = f"{name} training step, batch {batch}, {dtype}, compile={compile}"
+        result["matmul_share"] = profile_step(train_step, profile_path, header, device)
+    return result
 
 
 def model_suite(quick: bool, model_batch: int = 8, pixel_batch: int = 1, pixel_sizes=(32, 64, 112, 224)):
@@ -252,7 +248,7 @@ def print_table(rows: list[dict]) -> None:
 
 def write_csv(rows: list[dict], path: str, machine: str) -> None:
     keys = ["level", "name", "tokens", "batch", "width", "forward_ms", "forward_backward_ms", "memory_mb",
-            "train_images_per_s", "infer_images_per_s", "device", "dtype", "compiled", "machine"]  # fmt: skip
+            "train_images_per_s", "infer_images_per_s", "matmul_share", "device", "dtype", "compiled", "machine"]  # fmt: skip
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=keys)
         writer.writeheader()
@@ -281,6 +277,21 @@ def plot_layers(rows: list[dict], path: str, title: str) -> None:
     plt.close(fig)
 
 
+def _fresh_compile(args) -> None:
+    """Every measured module gets its own compilation: dynamo's recompile limit counts across models."""
+    if args.compile:
+        torch._dynamo.reset()
+
+
+def profile_path(args, name: str, tokens: int) -> str | None:
+    """Where to write the profile of row `name` at `tokens`, if `--profile` matches "name@tokens"."""
+    if not args.profile or not re.search(args.profile, f"{name}@{tokens}"):
+        return None
+    slug = re.sub(r"[^A-Za-z0-9]+", "_", f"{name}_{tokens}").strip("_")
+    return os.path.join(args.output_dir, f"profile_{args.device.split(':')[0]}_{args.dtype}"
+                        f"{'_compiled' if args.compile else ''}_{slug}.txt")  # fmt: skip
+
+
 def run(args) -> list[dict]:
     dtype = getattr(torch, args.dtype)
     tokens = [int(n) for n in args.tokens.split(",")] if args.tokens else ([16, 64] if args.quick else LAYER_TOKENS)
@@ -291,6 +302,7 @@ def run(args) -> list[dict]:
         for name, overrides in LAYER_MIXERS.items():
             if args.only and not re.search(args.only, name):
                 continue
+            _fresh_compile(args)  # one compilation per mixer (later sizes reuse it with dynamic shapes)
             for n in tokens:
                 if "self_attention" in name and n > args.max_attention_tokens:
                     continue
@@ -298,7 +310,8 @@ def run(args) -> list[dict]:
                     continue  # the reference path: eager only (autograd.grad inside a compiled graph breaks it)
                 rows.append({**benchmark_layer(name, overrides, n, batch=args.batch, width=width, heads=heads,
                                                device=args.device, dtype=dtype, compile=args.compile,
-                                               repeats=args.repeats, warmup=args.warmup), **extra})  # fmt: skip
+                                               repeats=args.repeats, warmup=args.warmup,
+                                               profile_path=profile_path(args, name, n)), **extra})  # fmt: skip
                 if args.verbose:
                     print_table(rows[-1:])
     if args.level in ("all", "model"):
@@ -309,9 +322,12 @@ def run(args) -> list[dict]:
             if args.max_model_tokens and (size // (1 if "pixel" in name else 16)) ** 2 > args.max_model_tokens:
                 continue
             torch.manual_seed(0)
+            _fresh_compile(args)
+            tokens = (size // (1 if "pixel" in name else 16)) ** 2
             rows.append({**benchmark_model(name, factory(), size, channels, batch=batch, device=args.device,
                                            dtype=dtype, compile=args.compile, repeats=max(1, args.repeats // 2),
-                                           warmup=max(1, args.warmup // 2)), **extra})  # fmt: skip
+                                           warmup=max(1, args.warmup // 2),
+                                           profile_path=profile_path(args, name, tokens)), **extra})  # fmt: skip
             if args.verbose:
                 print_table(rows[-1:])
     return rows
@@ -335,8 +351,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--pixel_batch", type=int, default=1, help="batch of the ViT-Ti pixel models")
     parser.add_argument("--pixel_sizes", default="32,64,112,224", help="image sizes of the pixel model")
     parser.add_argument("--only", default=None, help="regular expression: run only the rows whose name matches")
-    parser.add_argument("--profile", type=int, default=0, metavar="N",
-                        help="also profile one ttt_mlp layer training step at N tokens (table to profile_*.txt)")
+    parser.add_argument("--profile", default=None, metavar="REGEX",
+                        help='profile the training step of rows whose "name@N" matches, e.g. "ttt_mlp@50176" '
+                             "(operator table to profile_*.txt, matrix-product share in the CSV)")
     parser.add_argument("--tag", default="", help="suffix of the output file names")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     parser.add_argument("--output_dir", default="outputs/benchmark")
@@ -354,13 +371,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
     write_csv(rows, os.path.join(args.output_dir, f"benchmark_{tag}.csv"), machine)
     if any(r["level"] == "layer" for r in rows):
         plot_layers(rows, os.path.join(args.output_dir, f"layers_{tag}.png"), f"{machine}; {args.dtype}")
-    if args.profile:
-        dtype = getattr(torch, args.dtype)
-        path = os.path.join(args.output_dir, f"profile_{tag}_{args.profile}.txt")
-        share = profile_layer("ttt_mlp", args.profile, path, device=args.device, dtype=dtype, compile=args.compile,
-                              batch=args.batch)  # fmt: skip
-        print(f"# profile of a ttt_mlp layer step at N = {args.profile}: matrix products {100 * share:.0f} % of "
-              f"device time; table in {path}")
     return rows
 
 
