@@ -76,39 +76,79 @@ class ReconstructionTask:
     value_weight [H, k, d] and value_bias [d] are g_h and g_bias; ln_weight/ln_bias [H, d] are the decoder
     LayerNorm of every head (None: no decoder LN). Nothing here is trained by the inner loop.
 
-    Without decoder LN the loss is quadratic in f, and its gradient needs x only through its projection:
-    d loss / d f = (f g_h g_h^T - (x - g_bias) g_h^T) / (n k). `targets` then precomputes the values
-    v = (x - g_bias) g_h^T [B, H, N, k] once, and every step costs O(n k^2) per head instead of decoding to
-    the full width d (O(n k d)); with W_0 = 0 and T = 1 this is exactly linear attention's cost.
+    The inner gradient never decodes to the full width d. Without decoder LN the loss is quadratic in f and
+    d loss / d f = (f g_h g_h^T - (x - g_bias) g_h^T) / (n k), so `targets` precomputes the values
+    v = (x - g_bias) g_h^T [B, H, N, k] once and a step costs O(n k^2) per head instead of O(n k d) (with
+    W_0 = 0 and T = 1 exactly linear attention's cost). With decoder LN the same holds (`_ln_grad_f`): the
+    LayerNorm's mean and variance of r = f g_h + g_bias and every product of its backward with g_h are
+    quadratic forms in f, so only x's projection (x * gamma_h) g_c^T [B, H, N, k] (g_c: g_h with its mean over
+    d removed) and one number per token are needed — the [B, H, N, d] reconstruction is never built.
     """
 
     def __init__(self, learner, value_weight, value_bias, ln_weight=None, ln_bias=None, eps=1e-6):
         self.learner, self.value_weight, self.value_bias = learner, value_weight, value_bias
         self.ln_weight, self.ln_bias, self.eps = ln_weight, ln_bias, eps
-        if ln_weight is None:
-            self.gram = value_weight @ value_weight.transpose(-1, -2)  # g_h g_h^T [H, k, k]
+        with _full_precision(value_weight):  # the k x k forms below stay in float32 (or float64) under autocast
+            if ln_weight is None:
+                self.gram = value_weight @ value_weight.transpose(-1, -2)  # g_h g_h^T [H, k, k]
+            else:
+                self._ln_forms()
+
+    def _ln_forms(self):
+        """The parameters' part of the decoder-LN quadratic forms (d = width, k = head width)."""
+        g, gamma, beta = self.value_weight, self.ln_weight, self.ln_bias
+        g_c = g - g.mean(-1, keepdim=True)  # [H, k, d]: r - mean_d(r) = f g_c + b_c
+        b_c = self.value_bias - self.value_bias.mean()  # [d]
+        gamma2 = gamma.square()  # [H, d]
+        vectors = g_c @ torch.stack([b_c.expand_as(gamma), gamma2 * b_c, gamma * beta], -1)  # [H, k, 3]
+        # f @ forms -> f g_c g_c^T | f g_c diag(gamma^2) g_c^T | f.(g_c b_c) | f.(g_c gamma^2 b_c) | f.(g_c gamma beta)
+        self.forms = torch.cat([g_c @ g_c.transpose(-1, -2), (g_c * gamma2.unsqueeze(-2)) @ g_c.transpose(-1, -2),
+                                vectors], -1)  # [H, k, 2k + 3]  # fmt: skip
+        self.vectors = vectors.transpose(-1, -2).unsqueeze(-2)  # g_c b_c, g_c gamma^2 b_c, g_c gamma beta: [H, 3, 1, k]
+        self.constants = torch.stack([b_c.square().sum().expand(gamma.shape[0]), (gamma2 * b_c.square()).sum(-1),
+                                      (gamma * beta * b_c).sum(-1)], -1)[:, None]  # [H, 1, 3]  # fmt: skip
+        self.target_weight = torch.cat([g_c * gamma.unsqueeze(-2), (gamma * b_c).unsqueeze(-2)], -2)  # [H, k+1, d]
 
     def targets(self, x):
-        """What `grad` compares against, from the layer input x [B, N, d]: the tokens [B, 1, N, d] (every head
-        reconstructs the full width), or without decoder LN the values (x - g_bias) g_h^T [B, H, N, k]."""
-        x = x.unsqueeze(1)
-        if self.ln_weight is not None:
-            return x
-        return (x - self.value_bias) @ self.value_weight.transpose(-1, -2)
+        """What `grad` compares against, from the layer input x [B, N, d], per head: without decoder LN the
+        values (x - g_bias) g_h^T [B, H, N, k]; with it (x * gamma_h) g_c^T and x . (gamma_h * b_c) [B, H, N, k+1]."""
+        if self.ln_weight is None:
+            return (x.unsqueeze(1) - self.value_bias) @ self.value_weight.transpose(-1, -2)
+        heads, k1, d = self.target_weight.shape
+        return _split_heads(x @ self.target_weight.reshape(heads * k1, d).T, heads)  # [B, N, H(k+1)] -> [B, H, N, k+1]
 
     def _decode(self, f):
         r = f @ self.value_weight + self.value_bias  # [B, H, n, k] @ [H, k, d] -> [B, H, n, d]
         if self.ln_weight is None:
-            return r, None
-        # aten's fused LayerNorm without affine (per-head scale and shift follow), keeping mean and 1/std
-        xhat, mean, rstd = torch.native_layer_norm(r, r.shape[-1:], None, None, self.eps)
-        return xhat * self.ln_weight.unsqueeze(-2) + self.ln_bias.unsqueeze(-2), (r, mean, rstd)
+            return r
+        return F.layer_norm(r, r.shape[-1:], eps=self.eps) * self.ln_weight.unsqueeze(-2) + self.ln_bias.unsqueeze(-2)
 
     def loss(self, params, z, tokens):
-        """Per-head loss [B, H] of the learner `params` on keys z [B, H, n, k] against tokens [B, 1 or H, n, d]."""
+        """Per-head loss [B, H] of the learner `params` on keys z [B, H, n, k] against tokens [B, 1 or H, n, d]
+        (decodes to full width: the definition, used for reporting and as the autograd reference)."""
         f, _ = self.learner.forward(z, params)
-        y, _ = self._decode(f)
+        y = self._decode(f)
         return 0.5 * (y - tokens).pow(2).sum((-2, -1)) / (z.shape[-2] * z.shape[-1])
+
+    def _ln_grad_f(self, f, target, scale):
+        """d loss / d f [B, H, n, k] through the decoder LN, from quadratic forms (class docstring).
+
+        With c = f g_c + b_c, rstd = 1 / sqrt(mean_d(c^2) + eps), xhat = c rstd, e = gamma xhat + beta - x and
+        h = scale gamma e, the LN backward gives d loss / d f = rstd (h g_c^T - mean_d(h xhat) xhat g_c^T)."""
+        with _full_precision(self.forms):
+            f = f.to(self.forms.dtype)
+            d, k = self.value_weight.shape[-1], f.shape[-1]
+            proj, x_b = target[..., :k].to(f.dtype), target[..., k].to(f.dtype)  # (x gamma) g_c^T, x.(gamma b_c)
+            fm = f @ self.forms  # [B, H, n, 2k + 3]
+            f_gram, f_a, f_vec = fm[..., :k], fm[..., k : 2 * k], fm[..., 2 * k :]
+            c_b, c_gb, c_bb = self.constants.unbind(-1)  # |b_c|^2, sum gamma^2 b_c^2, sum gamma beta b_c: [H, 1]
+            var = ((f_gram * f).sum(-1) + 2 * f_vec[..., 0] + c_b) / d  # [B, H, n]
+            rstd = (var.clamp_min(0) + self.eps).rsqrt().unsqueeze(-1)  # [B, H, n, 1]
+            v_b, v_gb, v_bb = self.vectors.unbind(-3)  # [H, 1, k] each
+            h_g = rstd * (f_a + v_gb) + v_bb - proj  # (h / scale) g_c^T
+            h_xhat = (rstd.square().squeeze(-1) * ((f_a * f).sum(-1) + 2 * f_vec[..., 1] + c_gb)
+                      + rstd.squeeze(-1) * (f_vec[..., 2] + c_bb - (f * proj).sum(-1) - x_b)) / d  # mean_d(h xhat)/scale
+            return scale * rstd * (h_g - h_xhat.unsqueeze(-1) * rstd * (f_gram + v_b))
 
     def grad(self, params, z, target, at_zero: bool = False):
         """d loss / d params for targets from `targets` (the sum over B x H of `loss`, per image and head).
@@ -121,15 +161,14 @@ class ReconstructionTask:
         scale = 1.0 / (z.shape[-2] * z.shape[-1])
         if self.ln_weight is None:
             grad_f = (-target if at_zero else f @ self.gram - target) * scale  # [B, H, n, k]
-            return self.learner.backward(grad_f, z, cache, params)
-        y, (r, mean, rstd) = self._decode(torch.zeros_like(z) if at_zero else f)
-        # through the LayerNorm: aten's fused backward, itself differentiable
-        grad_r = torch.ops.aten.native_layer_norm_backward(
-            (y - target) * (scale * self.ln_weight.unsqueeze(-2)), r, r.shape[-1:], mean, rstd, None, None,
-            [True, False, False],
-        )[0]  # [B, H, n, d]
-        grad_f = grad_r @ self.value_weight.transpose(-1, -2)  # [B, H, n, k]
+        else:
+            grad_f = self._ln_grad_f(torch.zeros_like(z) if at_zero else f, target, scale).to(z.dtype)
         return self.learner.backward(grad_f, z, cache, params)
+
+
+def _full_precision(reference: torch.Tensor):
+    """Autocast off (the tensors' own float32 / float64): for the small k x k forms whose rounding matters."""
+    return torch.autocast(reference.device.type, enabled=False)
 
 
 def analytic_step(task, params, z, target, lr, at_zero=False):

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU half of docs/performance.md: precision, layer and model benchmarks, profiles.
 # usage: bash scripts/gpu_benchmarks.sh OUTPUT_DIR STAGE...  (stages: precision layers compiled_layers models
-#        reference compiled_models profile_models)
+#        reference compiled_models profile_models mlp_layers mlp_models)
 # Every stage appends its table to OUTPUT_DIR/log.txt and writes CSV/PNG/profile files next to it.
 set -uo pipefail
 out=${1:?output directory}; shift
@@ -28,6 +28,16 @@ for stage in "$@"; do
       bench --level model --dtype bfloat16 --model_batch 128 --repeats 10 --warmup 6 --only ViT-S --tag reference ;;
     compiled_models)
       bench --level model --dtype bfloat16 --compile --model_batch 128 --repeats 10 --warmup 10 --only 'small16|ViT-S' --tag vit_s16 ;;
+    mlp_layers)  # MTTT-MLP against FlashAttention-backed SDPA, eager and compiled, in one run
+      bench --level layer --dtype bfloat16 --only 'ttt_mlp$|SDPA' --tokens 3136,12544,50176 --repeats 20 --warmup 5 \
+        --tag mlp_layers
+      bench --level layer --dtype bfloat16 --compile --only 'ttt_mlp$' --tokens 12544,50176 --repeats 20 --warmup 5 \
+        --profile 'ttt_mlp@50176' --tag mlp_layers ;;
+    mlp_models)  # ViT-S/16 MTTT-MLP against transformers' ViT-S/16, eager and compiled, and the 224² pixel model
+      bench --level model --dtype bfloat16 --model_batch 128 --repeats 10 --warmup 6 --only 'ViT-S|small16-mlp' --tag mlp_models
+      bench --level model --dtype bfloat16 --pixel_batch 8 --pixel_sizes 224 --repeats 4 --warmup 2 --only pixel --tag pixel224
+      bench --level model --dtype bfloat16 --compile --model_batch 128 --repeats 10 --warmup 10 --only 'ViT-S|small16-mlp' \
+        --profile small16-mlp --tag mlp_models ;;
     *) echo "unknown stage $stage"; exit 2 ;;
   esac
 done

@@ -109,9 +109,9 @@ def _double_mixer(**overrides):
 def test_outer_gradient_through_inner_loop_gradcheck(overrides):
     """torch.autograd.gradcheck of the whole layer w.r.t. its input and the parameters the inner loop uses."""
     mixer = _double_mixer(**overrides)
-    names = ["value_weight", "inner_init_0", "key.weight"]
+    names = ["value_weight", "value_bias", "inner_init_0", "key.weight"]
     if mixer.config.decoder_layer_norm:
-        names.append("decoder_norm_weight")
+        names += ["decoder_norm_weight", "decoder_norm_bias"]
     params = {n: p.detach().clone().requires_grad_() for n, p in mixer.named_parameters() if n in names}
     assert set(params) == set(names)
     x = torch.randn(1, 5, 12, dtype=torch.float64, requires_grad=True)
