@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU half of docs/performance.md: precision, layer and model benchmarks, profiles.
 # usage: bash scripts/gpu_benchmarks.sh OUTPUT_DIR STAGE...  (stages: precision layers compiled_layers models
-#        reference compiled_models profile_models mlp_layers mlp_models)
+#        reference compiled_models profile_models mlp_layers mlp_models sdpa_profile)
 # Every stage appends its table to OUTPUT_DIR/log.txt and writes CSV/PNG/profile files next to it.
 set -uo pipefail
 out=${1:?output directory}; shift
@@ -38,6 +38,9 @@ for stage in "$@"; do
       bench --level model --dtype bfloat16 --pixel_batch 8 --pixel_sizes 224 --repeats 4 --warmup 2 --only pixel --tag pixel224
       bench --level model --dtype bfloat16 --compile --model_batch 128 --repeats 10 --warmup 10 --only 'ViT-S|small16-mlp' \
         --profile small16-mlp --tag mlp_models ;;
+    sdpa_profile)  # which kernel SDPA runs at 50,176 tokens in bfloat16
+      bench --level layer --dtype bfloat16 --only SDPA --tokens 50176 --repeats 20 --warmup 5 --profile 'SDPA@50176' \
+        --tag sdpa ;;
     *) echo "unknown stage $stage"; exit 2 ;;
   esac
 done
