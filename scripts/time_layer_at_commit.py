@@ -5,6 +5,7 @@ checkout, to measure a change before and after it:
     git worktree add /tmp/before <commit>
     python scripts/time_layer_at_commit.py /tmp/before ttt_mlp 3136
     python scripts/time_layer_at_commit.py . ttt_mlp 3136
+    python scripts/time_layer_at_commit.py . ttt_mlp 196 384 6 8    # ViT-S width, 6 heads, batch 8
 """
 
 import importlib
@@ -25,13 +26,14 @@ def median_ms(fn, repeats: int = 5) -> float:
     return 1000 * statistics.median(times)
 
 
-def main(root: str, mixer: str, tokens: int) -> None:
+def main(root: str, mixer: str, tokens: int, width: int = 192, heads: int = 3, batch: int = 1) -> None:
     sys.path.insert(0, root)
     modeling = importlib.import_module("modeling")
     layers = importlib.import_module("modeling.ttt_layers")
-    config = modeling.TTTViTConfig(hidden_size=192, num_attention_heads=3, intermediate_size=768, mixer=mixer)
+    config = modeling.TTTViTConfig(hidden_size=width, num_attention_heads=heads, intermediate_size=4 * width,
+                                   mixer=mixer)  # fmt: skip
     layer = layers.MIXERS[mixer](config)
-    x = torch.randn(1, tokens, 192, requires_grad=True)
+    x = torch.randn(batch, tokens, width, requires_grad=True)
 
     def forward():
         with torch.no_grad():
@@ -40,9 +42,9 @@ def main(root: str, mixer: str, tokens: int) -> None:
     def forward_backward():
         layer(x)[0].square().mean().backward()
 
-    print(f"{root:24s} {mixer:18s} N={tokens:6d} fwd {median_ms(forward):8.1f} ms  "
+    print(f"{root:24s} {mixer:18s} N={tokens:6d} d={width} B={batch} fwd {median_ms(forward):8.1f} ms  "
           f"fwd+bwd {median_ms(forward_backward):8.1f} ms")
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], int(sys.argv[3]))
+    main(sys.argv[1], sys.argv[2], *map(int, sys.argv[3:]))

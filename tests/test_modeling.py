@@ -261,3 +261,29 @@ def test_bf16_autocast_stays_close_to_float32(overrides):
         low = model(x).logits.float()
     assert torch.isfinite(low).all()
     assert (low - reference).abs().max() < 0.05 * reference.abs().max()
+
+
+@pytest.mark.parametrize("overrides", ALL_MIXERS[:2], ids=MIXER_IDS[:2])
+def test_compiled_model_equals_eager(overrides):
+    """torch.compile's fused (inductor) kernels compute what the eager PyTorch path computes: loss, logits
+    and every parameter gradient of a training step."""
+    torch.manual_seed(0)
+    model = classifier(**overrides).train()
+    for p in model.parameters():  # leave no zero-initialised matrix (the head, the MLP learner's W_0)
+        if p.ndim > 1:
+            torch.nn.init.normal_(p, std=0.2)
+    x, labels = torch.randn(2, 3, 8, 8), torch.tensor([0, 3])
+
+    def step(forward):
+        model.zero_grad(set_to_none=True)
+        out = forward(pixel_values=x, labels=labels)
+        out.loss.backward()
+        return out.logits.detach(), [p.grad.clone() for p in model.parameters()]
+
+    logits, grads = step(model)
+    torch._dynamo.reset()
+    compiled_logits, compiled_grads = step(torch.compile(model))
+    torch.testing.assert_close(compiled_logits, logits, rtol=1e-4, atol=1e-5)
+    assert len(compiled_grads) == len(grads)
+    for g_compiled, g in zip(compiled_grads, grads):
+        torch.testing.assert_close(g_compiled, g, rtol=1e-3, atol=1e-5)
