@@ -173,3 +173,16 @@ def test_epoch_timer_reports_steady_epochs():
     assert timer.metrics() == {}
     timer.durations = [30.0, 10.0, 12.0, 11.0]  # the first epoch pays for compilation
     assert timer.metrics() == {"epoch_seconds": 11.0, "first_epoch_seconds": 30.0}
+
+
+def test_quickstart_on_digits_reloads_and_pipeline_agrees(tmp_path):
+    """The README's main job on the smallest bundled set (8x8 digits -> 2x2 patches): it trains, the reloaded
+    model's pipeline reproduces the run's test accuracy exactly, and the inner step lowers the inner loss."""
+    from ttt_hf.quickstart import main
+
+    result = main(["--dataset", "digits", "--epochs", "1", "--max_train_samples", "128",
+                   "--output_dir", str(tmp_path / "qs")])  # fmt: skip
+    assert 0.0 < result["test_accuracy"] <= 1.0
+    assert result["pipeline_accuracy"] == result["test_accuracy"]
+    assert result["inner_loss_after"] < result["inner_loss_before"]
+    assert (tmp_path / "qs" / "model.safetensors").exists()
