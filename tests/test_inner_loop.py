@@ -6,6 +6,7 @@ from torch.func import functional_call
 
 from ttt_hf.modeling.ttt_layers import (
     LinearLearner,
+    _GeluTanhGrad,
     MLPLearner,
     ReconstructionTask,
     TTTMixer,
@@ -168,3 +169,18 @@ def test_inner_losses_report_before_and_after_every_step():
     out_plain, none = mixer(x)
     assert none is None
     torch.testing.assert_close(out, out_plain, rtol=0, atol=0)
+
+
+def test_hand_written_gelu_second_derivative_equals_autograd_float64():
+    """The outer loop's second derivative of GELU (eager path) against autograd's formula for aten's
+    gelu_backward, over a range that reaches the tanh's saturation; and gradcheck of the function."""
+    g = torch.Generator().manual_seed(4)
+    a = (6 * torch.randn(3, 50, generator=g, dtype=torch.float64)).requires_grad_()
+    grad = torch.randn(3, 50, generator=g, dtype=torch.float64, requires_grad=True)
+    dout = torch.randn(3, 50, generator=g, dtype=torch.float64)
+    reference = torch.autograd.grad(torch.ops.aten.gelu_backward(grad, a, approximate="tanh"), (grad, a), dout)
+    ours = torch.autograd.grad(_GeluTanhGrad.apply(grad, a), (grad, a), dout)
+    for x, y in zip(ours, reference):
+        assert y.abs().max() > 0.1
+        torch.testing.assert_close(x, y, rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(_GeluTanhGrad.apply, (grad[:, :6], a[:, :6]))
