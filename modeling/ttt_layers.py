@@ -44,7 +44,7 @@ class _GeluTanhGrad(torch.autograd.Function):
         du = torch.addcmul(c, a, a, value=3 * _GELU_C * _GELU_K)  # u' = C (1 + 3 K a^2)
         # gelu''(a) = (1 - t^2) (2 u' - C - a t u'^2)
         second = (t * du).mul_(du).mul_(a).neg_().add_(du, alpha=2).sub_(_GELU_C)
-        second.mul_(torch.addcmul(torch.ones_like(t), t, t, value=-1))
+        second.mul_(torch.addcmul(a.new_ones(()), t, t, value=-1))  # 1 - t^2
         return torch.ops.aten.gelu_backward(dout, a, approximate="tanh"), (dout * grad).mul_(second)
 
 
