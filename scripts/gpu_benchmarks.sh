@@ -28,7 +28,7 @@ for stage in "$@"; do
       bench --level model --dtype bfloat16 --model_batch 128 --repeats 10 --warmup 6 --only ViT-S --tag reference ;;
     compiled_models)
       bench --level model --dtype bfloat16 --compile --model_batch 128 --repeats 10 --warmup 10 --only 'small16|ViT-S' --tag vit_s16 ;;
-    mlp_layers)  # MTTT-MLP against FlashAttention-backed SDPA, eager and compiled, in one run
+    mlp_layers)  # MTTT-MLP against SDPA (fused attention), eager and compiled, in one run
       bench --level layer --dtype bfloat16 --only 'ttt_mlp$|SDPA' --tokens 3136,12544,50176 --repeats 20 --warmup 5 \
         --tag mlp_layers
       bench --level layer --dtype bfloat16 --compile --only 'ttt_mlp$' --tokens 12544,50176 --repeats 20 --warmup 5 \
@@ -39,7 +39,7 @@ for stage in "$@"; do
       bench --level model --dtype bfloat16 --compile --model_batch 128 --repeats 10 --warmup 10 --only 'ViT-S|small16-mlp' \
         --profile small16-mlp --tag mlp_models ;;
     sdpa_profile)  # which kernel SDPA runs at 50,176 tokens in bfloat16
-      bench --level layer --dtype bfloat16 --only SDPA --tokens 50176 --repeats 20 --warmup 5 --profile 'SDPA@50176' \
+      bench --level layer --dtype bfloat16 --only SDPA --tokens 50176 --repeats 20 --warmup 5 --profile 'SDPA\)@50176' \
         --tag sdpa ;;
     *) echo "unknown stage $stage"; exit 2 ;;
   esac

@@ -265,8 +265,8 @@ def test_bf16_autocast_stays_close_to_float32(overrides):
 
 @pytest.mark.parametrize("overrides", ALL_MIXERS[:2], ids=MIXER_IDS[:2])
 def test_compiled_model_equals_eager(overrides):
-    """torch.compile's fused (inductor) kernels compute what the eager PyTorch path computes: loss, logits
-    and every parameter gradient of a training step."""
+    """torch.compile's fused (inductor) kernels compute what the eager PyTorch path computes: the logits and
+    every parameter gradient of a training step."""
     torch.manual_seed(0)
     model = classifier(**overrides).train()
     for p in model.parameters():  # leave no zero-initialised matrix (the head, the MLP learner's W_0)

@@ -6,7 +6,7 @@ inference images/second of whole models — ViT-S/16 at 224² for every mixer ne
 `ViTForImageClassification` (SDPA) of the same size, and the ViT-Ti pixel model at growing resolutions.
 
 Precision: float32, or bfloat16 mixed precision — the module keeps float32 weights and runs under
-`torch.autocast`, which is what `Trainer(bf16=True)` does (SDPA then takes its FlashAttention kernel on GPU).
+`torch.autocast`, which is what `Trainer(bf16=True)` does (SDPA then takes a fused bfloat16 kernel on GPU).
 
 Memory: on CUDA the peak allocated bytes of the measured call (`torch.cuda.max_memory_allocated`). On CPU
 PyTorch keeps no allocator statistics, so the figure is the activation memory of a training step: the
@@ -110,13 +110,14 @@ def memory_of(step, device: str, params) -> int:
 
 
 def layer_config(overrides: dict, width: int = 192, heads: int = 3) -> TTTViTConfig:
-    return TTTViTConfig(hidden_size=width, num_attention_heads=heads, intermediate_size=4 * width, **overrides)
+    config = TTTViTConfig(hidden_size=width, num_attention_heads=heads, intermediate_size=4 * width, **overrides)
+    config._attn_implementation = "sdpa"
+    return config
 
 
 def benchmark_layer(name, overrides, tokens, *, batch=1, width=192, heads=3, device="cpu", dtype=torch.float32,
                     compile=False, repeats=5, warmup=2, profile_path=None) -> dict:  # fmt: skip
     config = layer_config(overrides, width, heads)
-    config._attn_implementation = "sdpa"
     mixer = MIXERS[config.mixer](config).to(device)
     x = torch.randn(batch, tokens, width, device=device, requires_grad=True)
     forward = torch.compile(mixer) if compile else mixer
@@ -148,12 +149,10 @@ MATMUL_OPS = ("aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm", "aten::_s
 
 
 def profile_step(step, path: str, header: str, device: str) -> float:
-    """Profile one call of `step` (after 3 warm-up calls); write the operators by self time to `path` and
-    return the share of the matrix products (the rest is elementwise and reduction work)."""
+    """Profile one call of `step` (already warm: called after its timing); write the operators by self time to
+    `path` and return the share of the matrix products (the rest is elementwise and reduction work)."""
     from torch.profiler import ProfilerActivity, profile
 
-    for _ in range(3):
-        step()
     cuda = device.startswith("cuda")
     with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
         step()
@@ -325,11 +324,11 @@ def run(args) -> list[dict]:
         for name, factory, size, channels, batch in model_suite(args.quick, args.model_batch, args.pixel_batch, sizes):
             if args.only and not re.search(args.only, name):
                 continue
-            if args.max_model_tokens and (size // (1 if "pixel" in name else 16)) ** 2 > args.max_model_tokens:
+            tokens = (size // (1 if "pixel" in name else 16)) ** 2
+            if args.max_model_tokens and tokens > args.max_model_tokens:
                 continue
             torch.manual_seed(0)
             _fresh_compile(args)
-            tokens = (size // (1 if "pixel" in name else 16)) ** 2
             rows.append({**benchmark_model(name, factory(), size, channels, batch=batch, device=args.device,
                                            dtype=dtype, compile=args.compile, repeats=max(1, args.repeats // 2),
                                            warmup=max(1, args.warmup // 2),

@@ -19,7 +19,6 @@ from .modeling.ttt_layers import MIXERS
 def random_mixer(overrides: dict, width: int, heads: int, seed: int = 0):
     """A mixer whose every parameter is random (not the zero/one initialisations), so no term vanishes."""
     config = layer_config(overrides, width, heads)
-    config._attn_implementation = "sdpa"
     mixer = MIXERS[config.mixer](config)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():

