@@ -13,6 +13,7 @@ FEATURE_MAPS = ("identity", "elu_plus_one")
 NORMALIZERS = ("constant", "adaptive")
 SHUFFLE_EVAL_MODES = ("fixed", "random")
 INNER_GRADIENTS = ("analytic", "autograd")
+INNER_KERNELS = ("torch", "triton")
 
 # name -> (hidden_size, num_hidden_layers, num_attention_heads, intermediate_size)
 _SIZES = {"tiny": (192, 12, 3, 768), "small": (384, 12, 6, 1536)}
@@ -86,6 +87,10 @@ class TTTViTConfig(PreTrainedConfig):
         inner_hidden_ratio (`int`, defaults to 4): hidden width of the MTTT-MLP learner, in units of d/H.
         inner_gradient (`str`, defaults to `"analytic"`): how inner steps get their gradient: `"analytic"` (written
             out as tensor ops, fast) or `"autograd"` (`torch.autograd.grad(create_graph=True)`, the reference).
+        inner_kernel (`str`, defaults to `"torch"`): how MTTT-MLP's learner runs: `"torch"` (tensor ops; the
+            [B, H, N, m] hidden activations are stored for the backward) or `"triton"` (fused kernels of
+            `fused_mlp.py` that recompute them on chip). `"triton"` needs Triton and a GPU; elsewhere, and inside
+            `torch.compile`, it falls back to `"torch"`. Analytic gradient and `ttt_mlp` only.
         decoder_layer_norm (`bool`, *optional*): LayerNorm on the inner decoder's output. Defaults to `True`
             for `ttt_mlp` and `False` for `ttt_linear` (the paper's settings).
         learn_inner_init (`bool`, *optional*): whether the inner learner's initial weights W_0 are trained by
@@ -116,6 +121,7 @@ class TTTViTConfig(PreTrainedConfig):
     inner_shuffle_seed: int = 0
     inner_hidden_ratio: int = 4
     inner_gradient: str = "analytic"
+    inner_kernel: str = "torch"
     decoder_layer_norm: bool | None = None
     learn_inner_init: bool | None = None
     linear_attention_feature_map: str = "identity"
@@ -139,6 +145,7 @@ class TTTViTConfig(PreTrainedConfig):
         _choice("inner_batching", self.inner_batching, INNER_BATCHINGS)
         _choice("inner_shuffle_eval", self.inner_shuffle_eval, SHUFFLE_EVAL_MODES)
         _choice("inner_gradient", self.inner_gradient, INNER_GRADIENTS)
+        _choice("inner_kernel", self.inner_kernel, INNER_KERNELS)
         _choice("linear_attention_feature_map", self.linear_attention_feature_map, FEATURE_MAPS)
         _choice("linear_attention_normalizer", self.linear_attention_normalizer, NORMALIZERS)
         for name in ("image_size", "patch_size", "num_channels", "hidden_size", "num_hidden_layers",
@@ -170,6 +177,11 @@ class TTTViTConfig(PreTrainedConfig):
             )
         if self.mixer not in ("ttt_mlp", "ttt_linear") and self.inner_steps != 1:
             raise ValueError(f"`inner_steps` only applies to the ttt mixers; mixer={self.mixer!r} has no inner loop.")
+        if self.inner_kernel == "triton" and (self.mixer != "ttt_mlp" or self.inner_gradient != "analytic"):
+            raise ValueError(
+                "`inner_kernel='triton'` fuses MTTT-MLP's analytic inner gradient: it needs mixer='ttt_mlp' and "
+                f"inner_gradient='analytic', got mixer={self.mixer!r}, inner_gradient={self.inner_gradient!r}."
+            )
         if self.inner_batching == "shuffled" and self.inner_steps > self.num_tokens:
             raise ValueError(
                 f"`inner_batching='shuffled'` splits the {self.num_tokens} tokens into `inner_steps` "

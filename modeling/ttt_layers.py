@@ -22,6 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 
+from .fused_mlp import fused_mlp_available, mlp_forward, mlp_param_grad
+
 _GELU_C, _GELU_K = math.sqrt(2 / math.pi), 0.044715  # gelu_tanh(a) = a/2 (1 + tanh(C (a + K a^3)))
 
 
@@ -98,6 +100,24 @@ class MLPLearner:
             u.transpose(-1, -2) @ grad_out,  # [B, H, m, k]
             grad_out.sum(-2),  # [B, H, k]
         )
+
+
+class FusedMLPLearner(MLPLearner):
+    """MLPLearner on the fused Triton kernels of fused_mlp.py (`inner_kernel="triton"`): the [B, H, N, m]
+    hidden activations are recomputed on chip, never stored. Falls back to MLPLearner's tensor ops where the
+    kernels cannot run (no Triton, CPU tensors, inside torch.compile)."""
+
+    @staticmethod
+    def forward(z, params):
+        if fused_mlp_available(z):
+            return mlp_forward(z, params), None
+        return MLPLearner.forward(z, params)
+
+    @staticmethod
+    def backward(grad_out, z, cache, params):
+        if cache is None:  # the forward ran fused
+            return mlp_param_grad(z, grad_out, params)
+        return MLPLearner.backward(grad_out, z, cache, params)
 
 
 LEARNERS = {"ttt_mlp": MLPLearner, "ttt_linear": LinearLearner}
@@ -287,7 +307,7 @@ class TTTMixer(nn.Module):
         d, heads = config.hidden_size, config.num_attention_heads
         k = d // heads
         self.config, self.layer_idx, self.num_heads = config, layer_idx, heads
-        self.learner = LEARNERS[config.mixer]
+        self.learner = FusedMLPLearner if config.inner_kernel == "triton" else LEARNERS[config.mixer]
         self.key = nn.Linear(d, d)  # phi_h for all heads
         self.query = nn.Linear(d, d)  # psi_h for all heads
         self.value_weight = nn.Parameter(torch.empty(heads, k, d))  # g_h

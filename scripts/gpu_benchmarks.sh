@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU half of docs/performance.md: precision, layer and model benchmarks, profiles.
 # usage: bash scripts/gpu_benchmarks.sh OUTPUT_DIR STAGE...  (stages: precision layers compiled_layers models
-#        reference compiled_models profile_models mlp_layers mlp_models sdpa_profile)
+#        reference compiled_models profile_models mlp_layers mlp_models sdpa_profile triton)
 # Every stage appends its table to OUTPUT_DIR/log.txt and writes CSV/PNG/profile files next to it.
 set -uo pipefail
 out=${1:?output directory}; shift
@@ -41,6 +41,11 @@ for stage in "$@"; do
     sdpa_profile)  # which kernel SDPA runs at 50,176 tokens in bfloat16
       bench --level layer --dtype bfloat16 --only SDPA --tokens 50176 --repeats 20 --warmup 5 --profile 'SDPA\)@50176' \
         --tag sdpa ;;
+    triton)  # the fused Triton kernels (inner_kernel="triton") against the PyTorch ops, SDPA and transformers' ViT-S/16
+      bench --level layer --dtype bfloat16 --only 'ttt_mlp|SDPA' --tokens 3136,12544,50176 --repeats 20 --warmup 5 \
+        --max_autograd_tokens 0 --profile 'triton\)@50176' --tag triton_layers
+      bench --level model --dtype bfloat16 --model_batch 128 --repeats 10 --warmup 6 --only 'ViT-S|small16-mlp' \
+        --profile 'triton' --tag triton_models ;;
     *) echo "unknown stage $stage"; exit 2 ;;
   esac
 done

@@ -26,6 +26,7 @@ from contextlib import contextmanager, nullcontext
 import torch
 
 from .modeling import TTTViTConfig, TTTViTForImageClassification
+from .modeling.fused_mlp import triton
 from .modeling.ttt_layers import MIXERS
 
 LAYER_TOKENS = (196, 784, 3136, 12544, 50176)
@@ -33,6 +34,7 @@ LAYER_TOKENS = (196, 784, 3136, 12544, 50176)
 LAYER_MIXERS = {
     "ttt_mlp": dict(mixer="ttt_mlp"),
     "ttt_mlp (autograd)": dict(mixer="ttt_mlp", inner_gradient="autograd"),
+    "ttt_mlp (triton)": dict(mixer="ttt_mlp", inner_kernel="triton"),  # GPU only: fused_mlp.py's kernels
     "ttt_linear": dict(mixer="ttt_linear"),
     "linear_attention": dict(mixer="linear_attention"),
     "self_attention (SDPA)": dict(mixer="self_attention"),
@@ -227,6 +229,8 @@ def model_suite(quick: bool, model_batch: int = 8, pixel_batch: int = 1, pixel_s
         name = f"ttt-vit-small16-{suffix}"
         suite.append((name, lambda n=name: TTTViTForImageClassification(TTTViTConfig.from_preset(n)), 224, 3,
                       model_batch))  # fmt: skip
+    suite.append(("ttt-vit-small16-mlp (triton)", lambda: TTTViTForImageClassification(
+        TTTViTConfig.from_preset("ttt-vit-small16-mlp", inner_kernel="triton")), 224, 3, model_batch))
     for size in pixel_sizes:
         # at 224² (50,176 tokens) a step would keep ~20 GB of activations per image: checkpoint every block
         suite.append((f"ttt-vit-tiny-pixel-mlp @{size}{' (checkpointed)' if size == 224 else ''}",
@@ -297,6 +301,16 @@ def profile_path(args, name: str, tokens: int) -> str | None:
                         f"{'_compiled' if args.compile else ''}_{slug}.txt")  # fmt: skip
 
 
+def repeats_another_row(name: str, device: str, compile: bool = False) -> bool:
+    """Whether row `name` would only repeat another: the fused kernels fall back to PyTorch's ops off the GPU
+    (and inside torch.compile), so their "(triton)" rows run on CUDA, eager, with Triton installed."""
+    return "(triton)" in name and (triton is None or not device.startswith("cuda") or compile)
+
+
+def _skip_row(args, name: str) -> bool:
+    return bool(args.only and not re.search(args.only, name)) or repeats_another_row(name, args.device, args.compile)
+
+
 def run(args) -> list[dict]:
     dtype = getattr(torch, args.dtype)
     tokens = [int(n) for n in args.tokens.split(",")] if args.tokens else ([16, 64] if args.quick else LAYER_TOKENS)
@@ -305,7 +319,7 @@ def run(args) -> list[dict]:
     rows = []
     if args.level in ("all", "layer"):
         for name, overrides in LAYER_MIXERS.items():
-            if args.only and not re.search(args.only, name):
+            if _skip_row(args, name):
                 continue
             _fresh_compile(args)  # one compilation per mixer (later sizes reuse it with dynamic shapes)
             for n in tokens:
@@ -322,7 +336,7 @@ def run(args) -> list[dict]:
     if args.level in ("all", "model"):
         sizes = [int(s) for s in args.pixel_sizes.split(",")]
         for name, factory, size, channels, batch in model_suite(args.quick, args.model_batch, args.pixel_batch, sizes):
-            if args.only and not re.search(args.only, name):
+            if _skip_row(args, name):
                 continue
             tokens = (size // (1 if "pixel" in name else 16)) ** 2
             if args.max_model_tokens and tokens > args.max_model_tokens:

@@ -1,0 +1,338 @@
+"""Fused Triton kernels for the MTTT-MLP learner, so the [B, H, N, m] hidden activations never reach memory.
+
+The MLP learner f(x; W) = gelu(x W1 + b1) W2 + b2 (k -> m -> k per head) is used three ways by an MTTT-MLP
+layer, and each becomes one fused operation here:
+
+  `mlp_forward`    f on the keys and on the queries                         (`_MLPForward`)
+  `mlp_param_grad` the inner gradient d loss / d W, which *is* the MLP's     (`_MLPParamGrad`)
+                   backward for the output gradient g = d loss / d f
+  their backwards  the outer loop's first and second order
+
+Every kernel works on one tile of BLOCK_N tokens and one slice of BLOCK_M hidden units of one (image, head),
+recomputing a = x W1 + b1 and gelu(a) from x instead of storing them (flash-attention's trade: a few more
+matrix products for no [N, m] memory traffic). Token-side results that sum over the hidden units (f, dx) are
+reduced in the program (forward) or by atomic adds from the m / BLOCK_M slices (backward); weight-side results
+that sum over tokens are accumulated by each program over a share of the token tiles and written as partial
+sums that PyTorch adds up.
+
+PyTorch fallback: `MLPLearner` in ttt_layers.py computes the same thing with tensor ops; it runs whenever
+these kernels cannot (no Triton, tensors not on a GPU, or inside `torch.compile`, whose own generated kernels
+fuse the elementwise work). Tests check the kernels against it in float64 under Triton's CPU interpreter
+(`TRITON_INTERPRET=1`), forward and backward.
+"""
+
+import os
+
+import torch
+
+try:  # optional: modeling/ must import with only torch and transformers installed
+    import triton
+    import triton.language as tl
+except ImportError:
+    triton = None
+
+
+def fused_mlp_available(x: torch.Tensor) -> bool:
+    """Whether the Triton kernels can run on `x`: Triton installed, and x on a GPU (or Triton's interpreter on)."""
+    if triton is None or torch.compiler.is_compiling():
+        return False
+    return x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"
+
+
+if triton is not None:
+    @triton.jit
+    def _gelu_parts(a):
+        """gelu_tanh(a) = a/2 (1 + tanh(u)), u = C (a + K a^3), C = sqrt(2/pi), K = 0.044715, and its first and
+        second derivative, from one tanh (written with a sigmoid: tl has no tanh). The constants are literals:
+        compiled kernels may read no global but a tl.constexpr, which the interpreter does not multiply."""
+        du = 0.7978845608028654 * (1.0 + 0.134145 * a * a)  # u' = C (1 + 3 K a^2)
+        t = 2.0 * tl.sigmoid(1.5957691216057308 * (a + 0.044715 * a * a * a)) - 1.0  # tanh(u) = 2 sigmoid(2u) - 1
+        one_minus_t2 = 1.0 - t * t
+        gelu = 0.5 * a * (1.0 + t)
+        first = 0.5 * (1.0 + t) + 0.5 * a * one_minus_t2 * du
+        second = one_minus_t2 * (2.0 * du - 0.7978845608028654 - a * t * du * du)
+        return gelu, first, second
+
+    @triton.jit
+    def _tile(ptr, rows, cols, stride_r, stride_c, mask_r, mask_c):
+        return tl.load(ptr + rows[:, None] * stride_r + cols[None, :] * stride_c,
+                       mask=mask_r[:, None] & mask_c[None, :], other=0.0)  # fmt: skip
+
+    @triton.jit
+    def _hidden_slice(w1_ptr, b1_ptr, w2_ptr, H, s1b, s1h, s1k, s1m, sb1b, sb1h, sb1m, s2b, s2h, s2m, s2k, dtype,
+                      M: tl.constexpr, K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
+                      ACC: tl.constexpr):  # fmt: skip
+        """A weight-side program's (image, head), its slice of hidden units W1[:, ms], b1[ms], W2[ms, :], and
+        zero accumulators for its sums over tokens of dW1[:, ms], db1[ms], dW2[ms, :]."""
+        pid_bh = tl.program_id(2)
+        b, h = pid_bh // H, pid_bh % H
+        ms = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
+        ks = tl.arange(0, BLOCK_K)
+        in_m, in_k = ms < M, ks < K
+        w1 = _tile(w1_ptr + b * s1b + h * s1h, ks, ms, s1k, s1m, in_k, in_m).to(dtype)  # [BLOCK_K, BLOCK_M]
+        b1 = tl.load(b1_ptr + b * sb1b + h * sb1h + ms * sb1m, mask=in_m, other=0.0).to(ACC)
+        w2 = _tile(w2_ptr + b * s2b + h * s2h, ms, ks, s2m, s2k, in_m, in_k).to(dtype)  # [BLOCK_M, BLOCK_K]
+        zeros = (tl.zeros((BLOCK_K, BLOCK_M), dtype=ACC), tl.zeros((BLOCK_M,), dtype=ACC),
+                 tl.zeros((BLOCK_M, BLOCK_K), dtype=ACC))  # fmt: skip
+        return b, h, ms, ks, in_m, in_k, w1, b1, w2, zeros
+
+    @triton.jit
+    def _store_partials(dw1_ptr, db1_ptr, dw2_ptr, dw1, db1, dw2, ms, ks, in_m, in_k, M: tl.constexpr,
+                        K: tl.constexpr):  # fmt: skip
+        """This program's sums over its token tiles, into the [SPLITS, B*H, ...] partial-sum buffers."""
+        part = tl.program_id(1) * tl.num_programs(2) + tl.program_id(2)
+        tl.store(dw1_ptr + part * K * M + ks[:, None] * M + ms[None, :], dw1, mask=in_k[:, None] & in_m[None, :])
+        tl.store(db1_ptr + part * M + ms, db1, mask=in_m)
+        tl.store(dw2_ptr + part * M * K + ms[:, None] * K + ks[None, :], dw2, mask=in_m[:, None] & in_k[None, :])
+
+    @triton.jit
+    def _mlp_forward_kernel(
+        x_ptr, w1_ptr, b1_ptr, w2_ptr, b2_ptr, out_ptr,
+        N, M: tl.constexpr, K: tl.constexpr, H,
+        sxb, sxh, sxn, sxk, s1b, s1h, s1k, s1m, sb1b, sb1h, sb1m, s2b, s2h, s2m, s2k, sb2b, sb2h, sb2k,
+        sob, soh, son, sok,
+        BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, ACC: tl.constexpr,
+        PRECISION: tl.constexpr,
+    ):  # fmt: skip
+        """out[b, h] = gelu(x W1 + b1) W2 + b2 for one tile of tokens, looping over the hidden units."""
+        pid_n, pid_bh = tl.program_id(0), tl.program_id(1)
+        b, h = pid_bh // H, pid_bh % H
+        rows = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        ks = tl.arange(0, BLOCK_K)
+        in_n, in_k = rows < N, ks < K
+        x = _tile(x_ptr + b * sxb + h * sxh, rows, ks, sxn, sxk, in_n, in_k)  # [BLOCK_N, BLOCK_K]
+        w1_ptr += b * s1b + h * s1h
+        w2_ptr += b * s2b + h * s2h
+        acc = tl.zeros((BLOCK_N, BLOCK_K), dtype=ACC)
+        for m0 in range(0, M, BLOCK_M):
+            ms = m0 + tl.arange(0, BLOCK_M)
+            in_m = ms < M
+            w1 = _tile(w1_ptr, ks, ms, s1k, s1m, in_k, in_m).to(x.dtype)  # [BLOCK_K, BLOCK_M]
+            b1 = tl.load(b1_ptr + b * sb1b + h * sb1h + ms * sb1m, mask=in_m, other=0.0).to(ACC)
+            a = tl.dot(x, w1, input_precision=PRECISION) + b1[None, :]  # [BLOCK_N, BLOCK_M]
+            u, _, _ = _gelu_parts(a)
+            w2 = _tile(w2_ptr, ms, ks, s2m, s2k, in_m, in_k).to(x.dtype)  # [BLOCK_M, BLOCK_K]
+            acc += tl.dot(u.to(x.dtype), w2, input_precision=PRECISION)
+        acc += tl.load(b2_ptr + b * sb2b + h * sb2h + ks * sb2k, mask=in_k, other=0.0).to(ACC)[None, :]
+        tl.store(out_ptr + b * sob + h * soh + rows[:, None] * son + ks[None, :] * sok, acc.to(out_ptr.dtype.element_ty),
+                 mask=in_n[:, None] & in_k[None, :])  # fmt: skip
+
+    @triton.jit
+    def _mlp_backward_kernel(
+        x_ptr, g_ptr, w1_ptr, b1_ptr, w2_ptr, dx_ptr, dw1_ptr, db1_ptr, dw2_ptr,
+        N, M: tl.constexpr, K: tl.constexpr, H, SPLITS,
+        sxb, sxh, sxn, sxk, sgb, sgh, sgn, sgk, s1b, s1h, s1k, s1m, sb1b, sb1h, sb1m, s2b, s2h, s2m, s2k,
+        BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, ACC: tl.constexpr,
+        PRECISION: tl.constexpr, WITH_DX: tl.constexpr,
+    ):  # fmt: skip
+        """The MLP's backward for output gradient g: dW1 = x^T da, db1 = sum da, dW2 = u^T g (partial sums over
+        this program's token tiles, one hidden slice) and, if WITH_DX, dx += da W1^T (atomic), da = g W2^T gelu'(a).
+        Without dx this is the inner gradient of the reconstruction loss, with g = d loss / d f."""
+        pid_s, pid_bh = tl.program_id(1), tl.program_id(2)
+        b, h, ms, ks, in_m, in_k, w1, b1, w2, (dw1, db1, dw2) = _hidden_slice(
+            w1_ptr, b1_ptr, w2_ptr, H, s1b, s1h, s1k, s1m, sb1b, sb1h, sb1m, s2b, s2h, s2m, s2k,
+            x_ptr.dtype.element_ty, M, K, BLOCK_M, BLOCK_K, ACC)  # fmt: skip
+        x_ptr += b * sxb + h * sxh
+        g_ptr += b * sgb + h * sgh
+        for tile in range(pid_s, tl.cdiv(N, BLOCK_N), SPLITS):
+            rows = tile * BLOCK_N + tl.arange(0, BLOCK_N)
+            in_n = rows < N
+            x = _tile(x_ptr, rows, ks, sxn, sxk, in_n, in_k)  # [BLOCK_N, BLOCK_K]
+            g = _tile(g_ptr, rows, ks, sgn, sgk, in_n, in_k).to(x.dtype)
+            a = tl.dot(x, w1, input_precision=PRECISION) + b1[None, :]  # [BLOCK_N, BLOCK_M]
+            u, first, _ = _gelu_parts(a)  # padded rows have g = 0, so they add nothing below
+            da = tl.dot(g, tl.trans(w2), input_precision=PRECISION) * first
+            dw1 += tl.dot(tl.trans(x), da.to(x.dtype), input_precision=PRECISION)
+            db1 += tl.sum(da, axis=0)
+            dw2 += tl.dot(tl.trans(u.to(x.dtype)), g, input_precision=PRECISION)
+            if WITH_DX:
+                dx = tl.dot(da.to(x.dtype), tl.trans(w1), input_precision=PRECISION)
+                tl.atomic_add(dx_ptr + pid_bh * N * K + rows[:, None] * K + ks[None, :], dx,
+                              mask=in_n[:, None] & in_k[None, :])  # fmt: skip
+        _store_partials(dw1_ptr, db1_ptr, dw2_ptr, dw1, db1, dw2, ms, ks, in_m, in_k, M, K)
+
+    @triton.jit
+    def _mlp_param_grad_backward_kernel(
+        z_ptr, g_ptr, w1_ptr, b1_ptr, w2_ptr, dg1_ptr, dgb1_ptr, dg2_ptr,
+        dz_ptr, dg_ptr, dw1_ptr, db1_ptr, dw2_ptr,
+        N, M: tl.constexpr, K: tl.constexpr, H, SPLITS,
+        szb, szh, szn, szk, sgb, sgh, sgn, sgk, s1b, s1h, s1k, s1m, sb1b, sb1h, sb1m, s2b, s2h, s2m, s2k,
+        BLOCK_N: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr, ACC: tl.constexpr,
+        PRECISION: tl.constexpr,
+    ):  # fmt: skip
+        """Backward of the inner gradient (the outer loop's second order). Forward, per token:
+        a = z W1 + b1, u = gelu(a), gh = g W2^T, ga = gh gelu'(a); G1 = z^T ga, Gb1 = sum ga, G2 = u^T g.
+        For cotangents dG1, dGb1, dG2 (dGb2 = sum g is PyTorch's): dga = z dG1 + dGb1, dgh = dga gelu'(a),
+        du = g dG2^T, da = du gelu'(a) + dga gh gelu''(a), and
+        dz = ga dG1^T + da W1^T, dg = u dG2 + dgh W2 (token side, atomic over hidden slices),
+        dW1 = z^T da, db1 = sum da, dW2 = dgh^T g (weight side, partial sums over token tiles)."""
+        pid_s, pid_bh = tl.program_id(1), tl.program_id(2)
+        dt = z_ptr.dtype.element_ty
+        b, h, ms, ks, in_m, in_k, w1, b1, w2, (dw1, db1, dw2) = _hidden_slice(
+            w1_ptr, b1_ptr, w2_ptr, H, s1b, s1h, s1k, s1m, sb1b, sb1h, sb1m, s2b, s2h, s2m, s2k,
+            dt, M, K, BLOCK_M, BLOCK_K, ACC)  # fmt: skip
+        z_ptr += b * szb + h * szh
+        g_ptr += b * sgb + h * sgh
+        dg1 = _tile(dg1_ptr + pid_bh * K * M, ks, ms, M, 1, in_k, in_m).to(dt)  # [BLOCK_K, BLOCK_M]
+        dgb1 = tl.load(dgb1_ptr + pid_bh * M + ms, mask=in_m, other=0.0).to(ACC)
+        dg2 = _tile(dg2_ptr + pid_bh * M * K, ms, ks, K, 1, in_m, in_k).to(dt)  # [BLOCK_M, BLOCK_K]
+        for tile in range(pid_s, tl.cdiv(N, BLOCK_N), SPLITS):
+            rows = tile * BLOCK_N + tl.arange(0, BLOCK_N)
+            in_n = rows < N
+            token_mask = in_n[:, None] & in_k[None, :]
+            z = _tile(z_ptr, rows, ks, szn, szk, in_n, in_k)  # [BLOCK_N, BLOCK_K]
+            g = _tile(g_ptr, rows, ks, sgn, sgk, in_n, in_k).to(dt)
+            a = tl.dot(z, w1, input_precision=PRECISION) + b1[None, :]  # [BLOCK_N, BLOCK_M]
+            u, first, second = _gelu_parts(a)
+            gh = tl.dot(g, tl.trans(w2), input_precision=PRECISION)
+            ga = gh * first
+            dga = tl.dot(z, dg1, input_precision=PRECISION) + dgb1[None, :]
+            dga = tl.where(in_n[:, None], dga, 0.0)  # padded rows: z = g = 0, but dGb1 is not
+            dgh = dga * first
+            du = tl.dot(g, tl.trans(dg2), input_precision=PRECISION)
+            da = du * first + dga * gh * second
+            dz = tl.dot(ga.to(dt), tl.trans(dg1), input_precision=PRECISION)
+            dz += tl.dot(da.to(dt), tl.trans(w1), input_precision=PRECISION)
+            dg = tl.dot(u.to(dt), dg2, input_precision=PRECISION)
+            dg += tl.dot(dgh.to(dt), w2, input_precision=PRECISION)
+            offsets = pid_bh * N * K + rows[:, None] * K + ks[None, :]
+            tl.atomic_add(dz_ptr + offsets, dz, mask=token_mask)
+            tl.atomic_add(dg_ptr + offsets, dg, mask=token_mask)
+            dw1 += tl.dot(tl.trans(z), da.to(dt), input_precision=PRECISION)
+            db1 += tl.sum(da, axis=0)
+            dw2 += tl.dot(tl.trans(dgh.to(dt)), g, input_precision=PRECISION)
+        _store_partials(dw1_ptr, db1_ptr, dw2_ptr, dw1, db1, dw2, ms, ks, in_m, in_k, M, K)
+
+
+# Launch settings per kernel: token tile, hidden slice, warps. Chosen so that ptxas reports no register spills
+# for sm_90 at head width 64, hidden width 256 in bfloat16 (`python scripts/fused_kernel_report.py` compiles
+# them without a GPU); not yet timed on one.
+LAUNCH = {
+    "forward": {"BLOCK_N": 64, "BLOCK_M": 64, "num_warps": 8},
+    "backward": {"BLOCK_N": 64, "BLOCK_M": 32, "num_warps": 8},  # also the inner gradient (no dx)
+    "param_grad_backward": {"BLOCK_N": 32, "BLOCK_M": 32, "num_warps": 8},
+}
+
+
+def _launch(kind: str, x: torch.Tensor, k: int, m: int) -> dict:
+    """Launch arguments of kernel `kind` on x: block sizes (the hidden slice no wider than m, every block >= 16
+    for tl.dot) and number types: float64 in, float64 accumulators (the tests); float32 or bfloat16 in, float32
+    accumulators. float32 products use TF32 exactly when PyTorch's matmuls would."""
+    if triton is None:
+        raise RuntimeError("the fused MLP kernels need Triton (`pip install triton`)")
+    precision = None
+    if x.dtype == torch.float32:
+        precision = "tf32" if x.is_cuda and torch.backends.cuda.matmul.allow_tf32 else "ieee"
+    cfg = dict(LAUNCH[kind])
+    cfg["BLOCK_M"] = min(cfg["BLOCK_M"], max(16, triton.next_power_of_2(m)))
+    return {**cfg, "BLOCK_K": max(16, triton.next_power_of_2(k)), "PRECISION": precision,
+            "ACC": tl.float64 if x.dtype == torch.float64 else tl.float32}  # fmt: skip
+
+
+def _splits(x: torch.Tensor, tiles: int, programs: int) -> int:
+    """Token splits of a weight-side kernel: enough programs to fill the GPU (4 per SM), at most one per tile."""
+    target = 4 * torch.cuda.get_device_properties(x.device).multi_processor_count if x.is_cuda else 4
+    return max(1, min(tiles, -(-target // programs)))
+
+
+def _bh(w: torch.Tensor, batch: int) -> torch.Tensor:
+    return w.expand(batch, *w.shape[1:])  # [1 or B, H, ...] -> [B, H, ...] (stride 0 over a shared W_0)
+
+
+def _forward(x, w1, b1, w2, b2):
+    batch, heads, tokens, k = x.shape
+    w1, b1, w2, b2 = (_bh(w, batch) for w in (w1, b1, w2, b2))
+    cfg = _launch("forward", x, k, w1.shape[-1])
+    out = torch.empty(x.shape, device=x.device, dtype=torch.float64 if x.dtype == torch.float64 else torch.float32)
+    grid = (triton.cdiv(tokens, cfg["BLOCK_N"]), batch * heads)
+    _mlp_forward_kernel[grid](
+        x, w1, b1, w2, b2, out, tokens, w1.shape[-1], k, heads,
+        *x.stride(), *w1.stride(), *b1.stride(), *w2.stride(), *b2.stride(), *out.stride(), **cfg,
+    )  # fmt: skip
+    return out
+
+
+def _weight_side(kind, x, g, w1, b1, w2, extra_inputs=(), token_outputs=0, **flags):
+    """Launch a weight-side kernel over (hidden slices, token splits, B*H) on inputs x, g [B, H, N, k]; return
+    its token outputs ([B, H, N, k] each) and dW1 [B, H, k, m], db1 [B, H, m], dW2 [B, H, m, k] (the partial
+    sums of the splits added up)."""
+    batch, heads, tokens, k = x.shape
+    w1, b1, w2 = (_bh(w, batch) for w in (w1, b1, w2))
+    m = w1.shape[-1]
+    cfg = _launch(kind, x, k, m)
+    kernel = _mlp_param_grad_backward_kernel if kind == "param_grad_backward" else _mlp_backward_kernel
+    acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+    m_blocks = triton.cdiv(m, cfg["BLOCK_M"])
+    splits = _splits(x, triton.cdiv(tokens, cfg["BLOCK_N"]), m_blocks * batch * heads)
+    outs = [torch.zeros(batch, heads, tokens, k, device=x.device, dtype=acc_dtype) for _ in range(token_outputs)]
+    dw1 = torch.empty(splits, batch, heads, k, m, device=x.device, dtype=acc_dtype)
+    db1 = torch.empty(splits, batch, heads, m, device=x.device, dtype=acc_dtype)
+    dw2 = torch.empty(splits, batch, heads, m, k, device=x.device, dtype=acc_dtype)
+    strides = [s for t in (x, g, w1, b1, w2) for s in t.stride()]
+    kernel[(m_blocks, splits, batch * heads)](
+        x, g, w1, b1, w2, *extra_inputs, *(outs or [x]), dw1, db1, dw2, tokens, m, k, heads, splits, *strides,
+        **cfg, **flags,
+    )  # fmt: skip
+    return outs, dw1.sum(0), db1.sum(0), dw2.sum(0)
+
+
+def _reduce(grad, like):
+    """A [B, H, ...] gradient summed to the shape of its parameter ([1 or B, H, ...]), in its dtype."""
+    return grad.sum_to_size(like.shape).to(like.dtype)
+
+
+class _MLPForward(torch.autograd.Function):
+    """f = gelu(x W1 + b1) W2 + b2 per (image, head); the backward recomputes the hidden activations."""
+
+    @staticmethod
+    def forward(ctx, x, w1, b1, w2, b2):
+        ctx.save_for_backward(x, w1, b1, w2, b2)
+        return _forward(x, w1, b1, w2, b2)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):
+        x, w1, b1, w2, b2 = ctx.saved_tensors
+        (dx,), dw1, db1, dw2 = _weight_side("backward", x, grad_out.to(x.dtype), w1, b1, w2,
+                                            token_outputs=1, WITH_DX=True)  # fmt: skip
+        return dx.to(x.dtype), _reduce(dw1, w1), _reduce(db1, b1), _reduce(dw2, w2), _reduce(grad_out.sum(-2), b2)
+
+
+class _MLPParamGrad(torch.autograd.Function):
+    """The MLP's parameter gradient for output gradient g [B, H, N, k]: (dW1, db1, dW2, db2) per (image, head),
+    i.e. the inner gradient of MTTT-MLP; its backward is the outer loop's second order."""
+
+    @staticmethod
+    def forward(ctx, z, g, w1, b1, w2):
+        ctx.save_for_backward(z, g, w1, b1, w2)
+        _, g1, gb1, g2 = _weight_side("backward", z, g, w1, b1, w2, WITH_DX=False)
+        return g1, gb1, g2, g.sum(-2, dtype=g1.dtype)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dg1, dgb1, dg2, dgb2):
+        z, g, w1, b1, w2 = ctx.saved_tensors
+        batch, heads, _, k = z.shape
+        m = w1.shape[-1]
+        zero = lambda shape: z.new_zeros(batch, heads, *shape)  # noqa: E731  (an output that was not used)
+        dg1 = (zero((k, m)) if dg1 is None else dg1).contiguous()
+        dgb1 = (zero((m,)) if dgb1 is None else dgb1).contiguous()
+        dg2 = (zero((m, k)) if dg2 is None else dg2).contiguous()
+        (dz, dg), dw1, db1, dw2 = _weight_side("param_grad_backward", z, g, w1, b1, w2,
+                                               extra_inputs=(dg1, dgb1, dg2), token_outputs=2)  # fmt: skip
+        if dgb2 is not None:
+            dg = dg + dgb2.unsqueeze(-2)  # Gb2 = sum over tokens of g
+        return dz.to(z.dtype), dg.to(g.dtype), _reduce(dw1, w1), _reduce(db1, b1), _reduce(dw2, w2)
+
+
+def mlp_forward(x, params):
+    """gelu(x W1 + b1) W2 + b2 for x [B, H, N, k] and params W1 [1 or B, H, k, m], b1 [.., H, m],
+    W2 [.., H, m, k], b2 [.., H, k], fused; differentiable once (the outer loop's backward)."""
+    return _MLPForward.apply(x, *params)
+
+
+def mlp_param_grad(z, g, params):
+    """(dW1, db1, dW2, db2), each [B, H, ...], of sum_n g_n . f(z_n; W) (the MLP backward for output gradient g),
+    fused; differentiable once more (the outer loop's second order)."""
+    w1, b1, w2, _ = params
+    return _MLPParamGrad.apply(z, g, w1, b1, w2)

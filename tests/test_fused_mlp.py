@@ -1,0 +1,131 @@
+"""The fused Triton kernels of the MTTT-MLP learner against its PyTorch ops, in float64.
+
+Without a GPU the kernels run in Triton's CPU interpreter (conftest sets TRITON_INTERPRET=1), which executes
+the same kernel code with NumPy: every index, mask, atomic add and partial sum is checked here; only the GPU's
+compilation and bfloat16 products are not."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+if sys.platform != "linux":
+    pytest.skip("Triton (a dev dependency on Linux) has no wheels here", allow_module_level=True)
+import triton  # noqa: E402, F401  (on Linux a missing triton is an error, not a skip)
+from ttt_hf import TTTViTForImageClassification
+from ttt_hf.modeling import fused_mlp, ttt_layers
+from ttt_hf.modeling.fused_mlp import fused_mlp_available, mlp_forward, mlp_param_grad
+from ttt_hf.modeling.ttt_layers import FusedMLPLearner, MLPLearner, TTTMixer
+
+from .conftest import tiny_config
+
+
+def _mlp(batch_w, heads, k, m, dtype=torch.float64):
+    g = torch.Generator().manual_seed(2)
+    shapes = [(k, m), (m,), (m, k), (k,)]
+    return [(0.4 * torch.randn(batch_w, heads, *s, generator=g, dtype=dtype)).requires_grad_() for s in shapes]
+
+
+@pytest.mark.parametrize(
+    "batch_w,k,m,tokens,splits",
+    [(1, 16, 64, 70, None), (2, 12, 48, 33, None), (2, 16, 128, 200, 3)],
+    ids=["shared-W0", "padded-k-and-m", "two-hidden-slices-three-splits"],
+)
+def test_fused_kernels_equal_torch_ops_float64(monkeypatch, batch_w, k, m, tokens, splits):
+    """Forward, inner gradient, and the backward of both (first and second order) to rounding."""
+    if splits:
+        monkeypatch.setattr(fused_mlp, "_splits", lambda x, tiles, programs: min(tiles, splits))
+    batch, heads = 2, 2
+    params = _mlp(batch_w, heads, k, m)
+    z = torch.randn(batch, heads, tokens, k, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(batch, heads, tokens, k, dtype=torch.float64, requires_grad=True)
+    f_ref, cache = MLPLearner.forward(z, params)
+    grads_ref = MLPLearner.backward(g, z, cache, params)
+    f, grads = mlp_forward(z, params), mlp_param_grad(z, g, params)
+    torch.testing.assert_close(f, f_ref, rtol=0, atol=1e-12)
+    for a, b in zip(grads, grads_ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-11)
+    # the outer loop's backward through both: random cotangents on every output
+    cotangents = [torch.randn_like(t) for t in (f_ref, *grads_ref)]
+    inputs = [z, g, *params]
+
+    def backward(outputs):
+        loss = sum((o * c).sum() for o, c in zip(outputs, cotangents, strict=True))
+        return torch.autograd.grad(loss, inputs)
+
+    for a, b in zip(backward([f, *grads]), backward([f_ref, *grads_ref]), strict=True):
+        assert a.shape == b.shape
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("overrides", [{}, {"inner_steps": 2, "inner_batching": "shuffled"}],
+                         ids=["one-full-step", "two-shuffled-steps"])  # fmt: skip
+def test_model_with_triton_kernel_equals_torch_float64(monkeypatch, overrides):
+    """A whole classifier with inner_kernel="triton" (training mode): logits, inner losses, every gradient."""
+    torch.manual_seed(0)
+    reference = TTTViTForImageClassification(tiny_config(num_labels=5, **overrides)).double()
+    with torch.no_grad():  # away from the initialisation (a zero classifier would make the logits trivially equal)
+        for p in reference.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    fused = TTTViTForImageClassification(tiny_config(num_labels=5, inner_kernel="triton", **overrides)).double()
+    fused.load_state_dict(reference.state_dict())
+    assert isinstance(fused.ttt_vit.layers[0].mixer, TTTMixer)
+    assert fused.ttt_vit.layers[0].mixer.learner is FusedMLPLearner
+    pixels = torch.randn(3, 3, 8, 8, dtype=torch.float64)
+    labels = torch.tensor([0, 3, 4])
+    calls = []  # proof that the kernels ran, not the fallback
+    for name in ("mlp_forward", "mlp_param_grad"):
+        fn = getattr(ttt_layers, name)
+        monkeypatch.setattr(ttt_layers, name, lambda *a, _fn=fn, _name=name: calls.append(_name) or _fn(*a))
+    outs = []
+    for model in (reference, fused):
+        torch.manual_seed(1)  # the same shuffled-batching permutations for both
+        outs.append(model(pixel_values=pixels, labels=labels, output_inner_losses=True))
+    assert outs[0].logits.abs().min() > 1e-3
+    # per layer and step: f on the keys, a gradient, the inner loss; then the last loss and f on the queries
+    steps, layers = overrides.get("inner_steps", 1), 2
+    assert sorted(calls) == sorted(["mlp_forward"] * (2 * steps + 2) * layers + ["mlp_param_grad"] * steps * layers)
+    torch.testing.assert_close(outs[1].logits, outs[0].logits, rtol=0, atol=1e-12)
+    for a, b in zip(outs[1].inner_losses, outs[0].inner_losses, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-12)
+    for out in outs:
+        out.loss.backward()
+    for (name, p), q in zip(reference.named_parameters(), fused.parameters(), strict=True):
+        torch.testing.assert_close(q.grad, p.grad, rtol=0, atol=1e-10, msg=name)
+
+
+def test_fused_kernel_falls_back_to_torch_ops_where_it_cannot_run(monkeypatch):
+    x = torch.zeros(1, 1, 4, 16)
+    assert fused_mlp_available(x)  # the interpreter is on in the tests
+    monkeypatch.delenv("TRITON_INTERPRET")
+    assert not fused_mlp_available(x)  # CPU tensors without the interpreter: MLPLearner's ops
+    params = _mlp(1, 1, 16, 64)
+    f, cache = FusedMLPLearner.forward(x.double(), params)
+    assert cache is not None  # the torch path ran (it keeps the hidden activations for the backward)
+    torch.testing.assert_close(f, MLPLearner.forward(x.double(), params)[0], rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    "overrides,field",
+    [({"mixer": "ttt_linear"}, "mixer='ttt_linear'"), ({"inner_gradient": "autograd"}, "inner_gradient='autograd'"),
+     ({"inner_kernel": "cuda"}, "`inner_kernel` must be one of")],
+)  # fmt: skip
+def test_inner_kernel_config_errors(overrides, field):
+    with pytest.raises(ValueError, match=field.replace("(", r"\(").replace("[", r"\[")):
+        tiny_config(**{"inner_kernel": "triton", **overrides})
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp32"])
+def test_fused_kernels_compile_for_an_h100_without_one(dtype):
+    """The interpreter runs code that the GPU compiler may reject (it did: a non-constexpr global); Triton's
+    compiler and bundled ptxas build every kernel for sm_90 on this CPU machine."""
+    script = Path(__file__).parents[1] / "scripts" / "fused_kernel_report.py"
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    result = subprocess.run([sys.executable, str(script), "--dtype", dtype, "--arch", "90"], capture_output=True,
+                            text=True, env=env, timeout=600)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+    rows = [line.split() for line in result.stdout.splitlines()[2:]]
+    assert len(rows) == 4 and all(row[-1].isdigit() and int(row[-1]) > 0 for row in rows), result.stdout
