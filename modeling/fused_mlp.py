@@ -32,9 +32,19 @@ except ImportError:
     triton = None
 
 
+# Triton versions whose compiler builds these kernels for sm_90 (scripts/fused_kernel_report.py): 3.4, 3.5, 3.6
+# and 3.9 do; 3.3 fails a compiler pass on the inner gradient and 3.2 aborts on an assertion.
+MIN_TRITON = (3, 4)
+
+
+def _triton_version() -> tuple[int, ...]:
+    return tuple(int(part) for part in triton.__version__.split(".")[:2] if part.isdigit())
+
+
 def fused_mlp_available(x: torch.Tensor) -> bool:
-    """Whether the Triton kernels can run on `x`: Triton installed, and x on a GPU (or Triton's interpreter on)."""
-    if triton is None or torch.compiler.is_compiling():
+    """Whether the Triton kernels can run on `x`: Triton >= 3.4 installed, and x on a GPU (or Triton's
+    interpreter on)."""
+    if triton is None or torch.compiler.is_compiling() or _triton_version() < MIN_TRITON:
         return False
     return x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"
 
@@ -63,7 +73,8 @@ if triton is not None:
                       M: tl.constexpr, K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_K: tl.constexpr,
                       ACC: tl.constexpr):  # fmt: skip
         """A weight-side program's (image, head), its slice of hidden units W1[:, ms], b1[ms], W2[ms, :], and
-        zero accumulators for its sums over tokens of dW1[:, ms], db1[ms], dW2[ms, :]."""
+        zero accumulators for its sums over tokens of dW1[:, ms], db1[ms], dW2[ms, :] (a flat tuple: Triton
+        before 3.7 cannot unpack nested ones)."""
         pid_bh = tl.program_id(2)
         b, h = pid_bh // H, pid_bh % H
         ms = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
@@ -72,9 +83,8 @@ if triton is not None:
         w1 = _tile(w1_ptr + b * s1b + h * s1h, ks, ms, s1k, s1m, in_k, in_m).to(dtype)  # [BLOCK_K, BLOCK_M]
         b1 = tl.load(b1_ptr + b * sb1b + h * sb1h + ms * sb1m, mask=in_m, other=0.0).to(ACC)
         w2 = _tile(w2_ptr + b * s2b + h * s2h, ms, ks, s2m, s2k, in_m, in_k).to(dtype)  # [BLOCK_M, BLOCK_K]
-        zeros = (tl.zeros((BLOCK_K, BLOCK_M), dtype=ACC), tl.zeros((BLOCK_M,), dtype=ACC),
-                 tl.zeros((BLOCK_M, BLOCK_K), dtype=ACC))  # fmt: skip
-        return b, h, ms, ks, in_m, in_k, w1, b1, w2, zeros
+        dw1, db1 = tl.zeros((BLOCK_K, BLOCK_M), dtype=ACC), tl.zeros((BLOCK_M,), dtype=ACC)
+        return b, h, ms, ks, in_m, in_k, w1, b1, w2, dw1, db1, tl.zeros((BLOCK_M, BLOCK_K), dtype=ACC)
 
     @triton.jit
     def _store_partials(dw1_ptr, db1_ptr, dw2_ptr, dw1, db1, dw2, ms, ks, in_m, in_k, M: tl.constexpr,
@@ -129,7 +139,7 @@ if triton is not None:
         this program's token tiles, one hidden slice) and, if WITH_DX, dx += da W1^T (atomic), da = g W2^T gelu'(a).
         Without dx this is the inner gradient of the reconstruction loss, with g = d loss / d f."""
         pid_s, pid_bh = tl.program_id(1), tl.program_id(2)
-        b, h, ms, ks, in_m, in_k, w1, b1, w2, (dw1, db1, dw2) = _hidden_slice(
+        b, h, ms, ks, in_m, in_k, w1, b1, w2, dw1, db1, dw2 = _hidden_slice(
             w1_ptr, b1_ptr, w2_ptr, H, s1b, s1h, s1k, s1m, sb1b, sb1h, sb1m, s2b, s2h, s2m, s2k,
             x_ptr.dtype.element_ty, M, K, BLOCK_M, BLOCK_K, ACC)  # fmt: skip
         x_ptr += b * sxb + h * sxh
@@ -168,7 +178,7 @@ if triton is not None:
         dW1 = z^T da, db1 = sum da, dW2 = dgh^T g (weight side, partial sums over token tiles)."""
         pid_s, pid_bh = tl.program_id(1), tl.program_id(2)
         dt = z_ptr.dtype.element_ty
-        b, h, ms, ks, in_m, in_k, w1, b1, w2, (dw1, db1, dw2) = _hidden_slice(
+        b, h, ms, ks, in_m, in_k, w1, b1, w2, dw1, db1, dw2 = _hidden_slice(
             w1_ptr, b1_ptr, w2_ptr, H, s1b, s1h, s1k, s1m, sb1b, sb1h, sb1m, s2b, s2h, s2m, s2k,
             dt, M, K, BLOCK_M, BLOCK_K, ACC)  # fmt: skip
         z_ptr += b * szb + h * szh

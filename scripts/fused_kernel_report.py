@@ -46,7 +46,11 @@ def compile_kernel(kernel, dtype: str, arch: int, constexprs: dict, num_warps: i
             signature[name] = f"*{dtype}" if name in INPUTS else f"*{wide}"
         else:
             signature[name] = "i32"
-    source = ASTSource(kernel, signature, constexprs={k: v for k, v in constexprs.items() if k in kernel.arg_names})
+    constexprs = {k: v for k, v in constexprs.items() if k in kernel.arg_names}
+    try:
+        source = ASTSource(kernel, signature, constexprs=constexprs)
+    except TypeError:  # Triton < 3.3 calls them "constants"
+        source = ASTSource(kernel, signature, constants=constexprs)
     return triton.compile(source, target=GPUTarget("cuda", arch, 32), options={"num_warps": num_warps})
 
 

@@ -129,3 +129,12 @@ def test_fused_kernels_compile_for_an_h100_without_one(dtype):
     assert result.returncode == 0, result.stdout + result.stderr
     rows = [line.split() for line in result.stdout.splitlines()[2:]]
     assert len(rows) == 4 and all(row[-1].isdigit() and int(row[-1]) > 0 for row in rows), result.stdout
+
+
+def test_old_triton_falls_back(monkeypatch):
+    """Triton 3.3's compiler fails on these kernels and 3.2's aborts the process: they run the PyTorch ops."""
+    x = torch.zeros(1, 1, 4, 16)
+    monkeypatch.setattr(fused_mlp.triton, "__version__", "3.3.1")
+    assert not fused_mlp_available(x)
+    monkeypatch.setattr(fused_mlp.triton, "__version__", "3.4.0")
+    assert fused_mlp_available(x)
