@@ -12,7 +12,7 @@ from ttt_hf.reporting import results_table
 def test_quick_benchmark_writes_table_csv_and_plot(tmp_path, capsys):
     rows = benchmark.main(["--quick", "--output_dir", str(tmp_path), "--repeats", "1", "--warmup", "0"])
     names = {r["name"] for r in rows if r["level"] == "layer"}
-    assert names == set(benchmark.LAYER_MIXERS) - {"ttt_mlp (triton)"}  # the fused kernels' row: CUDA only
+    assert names == set(benchmark.LAYER_MIXERS)  # "(triton)" too: the tests run Triton's CPU interpreter
     assert {r["tokens"] for r in rows if r["level"] == "layer"} == {16, 64}
     assert all(r["forward_ms"] > 0 and r["forward_backward_ms"] > 0 and r["memory_mb"] > 0 for r in rows)
     with open(tmp_path / "benchmark_cpu_float32_quick.csv") as f:
@@ -20,6 +20,14 @@ def test_quick_benchmark_writes_table_csv_and_plot(tmp_path, capsys):
     assert len(written) == len(rows) and written[0]["machine"].endswith(torch.__version__)
     assert (tmp_path / "layers_cpu_float32_quick.png").stat().st_size > 10_000
     assert "fwd+bwd ms" in capsys.readouterr().out
+
+
+def test_fused_kernel_rows_run_only_where_the_kernels_do(monkeypatch):
+    assert not benchmark.repeats_another_row("ttt_mlp (triton)", "cpu")  # the tests' interpreter
+    assert benchmark.repeats_another_row("ttt_mlp (triton)", "cpu", compile=True)  # compiled: PyTorch's ops
+    monkeypatch.delenv("TRITON_INTERPRET")
+    assert benchmark.repeats_another_row("ttt_mlp (triton)", "cpu")  # CPU: the fallback, a repeat of "ttt_mlp"
+    assert not benchmark.repeats_another_row("ttt_mlp", "cpu")
 
 
 def test_activation_memory_counts_saved_storages_once():

@@ -26,7 +26,7 @@ from contextlib import contextmanager, nullcontext
 import torch
 
 from .modeling import TTTViTConfig, TTTViTForImageClassification
-from .modeling.fused_mlp import triton
+from .modeling.fused_mlp import fused_mlp_available
 from .modeling.ttt_layers import MIXERS
 
 LAYER_TOKENS = (196, 784, 3136, 12544, 50176)
@@ -303,8 +303,10 @@ def profile_path(args, name: str, tokens: int) -> str | None:
 
 def repeats_another_row(name: str, device: str, compile: bool = False) -> bool:
     """Whether row `name` would only repeat another: the fused kernels fall back to PyTorch's ops off the GPU
-    (and inside torch.compile), so their "(triton)" rows run on CUDA, eager, with Triton installed."""
-    return "(triton)" in name and (triton is None or not device.startswith("cuda") or compile)
+    (and inside torch.compile), so their "(triton)" rows run on CUDA, eager, with Triton installed — or on the
+    CPU under TRITON_INTERPRET=1, where only the memory column means something (bytes saved for backward)."""
+    runs = fused_mlp_available(torch.empty(0, device=device)) and not compile
+    return "(triton)" in name and not runs
 
 
 def _skip_row(args, name: str) -> bool:

@@ -56,8 +56,8 @@ def run_precision(mixer, x, dtype):
 def precision_rows(tokens: int = 3136, width: int = 192, heads: int = 3, batch: int = 2, device: str = "cpu"):
     rows = []
     for name, overrides in LAYER_MIXERS.items():
-        if "autograd" in name or repeats_another_row(name, device):
-            continue
+        if "autograd" in name or repeats_another_row(name, device) or ("triton" in name and device == "cpu"):
+            continue  # (Triton's CPU interpreter has no bfloat16)
         mixer = random_mixer(overrides, width, heads).to(device)
         x = torch.randn(batch, tokens, width, device=device, generator=torch.Generator(device).manual_seed(1))
         ref_out, ref_grads, ref_ratio = run_precision(mixer, x, torch.float64)
