@@ -15,10 +15,12 @@ reduced in the program (forward) or by atomic adds from the m / BLOCK_M slices (
 that sum over tokens are accumulated by each program over a share of the token tiles and written as partial
 sums that PyTorch adds up.
 
+The launches are PyTorch operators (`torch.ops.ttt_hf.*`, with their backwards registered), so eager autograd
+and `torch.compile` (which keeps them as calls and fuses the PyTorch code around them) both use them.
+
 PyTorch fallback: `MLPLearner` in ttt_layers.py computes the same thing with tensor ops; it runs whenever
-these kernels cannot (no Triton, tensors not on a GPU, or inside `torch.compile`, whose own generated kernels
-fuse the elementwise work). Tests check the kernels against it in float64 under Triton's CPU interpreter
-(`TRITON_INTERPRET=1`), forward and backward.
+these kernels cannot (no Triton >= 3.4, tensors not on a GPU). Tests check the kernels against it in float64
+under Triton's CPU interpreter (`TRITON_INTERPRET=1`), forward and backward, eager and compiled.
 """
 
 import os
@@ -41,12 +43,14 @@ def _triton_version() -> tuple[int, ...]:
     return tuple(int(part) for part in triton.__version__.split(".")[:2] if part.isdigit())
 
 
+_USABLE = triton is not None and _triton_version() >= MIN_TRITON
+_INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+
+
 def fused_mlp_available(x: torch.Tensor) -> bool:
-    """Whether the Triton kernels can run on `x`: Triton >= 3.4 installed, and x on a GPU (or Triton's
-    interpreter on)."""
-    if triton is None or torch.compiler.is_compiling() or _triton_version() < MIN_TRITON:
-        return False
-    return x.is_cuda or os.environ.get("TRITON_INTERPRET") == "1"
+    """Whether the Triton kernels can run on `x`: Triton >= 3.4 installed, and x on a GPU, or Triton's CPU
+    interpreter on (TRITON_INTERPRET=1 when this module was imported: the kernels below were defined for it)."""
+    return _USABLE and (x.is_cuda or _INTERPRETED)
 
 
 if triton is not None:
@@ -291,58 +295,98 @@ def _reduce(grad, like):
     return grad.sum_to_size(like.shape).to(like.dtype)
 
 
-class _MLPForward(torch.autograd.Function):
-    """f = gelu(x W1 + b1) W2 + b2 per (image, head); the backward recomputes the hidden activations."""
+# The four launches as PyTorch operators (torch.library.custom_op), so that torch.compile keeps them as opaque
+# calls in its graph (inductor fuses the PyTorch parts around them) and autograd knows their backwards. A
+# second copy of this file (the Hub's remote code beside the installed package) reuses the registered ones.
+def _acc_like(x, *shape):
+    return x.new_empty(*shape, dtype=torch.float64 if x.dtype == torch.float64 else torch.float32)
 
-    @staticmethod
-    def forward(ctx, x, w1, b1, w2, b2):
-        ctx.save_for_backward(x, w1, b1, w2, b2)
+
+def _weight_grads_like(x, w1):
+    batch, heads, _, k = x.shape
+    m = w1.shape[-1]
+    return _acc_like(x, batch, heads, k, m), _acc_like(x, batch, heads, m), _acc_like(x, batch, heads, m, k)
+
+
+def _register_ops():
+    ns = torch.ops.ttt_hf
+    if hasattr(ns, "mlp_forward"):
+        return ns
+
+    @torch.library.custom_op("ttt_hf::mlp_forward", mutates_args=())
+    def mlp_forward_op(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor,
+                       b2: torch.Tensor) -> torch.Tensor:  # fmt: skip
         return _forward(x, w1, b1, w2, b2)
 
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_out):
-        x, w1, b1, w2, b2 = ctx.saved_tensors
-        (dx,), dw1, db1, dw2 = _weight_side("backward", x, grad_out.to(x.dtype), w1, b1, w2,
-                                            token_outputs=1, WITH_DX=True)  # fmt: skip
-        return dx.to(x.dtype), _reduce(dw1, w1), _reduce(db1, b1), _reduce(dw2, w2), _reduce(grad_out.sum(-2), b2)
+    @torch.library.custom_op("ttt_hf::mlp_backward", mutates_args=())
+    def mlp_backward_op(x: torch.Tensor, g: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor,
+                        with_dx: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+        outs, dw1, db1, dw2 = _weight_side("backward", x, g, w1, b1, w2, token_outputs=int(with_dx), WITH_DX=with_dx)
+        return (outs[0] if with_dx else _acc_like(x, 0)), dw1, db1, dw2
 
-
-class _MLPParamGrad(torch.autograd.Function):
-    """The MLP's parameter gradient for output gradient g [B, H, N, k]: (dW1, db1, dW2, db2) per (image, head),
-    i.e. the inner gradient of MTTT-MLP; its backward is the outer loop's second order."""
-
-    @staticmethod
-    def forward(ctx, z, g, w1, b1, w2):
-        ctx.save_for_backward(z, g, w1, b1, w2)
-        _, g1, gb1, g2 = _weight_side("backward", z, g, w1, b1, w2, WITH_DX=False)
-        return g1, gb1, g2, g.sum(-2, dtype=g1.dtype)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, dg1, dgb1, dg2, dgb2):
-        z, g, w1, b1, w2 = ctx.saved_tensors
-        batch, heads, _, k = z.shape
-        m = w1.shape[-1]
-        zero = lambda shape: z.new_zeros(batch, heads, *shape)  # noqa: E731  (an output that was not used)
-        dg1 = (zero((k, m)) if dg1 is None else dg1).contiguous()
-        dgb1 = (zero((m,)) if dgb1 is None else dgb1).contiguous()
-        dg2 = (zero((m, k)) if dg2 is None else dg2).contiguous()
+    @torch.library.custom_op("ttt_hf::mlp_param_grad_backward", mutates_args=())
+    def mlp_param_grad_backward_op(
+        z: torch.Tensor, g: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, dg1: torch.Tensor,
+        dgb1: torch.Tensor, dg2: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
         (dz, dg), dw1, db1, dw2 = _weight_side("param_grad_backward", z, g, w1, b1, w2,
                                                extra_inputs=(dg1, dgb1, dg2), token_outputs=2)  # fmt: skip
-        if dgb2 is not None:
-            dg = dg + dgb2.unsqueeze(-2)  # Gb2 = sum over tokens of g
-        return dz.to(z.dtype), dg.to(g.dtype), _reduce(dw1, w1), _reduce(db1, b1), _reduce(dw2, w2)
+        return dz, dg, dw1, db1, dw2
+
+    @mlp_forward_op.register_fake
+    def _(x, w1, b1, w2, b2):
+        return _acc_like(x, *x.shape)
+
+    @mlp_backward_op.register_fake
+    def _(x, g, w1, b1, w2, with_dx):
+        return (_acc_like(x, *x.shape) if with_dx else _acc_like(x, 0)), *_weight_grads_like(x, w1)
+
+    @mlp_param_grad_backward_op.register_fake
+    def _(z, g, w1, b1, w2, dg1, dgb1, dg2):
+        return _acc_like(z, *z.shape), _acc_like(z, *z.shape), *_weight_grads_like(z, w1)
+
+    def forward_setup(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+
+    def forward_backward(ctx, grad_out):
+        """f's backward: the MLP backward with dx (once differentiable: its op has no backward)."""
+        x, w1, b1, w2, b2 = ctx.saved_tensors
+        dx, dw1, db1, dw2 = ns.mlp_backward(x, grad_out.to(x.dtype), w1, b1, w2, True)
+        return dx.to(x.dtype), _reduce(dw1, w1), _reduce(db1, b1), _reduce(dw2, w2), _reduce(grad_out.sum(-2), b2)
+
+    mlp_forward_op.register_autograd(forward_backward, setup_context=forward_setup)
+
+    def grad_setup(ctx, inputs, output):
+        x, g, w1, b1, w2, ctx.with_dx = inputs
+        ctx.save_for_backward(x, g, w1, b1, w2)
+
+    def grad_backward(ctx, _, dg1, dgb1, dg2):
+        """The inner gradient's backward (the outer loop's second order), for the op without dx."""
+        if ctx.with_dx:
+            raise RuntimeError("inner_kernel='triton' differentiates the learner twice, not three times: a gradient "
+                               "of the outer loop's gradient needs inner_kernel='torch'")  # fmt: skip
+        z, g, w1, b1, w2 = ctx.saved_tensors
+        cotangents = [torch.zeros_like(o) if c is None else c.contiguous()
+                      for c, o in zip((dg1, dgb1, dg2), _weight_grads_like(z, w1))]  # fmt: skip
+        dz, dg, dw1, db1, dw2 = ns.mlp_param_grad_backward(z, g, w1, b1, w2, *cotangents)
+        return dz.to(z.dtype), dg.to(g.dtype), _reduce(dw1, w1), _reduce(db1, b1), _reduce(dw2, w2), None
+
+    mlp_backward_op.register_autograd(grad_backward, setup_context=grad_setup)
+    return ns
 
 
 def mlp_forward(x, params):
     """gelu(x W1 + b1) W2 + b2 for x [B, H, N, k] and params W1 [1 or B, H, k, m], b1 [.., H, m],
-    W2 [.., H, m, k], b2 [.., H, k], fused; differentiable once (the outer loop's backward)."""
-    return _MLPForward.apply(x, *params)
+    W2 [.., H, m, k], b2 [.., H, k], fused; float32 out (float64 for float64 in); differentiable once."""
+    return _ops.mlp_forward(x, *params)
 
 
 def mlp_param_grad(z, g, params):
     """(dW1, db1, dW2, db2), each [B, H, ...], of sum_n g_n . f(z_n; W) (the MLP backward for output gradient g),
     fused; differentiable once more (the outer loop's second order)."""
     w1, b1, w2, _ = params
-    return _MLPParamGrad.apply(z, g, w1, b1, w2)
+    _, dw1, db1, dw2 = _ops.mlp_backward(z, g, w1, b1, w2, False)
+    return dw1, db1, dw2, g.sum(-2, dtype=dw1.dtype)
+
+
+_ops = _register_ops() if triton is not None else None

@@ -105,7 +105,7 @@ class MLPLearner:
 class FusedMLPLearner(MLPLearner):
     """MLPLearner on the fused Triton kernels of fused_mlp.py (`inner_kernel="triton"`): the [B, H, N, m]
     hidden activations are recomputed on chip, never stored. Falls back to MLPLearner's tensor ops where the
-    kernels cannot run (no Triton, CPU tensors, inside torch.compile)."""
+    kernels cannot run (no Triton >= 3.4, CPU tensors)."""
 
     @staticmethod
     def forward(z, params):

@@ -44,8 +44,12 @@ for stage in "$@"; do
     triton)  # the fused Triton kernels (inner_kernel="triton") against the PyTorch ops, SDPA and transformers' ViT-S/16
       bench --level layer --dtype bfloat16 --only 'ttt_mlp|SDPA' --tokens 3136,12544,50176 --repeats 20 --warmup 5 \
         --max_autograd_tokens 0 --profile 'triton\)@50176' --tag triton_layers
+      bench --level layer --dtype bfloat16 --compile --only 'ttt_mlp$|triton' --tokens 12544,50176 --repeats 20 \
+        --warmup 5 --profile 'triton\)@50176' --tag triton_layers
       bench --level model --dtype bfloat16 --model_batch 128 --repeats 10 --warmup 6 --only 'ViT-S|small16-mlp' \
-        --profile 'triton' --tag triton_models ;;
+        --profile 'triton' --tag triton_models
+      bench --level model --dtype bfloat16 --compile --model_batch 128 --repeats 10 --warmup 10 \
+        --only 'ViT-S|small16-mlp' --profile 'triton' --tag triton_models ;;
     *) echo "unknown stage $stage"; exit 2 ;;
   esac
 done

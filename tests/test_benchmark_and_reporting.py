@@ -6,6 +6,7 @@ import json
 import torch
 
 from ttt_hf import benchmark
+from ttt_hf.modeling import fused_mlp
 from ttt_hf.reporting import results_table
 
 
@@ -24,8 +25,7 @@ def test_quick_benchmark_writes_table_csv_and_plot(tmp_path, capsys):
 
 def test_fused_kernel_rows_run_only_where_the_kernels_do(monkeypatch):
     assert not benchmark.repeats_another_row("ttt_mlp (triton)", "cpu")  # the tests' interpreter
-    assert benchmark.repeats_another_row("ttt_mlp (triton)", "cpu", compile=True)  # compiled: PyTorch's ops
-    monkeypatch.delenv("TRITON_INTERPRET")
+    monkeypatch.setattr(fused_mlp, "_INTERPRETED", False)
     assert benchmark.repeats_another_row("ttt_mlp (triton)", "cpu")  # CPU: the fallback, a repeat of "ttt_mlp"
     assert not benchmark.repeats_another_row("ttt_mlp", "cpu")
 

@@ -301,16 +301,15 @@ def profile_path(args, name: str, tokens: int) -> str | None:
                         f"{'_compiled' if args.compile else ''}_{slug}.txt")  # fmt: skip
 
 
-def repeats_another_row(name: str, device: str, compile: bool = False) -> bool:
-    """Whether row `name` would only repeat another: the fused kernels fall back to PyTorch's ops off the GPU
-    (and inside torch.compile), so their "(triton)" rows run on CUDA, eager, with Triton installed — or on the
-    CPU under TRITON_INTERPRET=1, where only the memory column means something (bytes saved for backward)."""
-    runs = fused_mlp_available(torch.empty(0, device=device)) and not compile
-    return "(triton)" in name and not runs
+def repeats_another_row(name: str, device: str) -> bool:
+    """Whether row `name` would only repeat another: the fused kernels fall back to PyTorch's ops off the GPU,
+    so their "(triton)" rows run on CUDA with Triton installed — or on the CPU under TRITON_INTERPRET=1, where
+    only the memory column means something (bytes saved for backward)."""
+    return "(triton)" in name and not fused_mlp_available(torch.empty(0, device=device))
 
 
 def _skip_row(args, name: str) -> bool:
-    return bool(args.only and not re.search(args.only, name)) or repeats_another_row(name, args.device, args.compile)
+    return bool(args.only and not re.search(args.only, name)) or repeats_another_row(name, args.device)
 
 
 def run(args) -> list[dict]:
