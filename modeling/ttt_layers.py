@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
+from torch.utils.checkpoint import checkpoint
 
 from .fused_mlp import fused_mlp_available, mlp_forward, mlp_param_grad
 
@@ -105,7 +106,12 @@ class MLPLearner:
 class FusedMLPLearner(MLPLearner):
     """MLPLearner on the fused Triton kernels of fused_mlp.py (`inner_kernel="triton"`): the [B, H, N, m]
     hidden activations are recomputed on chip, never stored. Falls back to MLPLearner's tensor ops where the
-    kernels cannot run (no Triton >= 3.4, CPU tensors)."""
+    kernels cannot run (no Triton >= 3.4, CPU tensors).
+
+    `lean`: the decoder-LN gradient's [B, H, N, k] intermediates are recomputed in the backward too (then only
+    [B, H, N, k] inputs stay saved for the backward, about a dozen fewer tensors of that size)."""
+
+    lean = True
 
     @staticmethod
     def forward(z, params):
@@ -214,6 +220,8 @@ class ReconstructionTask:
         scale = 1.0 / (z.shape[-2] * z.shape[-1])
         if self.ln_weight is None:
             grad_f = (-target if at_zero else f @ self.gram - target) * scale  # [B, H, n, k]
+        elif getattr(self.learner, "lean", False) and torch.is_grad_enabled():  # recompute it in the backward
+            grad_f = checkpoint(self._ln_grad_f, f, target, scale, use_reentrant=False).to(z.dtype)
         else:
             grad_f = self._ln_grad_f(torch.zeros_like(z) if at_zero else f, target, scale).to(z.dtype)
         return self.learner.backward(grad_f, z, cache, params)
