@@ -3,10 +3,10 @@
 The MLP learner f(x; W) = gelu(x W1 + b1) W2 + b2 (k -> m -> k per head) is used three ways by an MTTT-MLP
 layer, and each becomes one fused operation here:
 
-  `mlp_forward`    f on the keys and on the queries                         (`_MLPForward`)
-  `mlp_param_grad` the inner gradient d loss / d W, which *is* the MLP's     (`_MLPParamGrad`)
-                   backward for the output gradient g = d loss / d f
-  their backwards  the outer loop's first and second order
+  `mlp_forward`     f on the keys and on the queries      (op mlp_forward; backward: op mlp_backward with dx)
+  `mlp_param_grad`  the inner gradient d loss / d W, which *is* the MLP's backward for the output gradient
+                    g = d loss / d f                     (op mlp_backward without dx; backward, the outer
+                                                          loop's second order: op mlp_param_grad_backward)
 
 Every kernel works on one tile of BLOCK_N tokens and one slice of BLOCK_M hidden units of one (image, head),
 recomputing a = x W1 + b1 and gelu(a) from x instead of storing them (flash-attention's trade: a few more
