@@ -118,7 +118,7 @@ def test_inner_kernel_config_errors(overrides, field):
         tiny_config(**{"inner_kernel": "triton", **overrides})
 
 
-@pytest.mark.parametrize("dtype", ["bf16", "fp32"])
+@pytest.mark.parametrize("dtype", ["bf16", "fp32", "fp64"])  # fp64: the precision report's reference
 def test_fused_kernels_compile_for_an_h100_without_one(dtype):
     """The interpreter runs code that the GPU compiler may reject (it did: a non-constexpr global); Triton's
     compiler and bundled ptxas build every kernel for sm_90 on this CPU machine."""
