@@ -23,6 +23,8 @@ these kernels cannot (no Triton >= 3.4, tensors not on a GPU). Tests check the k
 under Triton's CPU interpreter (`TRITON_INTERPRET=1`), forward and backward, eager and compiled.
 """
 
+import contextlib
+import hashlib
 import os
 
 import torch
@@ -47,10 +49,19 @@ _USABLE = triton is not None and _triton_version() >= MIN_TRITON
 _INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
 
 
+MAX_HEAD_WIDTH = 64  # a program keeps a whole head's width in registers; LAUNCH is sized for it
+
+
 def fused_mlp_available(x: torch.Tensor) -> bool:
-    """Whether the Triton kernels can run on `x`: Triton >= 3.4 installed, and x on a GPU, or Triton's CPU
-    interpreter on (TRITON_INTERPRET=1 when this module was imported: the kernels below were defined for it)."""
-    return _USABLE and (x.is_cuda or _INTERPRETED)
+    """Whether the Triton kernels can run on x [.., k]: Triton >= 3.4 installed; x on a GPU of compute capability
+    >= 8.0 (bfloat16 tensor cores), or Triton's CPU interpreter on (TRITON_INTERPRET=1 when this module was
+    imported: the kernels below were defined for it); head width k <= 64; and no deterministic algorithms asked
+    for (the backward's atomic adds sum in no fixed order)."""
+    if not _USABLE or torch.are_deterministic_algorithms_enabled() or x.shape[-1] > MAX_HEAD_WIDTH:
+        return False
+    if x.is_cuda:
+        return torch.cuda.get_device_capability(x.device) >= (8, 0)
+    return _INTERPRETED
 
 
 if triton is not None:
@@ -58,7 +69,8 @@ if triton is not None:
     def _gelu_parts(a):
         """gelu_tanh(a) = a/2 (1 + tanh(u)), u = C (a + K a^3), C = sqrt(2/pi), K = 0.044715, and its first and
         second derivative, from one tanh (written with a sigmoid: tl has no tanh). The constants are literals:
-        compiled kernels may read no global but a tl.constexpr, which the interpreter does not multiply."""
+        compiled kernels may read no global but a tl.constexpr, and the interpreter cannot do arithmetic
+        with a tl.constexpr global."""
         du = 0.7978845608028654 * (1.0 + 0.134145 * a * a)  # u' = C (1 + 3 K a^2)
         t = 2.0 * tl.sigmoid(1.5957691216057308 * (a + 0.044715 * a * a * a)) - 1.0  # tanh(u) = 2 sigmoid(2u) - 1
         one_minus_t2 = 1.0 - t * t
@@ -79,7 +91,7 @@ if triton is not None:
         """A weight-side program's (image, head), its slice of hidden units W1[:, ms], b1[ms], W2[ms, :], and
         zero accumulators for its sums over tokens of dW1[:, ms], db1[ms], dW2[ms, :] (a flat tuple: Triton
         before 3.7 cannot unpack nested ones)."""
-        pid_bh = tl.program_id(2)
+        pid_bh = tl.program_id(2).to(tl.int64)  # 64-bit offsets: B*H*N*k may pass 2^31
         b, h = pid_bh // H, pid_bh % H
         ms = tl.program_id(0) * BLOCK_M + tl.arange(0, BLOCK_M)
         ks = tl.arange(0, BLOCK_K)
@@ -94,7 +106,7 @@ if triton is not None:
     def _store_partials(dw1_ptr, db1_ptr, dw2_ptr, dw1, db1, dw2, ms, ks, in_m, in_k, M: tl.constexpr,
                         K: tl.constexpr):  # fmt: skip
         """This program's sums over its token tiles, into the [SPLITS, B*H, ...] partial-sum buffers."""
-        part = tl.program_id(1) * tl.num_programs(2) + tl.program_id(2)
+        part = tl.program_id(1).to(tl.int64) * tl.num_programs(2) + tl.program_id(2)
         tl.store(dw1_ptr + part * K * M + ks[:, None] * M + ms[None, :], dw1, mask=in_k[:, None] & in_m[None, :])
         tl.store(db1_ptr + part * M + ms, db1, mask=in_m)
         tl.store(dw2_ptr + part * M * K + ms[:, None] * K + ks[None, :], dw2, mask=in_m[:, None] & in_k[None, :])
@@ -109,7 +121,7 @@ if triton is not None:
         PRECISION: tl.constexpr,
     ):  # fmt: skip
         """out[b, h] = gelu(x W1 + b1) W2 + b2 for one tile of tokens, looping over the hidden units."""
-        pid_n, pid_bh = tl.program_id(0), tl.program_id(1)
+        pid_n, pid_bh = tl.program_id(0), tl.program_id(1).to(tl.int64)  # 64-bit offsets
         b, h = pid_bh // H, pid_bh % H
         rows = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
         ks = tl.arange(0, BLOCK_K)
@@ -142,7 +154,7 @@ if triton is not None:
         """The MLP's backward for output gradient g: dW1 = x^T da, db1 = sum da, dW2 = u^T g (partial sums over
         this program's token tiles, one hidden slice) and, if WITH_DX, dx += da W1^T (atomic), da = g W2^T gelu'(a).
         Without dx this is the inner gradient of the reconstruction loss, with g = d loss / d f."""
-        pid_s, pid_bh = tl.program_id(1), tl.program_id(2)
+        pid_s, pid_bh = tl.program_id(1), tl.program_id(2).to(tl.int64)
         b, h, ms, ks, in_m, in_k, w1, b1, w2, dw1, db1, dw2 = _hidden_slice(
             w1_ptr, b1_ptr, w2_ptr, H, s1b, s1h, s1k, s1m, sb1b, sb1h, sb1m, s2b, s2h, s2m, s2k,
             x_ptr.dtype.element_ty, M, K, BLOCK_M, BLOCK_K, ACC)  # fmt: skip
@@ -180,7 +192,7 @@ if triton is not None:
         du = g dG2^T, da = du gelu'(a) + dga gh gelu''(a), and
         dz = ga dG1^T + da W1^T, dg = u dG2 + dgh W2 (token side, atomic over hidden slices),
         dW1 = z^T da, db1 = sum da, dW2 = dgh^T g (weight side, partial sums over token tiles)."""
-        pid_s, pid_bh = tl.program_id(1), tl.program_id(2)
+        pid_s, pid_bh = tl.program_id(1), tl.program_id(2).to(tl.int64)
         dt = z_ptr.dtype.element_ty
         b, h, ms, ks, in_m, in_k, w1, b1, w2, dw1, db1, dw2 = _hidden_slice(
             w1_ptr, b1_ptr, w2_ptr, H, s1b, s1h, s1k, s1m, sb1b, sb1h, sb1m, s2b, s2h, s2m, s2k,
@@ -200,8 +212,8 @@ if triton is not None:
             u, first, second = _gelu_parts(a)
             gh = tl.dot(g, tl.trans(w2), input_precision=PRECISION)
             ga = gh * first
+            # on padded rows dga = dGb1, not 0, but everything it reaches there is multiplied by g = 0 or gh = 0
             dga = tl.dot(z, dg1, input_precision=PRECISION) + dgb1[None, :]
-            dga = tl.where(in_n[:, None], dga, 0.0)  # padded rows: z = g = 0, but dGb1 is not
             dgh = dga * first
             du = tl.dot(g, tl.trans(dg2), input_precision=PRECISION)
             da = du * first + dga * gh * second
@@ -228,15 +240,27 @@ LAUNCH = {
 }
 
 
+def _acc_dtype(x: torch.Tensor) -> torch.dtype:
+    """The kernels' accumulators and outputs: float64 for float64 inputs (the tests), else float32."""
+    return torch.float64 if x.dtype == torch.float64 else torch.float32
+
+
+def _tf32_allowed() -> bool:
+    """Whether PyTorch's own float32 matmuls may use TF32 (the new API first; the legacy flag raises once both
+    APIs have been used)."""
+    try:
+        return torch.backends.cuda.matmul.fp32_precision == "tf32"
+    except (AttributeError, RuntimeError):
+        return bool(torch.backends.cuda.matmul.allow_tf32)
+
+
 def _launch(kind: str, x: torch.Tensor, k: int, m: int) -> dict:
     """Launch arguments of kernel `kind` on x: block sizes (the hidden slice no wider than m, every block >= 16
     for tl.dot) and number types: float64 in, float64 accumulators (the tests); float32 or bfloat16 in, float32
     accumulators. float32 products use TF32 exactly when PyTorch's matmuls would."""
-    if triton is None:
-        raise RuntimeError("the fused MLP kernels need Triton (`pip install triton`)")
     precision = None
     if x.dtype == torch.float32:
-        precision = "tf32" if x.is_cuda and torch.backends.cuda.matmul.allow_tf32 else "ieee"
+        precision = "tf32" if x.is_cuda and _tf32_allowed() else "ieee"
     cfg = dict(LAUNCH[kind])
     cfg["BLOCK_M"] = min(cfg["BLOCK_M"], max(16, triton.next_power_of_2(m)))
     return {**cfg, "BLOCK_K": max(16, triton.next_power_of_2(k)), "PRECISION": precision,
@@ -249,6 +273,11 @@ def _splits(x: torch.Tensor, tiles: int, programs: int) -> int:
     return max(1, min(tiles, -(-target // programs)))
 
 
+def _on_device(x: torch.Tensor):
+    """Launch on x's GPU even when another one is current."""
+    return torch.cuda.device(x.device) if x.is_cuda else contextlib.nullcontext()
+
+
 def _bh(w: torch.Tensor, batch: int) -> torch.Tensor:
     return w.expand(batch, *w.shape[1:])  # [1 or B, H, ...] -> [B, H, ...] (stride 0 over a shared W_0)
 
@@ -257,74 +286,73 @@ def _forward(x, w1, b1, w2, b2):
     batch, heads, tokens, k = x.shape
     w1, b1, w2, b2 = (_bh(w, batch) for w in (w1, b1, w2, b2))
     cfg = _launch("forward", x, k, w1.shape[-1])
-    out = torch.empty(x.shape, device=x.device, dtype=torch.float64 if x.dtype == torch.float64 else torch.float32)
+    out = torch.empty(x.shape, device=x.device, dtype=_acc_dtype(x))
     grid = (triton.cdiv(tokens, cfg["BLOCK_N"]), batch * heads)
-    _mlp_forward_kernel[grid](
-        x, w1, b1, w2, b2, out, tokens, w1.shape[-1], k, heads,
-        *x.stride(), *w1.stride(), *b1.stride(), *w2.stride(), *b2.stride(), *out.stride(), **cfg,
-    )  # fmt: skip
+    with _on_device(x):
+        _mlp_forward_kernel[grid](
+            x, w1, b1, w2, b2, out, tokens, w1.shape[-1], k, heads,
+            *x.stride(), *w1.stride(), *b1.stride(), *w2.stride(), *b2.stride(), *out.stride(), **cfg,
+        )  # fmt: skip
     return out
 
 
 def _weight_side(kind, x, g, w1, b1, w2, extra_inputs=(), token_outputs=0, **flags):
     """Launch a weight-side kernel over (hidden slices, token splits, B*H) on inputs x, g [B, H, N, k]; return
-    its token outputs ([B, H, N, k] each) and dW1 [B, H, k, m], db1 [B, H, m], dW2 [B, H, m, k] (the partial
-    sums of the splits added up)."""
+    its token outputs ([B, H, N, k] each, contiguous: the kernels index them so) and dW1 [B, H, k, m],
+    db1 [B, H, m], dW2 [B, H, m, k] (the partial sums of the splits added up)."""
     batch, heads, tokens, k = x.shape
     w1, b1, w2 = (_bh(w, batch) for w in (w1, b1, w2))
     m = w1.shape[-1]
     cfg = _launch(kind, x, k, m)
     kernel = _mlp_param_grad_backward_kernel if kind == "param_grad_backward" else _mlp_backward_kernel
-    acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     m_blocks = triton.cdiv(m, cfg["BLOCK_M"])
     splits = _splits(x, triton.cdiv(tokens, cfg["BLOCK_N"]), m_blocks * batch * heads)
-    outs = [torch.zeros(batch, heads, tokens, k, device=x.device, dtype=acc_dtype) for _ in range(token_outputs)]
-    dw1 = torch.empty(splits, batch, heads, k, m, device=x.device, dtype=acc_dtype)
-    db1 = torch.empty(splits, batch, heads, m, device=x.device, dtype=acc_dtype)
-    dw2 = torch.empty(splits, batch, heads, m, k, device=x.device, dtype=acc_dtype)
+    outs = [x.new_zeros(batch, heads, tokens, k, dtype=_acc_dtype(x)) for _ in range(token_outputs)]
+    partials = [x.new_empty(splits, *shape, dtype=_acc_dtype(x)) for shape in _weight_grad_shapes(x, m)]
     strides = [s for t in (x, g, w1, b1, w2) for s in t.stride()]
-    kernel[(m_blocks, splits, batch * heads)](
-        x, g, w1, b1, w2, *extra_inputs, *(outs or [x]), dw1, db1, dw2, tokens, m, k, heads, splits, *strides,
-        **cfg, **flags,
-    )  # fmt: skip
-    return outs, dw1.sum(0), db1.sum(0), dw2.sum(0)
+    dummy = [x] if not outs else []  # the dx pointer of a launch that computes no dx (never written)
+    with _on_device(x):
+        kernel[(m_blocks, splits, batch * heads)](
+            x, g, w1, b1, w2, *extra_inputs, *outs, *dummy, *partials, tokens, m, k, heads, splits, *strides,
+            **cfg, **flags,
+        )  # fmt: skip
+    return (outs, *(p.sum(0) for p in partials))
 
 
-def _reduce(grad, like):
-    """A [B, H, ...] gradient summed to the shape of its parameter ([1 or B, H, ...]), in its dtype."""
-    return grad.sum_to_size(like.shape).to(like.dtype)
-
-
-# The four launches as PyTorch operators (torch.library.custom_op), so that torch.compile keeps them as opaque
-# calls in its graph (inductor fuses the PyTorch parts around them) and autograd knows their backwards. A
-# second copy of this file (the Hub's remote code beside the installed package) reuses the registered ones.
-def _acc_like(x, *shape):
-    return x.new_empty(*shape, dtype=torch.float64 if x.dtype == torch.float64 else torch.float32)
-
-
-def _weight_grads_like(x, w1):
+def _weight_grad_shapes(x, m):
     batch, heads, _, k = x.shape
-    m = w1.shape[-1]
-    return _acc_like(x, batch, heads, k, m), _acc_like(x, batch, heads, m), _acc_like(x, batch, heads, m, k)
+    return (batch, heads, k, m), (batch, heads, m), (batch, heads, m, k)  # dW1, db1, dW2
+
+
+def _reduce(grad, shape, dtype):
+    """A [B, H, ...] gradient summed to its parameter's shape ([1 or B, H, ...]) and dtype."""
+    return grad.sum_to_size(shape).to(dtype)
+
+
+# The launches as PyTorch operators (torch.library.custom_op), so that torch.compile keeps them as calls in its
+# graph (inductor fuses the PyTorch code around them) and autograd knows their backwards. Their namespace carries
+# a hash of this file: a second, identical copy (the Hub's remote code beside the installed package) reuses the
+# registered operators, and a different copy registers its own instead of silently running the other's code.
+_NAMESPACE = "ttt_hf_" + hashlib.sha1(open(__file__, "rb").read()).hexdigest()[:10]
 
 
 def _register_ops():
-    ns = torch.ops.ttt_hf
+    ns = getattr(torch.ops, _NAMESPACE)
     if hasattr(ns, "mlp_forward"):
         return ns
 
-    @torch.library.custom_op("ttt_hf::mlp_forward", mutates_args=())
+    @torch.library.custom_op(f"{_NAMESPACE}::mlp_forward", mutates_args=())
     def mlp_forward_op(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor,
                        b2: torch.Tensor) -> torch.Tensor:  # fmt: skip
         return _forward(x, w1, b1, w2, b2)
 
-    @torch.library.custom_op("ttt_hf::mlp_backward", mutates_args=())
+    @torch.library.custom_op(f"{_NAMESPACE}::mlp_backward", mutates_args=())
     def mlp_backward_op(x: torch.Tensor, g: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor,
                         with_dx: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
         outs, dw1, db1, dw2 = _weight_side("backward", x, g, w1, b1, w2, token_outputs=int(with_dx), WITH_DX=with_dx)
-        return (outs[0] if with_dx else _acc_like(x, 0)), dw1, db1, dw2
+        return (outs[0] if with_dx else x.new_empty(0, dtype=_acc_dtype(x))), dw1, db1, dw2
 
-    @torch.library.custom_op("ttt_hf::mlp_param_grad_backward", mutates_args=())
+    @torch.library.custom_op(f"{_NAMESPACE}::mlp_param_grad_backward", mutates_args=())
     def mlp_param_grad_backward_op(
         z: torch.Tensor, g: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, dg1: torch.Tensor,
         dgb1: torch.Tensor, dg2: torch.Tensor,
@@ -333,26 +361,33 @@ def _register_ops():
                                                extra_inputs=(dg1, dgb1, dg2), token_outputs=2)  # fmt: skip
         return dz, dg, dw1, db1, dw2
 
+    def weight_grads_like(x, w1):
+        return tuple(x.new_empty(shape, dtype=_acc_dtype(x)) for shape in _weight_grad_shapes(x, w1.shape[-1]))
+
     @mlp_forward_op.register_fake
     def _(x, w1, b1, w2, b2):
-        return _acc_like(x, *x.shape)
+        return x.new_empty(x.shape, dtype=_acc_dtype(x))
 
     @mlp_backward_op.register_fake
     def _(x, g, w1, b1, w2, with_dx):
-        return (_acc_like(x, *x.shape) if with_dx else _acc_like(x, 0)), *_weight_grads_like(x, w1)
+        return x.new_empty(x.shape if with_dx else (0,), dtype=_acc_dtype(x)), *weight_grads_like(x, w1)
 
     @mlp_param_grad_backward_op.register_fake
     def _(z, g, w1, b1, w2, dg1, dgb1, dg2):
-        return _acc_like(z, *z.shape), _acc_like(z, *z.shape), *_weight_grads_like(z, w1)
+        return z.new_empty(z.shape, dtype=_acc_dtype(z)), z.new_empty(z.shape, dtype=_acc_dtype(z)), *weight_grads_like(z, w1)
 
     def forward_setup(ctx, inputs, output):
-        ctx.save_for_backward(*inputs)
+        x, w1, b1, w2, b2 = inputs
+        ctx.save_for_backward(x, w1, b1, w2)
+        ctx.b2 = (b2.shape, b2.dtype)
 
     def forward_backward(ctx, grad_out):
-        """f's backward: the MLP backward with dx (once differentiable: its op has no backward)."""
-        x, w1, b1, w2, b2 = ctx.saved_tensors
-        dx, dw1, db1, dw2 = ns.mlp_backward(x, grad_out.to(x.dtype), w1, b1, w2, True)
-        return dx.to(x.dtype), _reduce(dw1, w1), _reduce(db1, b1), _reduce(dw2, w2), _reduce(grad_out.sum(-2), b2)
+        """f's backward: the MLP backward, with dx when x needs it (once differentiable: see `refuse`)."""
+        x, w1, b1, w2 = ctx.saved_tensors
+        with_dx = ctx.needs_input_grad[0]
+        dx, dw1, db1, dw2 = ns.mlp_backward(x, grad_out.to(x.dtype), w1, b1, w2, with_dx)
+        return (dx.to(x.dtype) if with_dx else None, _reduce(dw1, w1.shape, w1.dtype), _reduce(db1, b1.shape, b1.dtype),
+                _reduce(dw2, w2.shape, w2.dtype), _reduce(grad_out.sum(-2), *ctx.b2))  # fmt: skip
 
     mlp_forward_op.register_autograd(forward_backward, setup_context=forward_setup)
 
@@ -363,22 +398,35 @@ def _register_ops():
     def grad_backward(ctx, _, dg1, dgb1, dg2):
         """The inner gradient's backward (the outer loop's second order), for the op without dx."""
         if ctx.with_dx:
-            raise RuntimeError("inner_kernel='triton' differentiates the learner twice, not three times: a gradient "
-                               "of the outer loop's gradient needs inner_kernel='torch'")  # fmt: skip
+            refuse()
         z, g, w1, b1, w2 = ctx.saved_tensors
-        cotangents = [torch.zeros_like(o) if c is None else c.contiguous()
-                      for c, o in zip((dg1, dgb1, dg2), _weight_grads_like(z, w1))]  # fmt: skip
+        shapes = _weight_grad_shapes(z, w1.shape[-1])
+        cotangents = [z.new_zeros(shape, dtype=_acc_dtype(z)) if c is None else c.contiguous()
+                      for c, shape in zip((dg1, dgb1, dg2), shapes)]  # fmt: skip
         dz, dg, dw1, db1, dw2 = ns.mlp_param_grad_backward(z, g, w1, b1, w2, *cotangents)
-        return dz.to(z.dtype), dg.to(g.dtype), _reduce(dw1, w1), _reduce(db1, b1), _reduce(dw2, w2), None
+        return (dz.to(z.dtype), dg.to(g.dtype), _reduce(dw1, w1.shape, w1.dtype), _reduce(db1, b1.shape, b1.dtype),
+                _reduce(dw2, w2.shape, w2.dtype), None)  # fmt: skip
 
     mlp_backward_op.register_autograd(grad_backward, setup_context=grad_setup)
+
+    def refuse(*_):
+        raise RuntimeError("inner_kernel='triton' differentiates the learner twice, not three times: a gradient "
+                           "of the outer loop's gradient needs inner_kernel='torch'")  # fmt: skip
+
+    mlp_param_grad_backward_op.register_autograd(refuse, setup_context=lambda ctx, inputs, output: None)
     return ns
+
+
+def _output_dtype(x, w):
+    """What PyTorch's ops would return: under autocast the kernels' float32 (finer than autocast's bfloat16 and
+    accepted by every later op), else the inputs' common dtype (a float16 or bfloat16 model stays so)."""
+    return _acc_dtype(x) if torch.is_autocast_enabled(x.device.type) else torch.promote_types(x.dtype, w.dtype)
 
 
 def mlp_forward(x, params):
     """gelu(x W1 + b1) W2 + b2 for x [B, H, N, k] and params W1 [1 or B, H, k, m], b1 [.., H, m],
-    W2 [.., H, m, k], b2 [.., H, k], fused; float32 out (float64 for float64 in); differentiable once."""
-    return _ops.mlp_forward(x, *params)
+    W2 [.., H, m, k], b2 [.., H, k], fused; differentiable once (the outer loop's backward)."""
+    return _ops.mlp_forward(x, *params).to(_output_dtype(x, params[0]))
 
 
 def mlp_param_grad(z, g, params):
@@ -386,7 +434,8 @@ def mlp_param_grad(z, g, params):
     fused; differentiable once more (the outer loop's second order)."""
     w1, b1, w2, _ = params
     _, dw1, db1, dw2 = _ops.mlp_backward(z, g, w1, b1, w2, False)
-    return dw1, db1, dw2, g.sum(-2, dtype=dw1.dtype)
+    dtype = _output_dtype(z, w1)
+    return dw1.to(dtype), db1.to(dtype), dw2.to(dtype), g.sum(-2, dtype=dw1.dtype).to(dtype)
 
 
 _ops = _register_ops() if triton is not None else None

@@ -108,10 +108,12 @@ class FusedMLPLearner(MLPLearner):
     hidden activations are recomputed on chip, never stored. Falls back to MLPLearner's tensor ops where the
     kernels cannot run (no Triton >= 3.4, CPU tensors).
 
-    `lean`: the decoder-LN gradient's [B, H, N, k] intermediates are recomputed in the backward too (then only
-    [B, H, N, k] inputs stay saved for the backward, about a dozen fewer tensors of that size)."""
+    `lean`: where the kernels run, the decoder-LN gradient's [B, H, N, k] intermediates are recomputed in the
+    backward too (about a dozen fewer tensors of that size saved; the PyTorch path keeps them, for speed)."""
 
-    lean = True
+    @staticmethod
+    def lean(z):
+        return fused_mlp_available(z)
 
     @staticmethod
     def forward(z, params):
@@ -220,8 +222,9 @@ class ReconstructionTask:
         scale = 1.0 / (z.shape[-2] * z.shape[-1])
         if self.ln_weight is None:
             grad_f = (-target if at_zero else f @ self.gram - target) * scale  # [B, H, n, k]
-        elif getattr(self.learner, "lean", False) and torch.is_grad_enabled():  # recompute it in the backward
-            grad_f = checkpoint(self._ln_grad_f, f, target, scale, use_reentrant=False).to(z.dtype)
+        elif torch.is_grad_enabled() and getattr(self.learner, "lean", lambda z: False)(z):  # recompute it later
+            grad_f = checkpoint(self._ln_grad_f, f, target, scale, use_reentrant=False, preserve_rng_state=False)
+            grad_f = grad_f.to(z.dtype)
         else:
             grad_f = self._ln_grad_f(torch.zeros_like(z) if at_zero else f, target, scale).to(z.dtype)
         return self.learner.backward(grad_f, z, cache, params)

@@ -4,8 +4,9 @@ import pytest
 import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the network
-if not torch.cuda.is_available():  # the fused Triton kernels run on CPU tensors in Triton's interpreter
-    os.environ.setdefault("TRITON_INTERPRET", "1")  # (read when the kernels are defined: before ttt_hf's import)
+# The fused Triton kernels run on the tests' CPU tensors in Triton's interpreter (read when the kernels are
+# defined: before ttt_hf's import); on a GPU, test_fused_kernels_on_cuda runs them compiled in a subprocess.
+os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import ttt_hf  # noqa: E402  (registers the Auto classes)
 from ttt_hf import TTTViTConfig  # noqa: E402

@@ -14,7 +14,7 @@ import torch
 
 if sys.platform != "linux":
     pytest.skip("Triton (a dev dependency on Linux) has no wheels here", allow_module_level=True)
-import triton  # noqa: E402, F401  (on Linux a missing triton is an error, not a skip)
+import triton  # noqa: E402  (on Linux a missing triton is an error, not a skip)
 from ttt_hf import TTTViTForImageClassification
 from ttt_hf.modeling import fused_mlp, ttt_layers
 from ttt_hf.modeling.fused_mlp import fused_mlp_available, mlp_forward, mlp_param_grad
@@ -38,40 +38,82 @@ def test_fused_kernels_equal_torch_ops_float64(monkeypatch, batch_w, k, m, token
     """Forward, inner gradient, and the backward of both (first and second order) to rounding."""
     if splits:
         monkeypatch.setattr(fused_mlp, "_splits", lambda x, tiles, programs: min(tiles, splits))
+    compare_kernels_with_torch_ops(batch_w, k, m, tokens, "cpu", torch.float64, atol=1e-10)
+
+
+def compare_kernels_with_torch_ops(batch_w, k, m, tokens, device, dtype, atol, autocast=False):
+    """The kernels' forward, inner gradient and the backward of both against MLPLearner's ops in float64 (the
+    kernels' inputs in `dtype`, or float32 under bfloat16 autocast); every error <= atol x the largest value."""
     batch, heads = 2, 2
-    params = _mlp(batch_w, heads, k, m)
-    z = torch.randn(batch, heads, tokens, k, dtype=torch.float64, requires_grad=True)
-    g = torch.randn(batch, heads, tokens, k, dtype=torch.float64, requires_grad=True)
+    params = [p.detach().to(device).requires_grad_() for p in _mlp(batch_w, heads, k, m)]
+    z = torch.randn(batch, heads, tokens, k, dtype=torch.float64, device=device, requires_grad=True)
+    g = torch.randn(batch, heads, tokens, k, dtype=torch.float64, device=device, requires_grad=True)
     f_ref, cache = MLPLearner.forward(z, params)
     grads_ref = MLPLearner.backward(g, z, cache, params)
-    f, grads = mlp_forward(z, params), mlp_param_grad(z, g, params)
-    torch.testing.assert_close(f, f_ref, rtol=0, atol=1e-12)
-    for a, b in zip(grads, grads_ref, strict=True):
-        torch.testing.assert_close(a, b, rtol=0, atol=1e-11)
+    cast = [t.to(torch.float32 if autocast else dtype) for t in (z, g, *params)]
+    with torch.autocast(device, dtype=dtype, enabled=autocast):
+        inputs = [t.to(dtype) for t in cast[:2]] if autocast else cast[:2]  # autocast hands the kernels bf16 tokens
+        f, grads = mlp_forward(inputs[0], cast[2:]), mlp_param_grad(inputs[0], inputs[1], cast[2:])
     # the outer loop's backward through both: random cotangents on every output
     cotangents = [torch.randn_like(t) for t in (f_ref, *grads_ref)]
-    inputs = [z, g, *params]
 
-    def backward(outputs):
-        loss = sum((o * c).sum() for o, c in zip(outputs, cotangents, strict=True))
-        return torch.autograd.grad(loss, inputs)
+    def backward(outputs, wrt):
+        loss = sum((o.double() * c).sum() for o, c in zip(outputs, cotangents, strict=True))
+        return torch.autograd.grad(loss, wrt)
 
-    for a, b in zip(backward([f, *grads]), backward([f_ref, *grads_ref]), strict=True):
-        assert a.shape == b.shape
-        torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+    pairs = list(zip([f, *grads], [f_ref, *grads_ref], strict=True))
+    pairs += zip(backward([f, *grads], cast), backward([f_ref, *grads_ref], [z, g, *params]), strict=True)
+    for ours, reference in pairs:
+        assert ours.shape == reference.shape
+        torch.testing.assert_close(ours.double(), reference, rtol=0, atol=atol * reference.abs().max().item())
+
+
+def test_fused_kernels_under_half_precision_autocast():
+    """Autocast hands the kernels half-precision tokens and float32 weights (float16 here: the interpreter has no
+    bfloat16); products in half precision with float32 accumulation stay within half precision's error."""
+    compare_kernels_with_torch_ops(2, 16, 128, 200, "cpu", torch.float16, atol=1e-2, autocast=True)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU: the compiled kernels (CI has none)")
+def test_fused_kernels_on_cuda():
+    """On a GPU the kernels run compiled (a subprocess without the interpreter): float64 to rounding, float32
+    (IEEE products) and bfloat16 autocast to their precision."""
+    script = """
+import os
+os.environ["TRITON_INTERPRET"] = "0"
+import torch
+from tests.test_fused_mlp import compare_kernels_with_torch_ops as compare
+from ttt_hf.modeling.fused_mlp import fused_mlp_available
+assert fused_mlp_available(torch.zeros(1, device="cuda"))
+for shape in [(1, 64, 256, 3136), (2, 12, 48, 33), (2, 64, 256, 200)]:
+    compare(*shape, "cuda", torch.float64, atol=1e-10)
+    compare(*shape, "cuda", torch.float32, atol=1e-4)
+    compare(*shape, "cuda", torch.bfloat16, atol=3e-2, autocast=True)
+"""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    result = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).parents[1], env=env,
+                            capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def model_pair(**overrides):
+    """A tiny classifier away from its initialisation (a zero head would make logits trivially equal) and its
+    twin with inner_kernel="triton" and the same weights, both in training mode."""
+    torch.manual_seed(0)
+    reference = TTTViTForImageClassification(tiny_config(num_labels=5, **overrides))
+    with torch.no_grad():
+        for p in reference.parameters():
+            p.add_(0.2 * torch.randn_like(p))
+    fused = TTTViTForImageClassification(tiny_config(num_labels=5, inner_kernel="triton", **overrides))
+    fused.load_state_dict(reference.state_dict())
+    return reference.train(), fused.train()
 
 
 @pytest.mark.parametrize("overrides", [{}, {"inner_steps": 2, "inner_batching": "shuffled"}],
                          ids=["one-full-step", "two-shuffled-steps"])  # fmt: skip
 def test_model_with_triton_kernel_equals_torch_float64(monkeypatch, overrides):
     """A whole classifier with inner_kernel="triton" (training mode): logits, inner losses, every gradient."""
-    torch.manual_seed(0)
-    reference = TTTViTForImageClassification(tiny_config(num_labels=5, **overrides)).double()
-    with torch.no_grad():  # away from the initialisation (a zero classifier would make the logits trivially equal)
-        for p in reference.parameters():
-            p.add_(0.2 * torch.randn_like(p))
-    fused = TTTViTForImageClassification(tiny_config(num_labels=5, inner_kernel="triton", **overrides)).double()
-    fused.load_state_dict(reference.state_dict())
+    reference, fused = (model.double() for model in model_pair(**overrides))
     assert isinstance(fused.ttt_vit.layers[0].mixer, TTTMixer)
     assert fused.ttt_vit.layers[0].mixer.learner is FusedMLPLearner
     pixels = torch.randn(3, 3, 8, 8, dtype=torch.float64)
@@ -100,6 +142,10 @@ def test_model_with_triton_kernel_equals_torch_float64(monkeypatch, overrides):
 def test_fused_kernel_falls_back_to_torch_ops_where_it_cannot_run(monkeypatch):
     x = torch.zeros(1, 1, 4, 16)
     assert fused_mlp_available(x)  # the interpreter is on in the tests
+    assert not fused_mlp_available(torch.zeros(1, 1, 4, 96))  # head width > 64: the launch settings do not fit
+    with monkeypatch.context() as m:
+        m.setattr(torch, "are_deterministic_algorithms_enabled", lambda: True)
+        assert not fused_mlp_available(x)  # the atomic adds sum in no fixed order
     monkeypatch.setattr(fused_mlp, "_INTERPRETED", False)
     assert not fused_mlp_available(x)  # CPU tensors without the interpreter: MLPLearner's ops
     params = _mlp(1, 1, 16, 64)
@@ -131,30 +177,34 @@ def test_fused_kernels_compile_for_an_h100_without_one(dtype):
     assert len(rows) == 4 and all(row[-1].isdigit() and int(row[-1]) > 0 for row in rows), result.stdout
 
 
+def _fresh_copy_of_fused_mlp():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("copy_of_fused_mlp", fused_mlp.__file__)
+    copy = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(copy)
+    return copy
+
+
 def test_old_triton_falls_back(monkeypatch):
     """Triton 3.3's compiler fails on these kernels and 3.2's aborts the process: they run the PyTorch ops."""
-    monkeypatch.setattr(fused_mlp.triton, "__version__", "3.3.1")
-    assert fused_mlp._triton_version() < fused_mlp.MIN_TRITON
-    monkeypatch.setattr(fused_mlp.triton, "__version__", "3.4.0")
-    assert fused_mlp._triton_version() >= fused_mlp.MIN_TRITON
+    x = torch.zeros(1, 1, 4, 16)
+    monkeypatch.setattr(triton, "__version__", "3.3.1")
+    assert not _fresh_copy_of_fused_mlp().fused_mlp_available(x)
+    monkeypatch.setattr(triton, "__version__", "3.4.0")
+    assert _fresh_copy_of_fused_mlp().fused_mlp_available(x)
 
 
 def test_compiled_model_with_triton_kernel_equals_eager_torch():
     """torch.compile keeps the kernels (custom operators) in one graph without breaks; inductor's code around
     them computes what the eager PyTorch model computes: logits and every parameter gradient."""
-    torch.manual_seed(0)
-    reference = TTTViTForImageClassification(tiny_config(num_labels=5)).train()
-    with torch.no_grad():
-        for p in reference.parameters():
-            p.add_(0.2 * torch.randn_like(p))
-    fused = TTTViTForImageClassification(tiny_config(num_labels=5, inner_kernel="triton")).train()
-    fused.load_state_dict(reference.state_dict())
+    reference, fused = model_pair()
     x, labels = torch.randn(2, 3, 8, 8), torch.tensor([0, 3])
     torch._dynamo.reset()
     explanation = torch._dynamo.explain(fused)(x, labels=labels)
     assert (explanation.graph_count, explanation.graph_break_count) == (1, 0), explanation.break_reasons
     graph_ops = {str(node.target) for graph in explanation.graphs for node in graph.graph.nodes}  # the kernels:
-    assert {"ttt_hf.mlp_forward", "ttt_hf.mlp_backward"} <= graph_ops, graph_ops
+    assert {f"{fused_mlp._NAMESPACE}.mlp_forward", f"{fused_mlp._NAMESPACE}.mlp_backward"} <= graph_ops, graph_ops
 
     def step(forward, model):
         model.zero_grad(set_to_none=True)
@@ -173,21 +223,33 @@ def test_compiled_model_with_triton_kernel_equals_eager_torch():
 def test_a_third_derivative_is_refused_not_wrong():
     params = _mlp(1, 1, 16, 32)
     x = torch.randn(1, 1, 5, 16, dtype=torch.float64, requires_grad=True)
-    f = mlp_forward(x, params)
-    (dx,) = torch.autograd.grad(f.square().sum(), x, create_graph=True)
+    g = torch.randn(1, 1, 5, 16, dtype=torch.float64, requires_grad=True)
+    (dx,) = torch.autograd.grad(mlp_forward(x, params).square().sum(), x, create_graph=True)  # through f
     with pytest.raises(RuntimeError, match="inner_kernel='torch'"):
         dx.sum().backward()
+    grads = mlp_param_grad(x, g, params)  # through the inner gradient
+    (dg,) = torch.autograd.grad(sum(t.square().sum() for t in grads), g, create_graph=True)
+    with pytest.raises(RuntimeError, match="inner_kernel='torch'"):
+        dg.sum().backward()
+
+
+def test_a_half_precision_model_stays_in_its_dtype():
+    """A model cast to float16 (no autocast; `ttt-hf evaluate --dtype` does this with bfloat16, which Triton's
+    interpreter lacks) gets float16 from the kernels, as from PyTorch's ops, and the same answer."""
+    reference, fused = (model.eval() for model in model_pair())
+    pixels = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        expected = reference(pixel_values=pixels).logits
+        logits = fused.half()(pixel_values=pixels.half()).logits
+    assert logits.dtype == torch.float16
+    torch.testing.assert_close(logits.float(), expected, rtol=0, atol=0.02 * expected.abs().max().item())
 
 
 def test_a_second_copy_of_the_module_reuses_the_registered_operators():
     """The Hub's remote code is a second copy of fused_mlp.py beside the installed package: importing it must not
     fail on registering torch.ops.ttt_hf.* again."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("remote_copy_of_fused_mlp", fused_mlp.__file__)
-    copy = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(copy)
-    assert copy._ops is fused_mlp._ops
+    copy = _fresh_copy_of_fused_mlp()
+    assert copy._ops is fused_mlp._ops  # the same code (hash) reuses the operators; other code would get its own
     params = _mlp(1, 1, 16, 32)
     x = torch.randn(1, 1, 5, 16, dtype=torch.float64)
     torch.testing.assert_close(copy.mlp_forward(x, params), mlp_forward(x, params), rtol=0, atol=0)

@@ -146,7 +146,8 @@ def benchmark_layer(name, overrides, tokens, *, batch=1, width=192, heads=3, dev
     return result
 
 
-MATMUL_KERNELS = ("gemm", "nvjet", "cutlass", "xmma", "flash", "fmha", "attention", "convolve")
+# kernel-name pieces of matrix-product kernels (fused_mlp.py's "_mlp_" kernels count: they are mostly products)
+MATMUL_KERNELS = ("gemm", "nvjet", "cutlass", "xmma", "flash", "fmha", "attention", "convolve", "_mlp_")
 MATMUL_OPS = ("aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm", "aten::_scaled_dot_product")
 
 
