@@ -15,7 +15,7 @@ reduced in the program (forward) or by atomic adds from the m / BLOCK_M slices (
 that sum over tokens are accumulated by each program over a share of the token tiles and written as partial
 sums that PyTorch adds up.
 
-The launches are PyTorch operators (`torch.ops.ttt_hf.*`, with their backwards registered), so eager autograd
+The launches are PyTorch operators (`torch.ops.ttt_hf_<hash>.*`, with their backwards registered), so eager autograd
 and `torch.compile` (which keeps them as calls and fuses the PyTorch code around them) both use them.
 
 PyTorch fallback: `MLPLearner` in ttt_layers.py computes the same thing with tensor ops; it runs whenever
@@ -46,7 +46,7 @@ def _triton_version() -> tuple[int, ...]:
 
 
 _USABLE = triton is not None and _triton_version() >= MIN_TRITON
-_INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+_INTERPRETED = os.environ.get("TRITON_INTERPRET", "").lower() in ("1", "true", "on")  # as Triton reads it
 
 
 MAX_HEAD_WIDTH = 64  # a program keeps a whole head's width in registers; LAUNCH is sized for it
@@ -55,9 +55,11 @@ MAX_HEAD_WIDTH = 64  # a program keeps a whole head's width in registers; LAUNCH
 def fused_mlp_available(x: torch.Tensor) -> bool:
     """Whether the Triton kernels can run on x [.., k]: Triton >= 3.4 installed; x on a GPU of compute capability
     >= 8.0 (bfloat16 tensor cores), or Triton's CPU interpreter on (TRITON_INTERPRET=1 when this module was
-    imported: the kernels below were defined for it); head width k <= 64; and no deterministic algorithms asked
-    for (the backward's atomic adds sum in no fixed order)."""
+    imported: the kernels below were defined for it); head width k <= 64 and B*H <= 65,535 for x [B, H, N, k];
+    and no deterministic algorithms asked for (the backward's atomic adds sum in no fixed order)."""
     if not _USABLE or torch.are_deterministic_algorithms_enabled() or x.shape[-1] > MAX_HEAD_WIDTH:
+        return False
+    if x.dim() == 4 and x.shape[0] * x.shape[1] > 65535:  # B*H is a grid axis, at most 65,535 programs on CUDA
         return False
     if x.is_cuda:
         return torch.cuda.get_device_capability(x.device) >= (8, 0)
@@ -333,7 +335,12 @@ def _reduce(grad, shape, dtype):
 # graph (inductor fuses the PyTorch code around them) and autograd knows their backwards. Their namespace carries
 # a hash of this file: a second, identical copy (the Hub's remote code beside the installed package) reuses the
 # registered operators, and a different copy registers its own instead of silently running the other's code.
-_NAMESPACE = "ttt_hf_" + hashlib.sha1(open(__file__, "rb").read()).hexdigest()[:10]
+def _namespace() -> str:
+    try:
+        with open(__file__, "rb") as source:
+            return "ttt_hf_" + hashlib.sha1(source.read()).hexdigest()[:10]
+    except (OSError, TypeError):  # no readable source (a zip import, a frozen app): one fixed name
+        return "ttt_hf_fused_mlp"
 
 
 def _register_ops():
@@ -417,16 +424,19 @@ def _register_ops():
     return ns
 
 
-def _output_dtype(x, w):
-    """What PyTorch's ops would return: under autocast the kernels' float32 (finer than autocast's bfloat16 and
-    accepted by every later op), else the inputs' common dtype (a float16 or bfloat16 model stays so)."""
-    return _acc_dtype(x) if torch.is_autocast_enabled(x.device.type) else torch.promote_types(x.dtype, w.dtype)
+def _output_dtype(x, w, tokens: bool):
+    """The dtype of an output: without autocast the inputs' common dtype, as PyTorch's ops give (a float16 or
+    bfloat16 model stays so); under autocast, token outputs [B, H, N, k] in autocast's dtype as PyTorch's ops
+    (same memory), weight-shaped inner gradients in float32 (finer than autocast's products, and small)."""
+    if not torch.is_autocast_enabled(x.device.type) or x.dtype == torch.float64:
+        return torch.promote_types(x.dtype, w.dtype)
+    return torch.get_autocast_dtype(x.device.type) if tokens else torch.float32
 
 
 def mlp_forward(x, params):
     """gelu(x W1 + b1) W2 + b2 for x [B, H, N, k] and params W1 [1 or B, H, k, m], b1 [.., H, m],
     W2 [.., H, m, k], b2 [.., H, k], fused; differentiable once (the outer loop's backward)."""
-    return _ops.mlp_forward(x, *params).to(_output_dtype(x, params[0]))
+    return _ops.mlp_forward(x, *params).to(_output_dtype(x, params[0], tokens=True))
 
 
 def mlp_param_grad(z, g, params):
@@ -434,8 +444,9 @@ def mlp_param_grad(z, g, params):
     fused; differentiable once more (the outer loop's second order)."""
     w1, b1, w2, _ = params
     _, dw1, db1, dw2 = _ops.mlp_backward(z, g, w1, b1, w2, False)
-    dtype = _output_dtype(z, w1)
+    dtype = _output_dtype(z, w1, tokens=False)
     return dw1.to(dtype), db1.to(dtype), dw2.to(dtype), g.sum(-2, dtype=dw1.dtype).to(dtype)
 
 
+_NAMESPACE = _namespace() if triton is not None else None
 _ops = _register_ops() if triton is not None else None

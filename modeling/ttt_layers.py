@@ -106,7 +106,8 @@ class MLPLearner:
 class FusedMLPLearner(MLPLearner):
     """MLPLearner on the fused Triton kernels of fused_mlp.py (`inner_kernel="triton"`): the [B, H, N, m]
     hidden activations are recomputed on chip, never stored. Falls back to MLPLearner's tensor ops where the
-    kernels cannot run (no Triton >= 3.4, CPU tensors).
+    kernels cannot run (`fused_mlp_available`: no Triton >= 3.4, CPU tensors, a GPU before sm_80, head width
+    above 64, deterministic algorithms).
 
     `lean`: where the kernels run, the decoder-LN gradient's [B, H, N, k] intermediates are recomputed in the
     backward too (about a dozen fewer tensors of that size saved; the PyTorch path keeps them, for speed)."""

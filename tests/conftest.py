@@ -6,6 +6,7 @@ import torch
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the network
 # The fused Triton kernels run on the tests' CPU tensors in Triton's interpreter (read when the kernels are
 # defined: before ttt_hf's import); on a GPU, test_fused_kernels_on_cuda runs them compiled in a subprocess.
+# (setdefault: that subprocess sets "0" first; so would a shell, which makes the CPU kernel tests fail.)
 os.environ.setdefault("TRITON_INTERPRET", "1")
 
 import ttt_hf  # noqa: E402  (registers the Auto classes)

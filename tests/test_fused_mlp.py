@@ -79,6 +79,7 @@ def test_fused_kernels_on_cuda():
     """On a GPU the kernels run compiled (a subprocess without the interpreter): float64 to rounding, float32
     (IEEE products) and bfloat16 autocast to their precision."""
     script = """
+import copy
 import os
 os.environ["TRITON_INTERPRET"] = "0"
 import torch
@@ -89,11 +90,36 @@ for shape in [(1, 64, 256, 3136), (2, 12, 48, 33), (2, 64, 256, 200)]:
     compare(*shape, "cuda", torch.float64, atol=1e-10)
     compare(*shape, "cuda", torch.float32, atol=1e-4)
     compare(*shape, "cuda", torch.bfloat16, atol=3e-2, autocast=True)
+# whole models on the GPU: a bfloat16 model (no autocast), and torch.compile (inductor's code around the kernels)
+from tests.test_fused_mlp import model_pair
+reference, fused = (model.cuda() for model in model_pair())
+x, labels = torch.randn(2, 3, 8, 8, device="cuda"), torch.tensor([0, 3], device="cuda")
+expected = reference(pixel_values=x, labels=labels)
+with torch.no_grad():
+    low = copy.deepcopy(fused).bfloat16()(pixel_values=x.bfloat16()).logits
+assert low.dtype == torch.bfloat16
+torch.testing.assert_close(low.float(), expected.logits, rtol=0, atol=0.05 * expected.logits.abs().max().item())
+compiled = torch.compile(fused)(pixel_values=x, labels=labels)
+expected.loss.backward()
+compiled.loss.backward()
+torch.testing.assert_close(compiled.logits, expected.logits, rtol=1e-4, atol=1e-5)
+for p, q in zip(reference.parameters(), fused.parameters()):
+    torch.testing.assert_close(q.grad, p.grad, rtol=1e-3, atol=1e-5)
 """
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     result = subprocess.run([sys.executable, "-c", script], cwd=Path(__file__).parents[1], env=env,
                             capture_output=True, text=True, timeout=900)  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def count_kernel_calls(monkeypatch) -> list[str]:
+    """The names of the fused operations the layers call from now on: proof that the kernels ran, not the
+    fallback."""
+    calls = []
+    for name in ("mlp_forward", "mlp_param_grad"):
+        fn = getattr(ttt_layers, name)
+        monkeypatch.setattr(ttt_layers, name, lambda *a, _fn=fn, _name=name: calls.append(_name) or _fn(*a))
+    return calls
 
 
 def model_pair(**overrides):
@@ -118,10 +144,7 @@ def test_model_with_triton_kernel_equals_torch_float64(monkeypatch, overrides):
     assert fused.ttt_vit.layers[0].mixer.learner is FusedMLPLearner
     pixels = torch.randn(3, 3, 8, 8, dtype=torch.float64)
     labels = torch.tensor([0, 3, 4])
-    calls = []  # proof that the kernels ran, not the fallback
-    for name in ("mlp_forward", "mlp_param_grad"):
-        fn = getattr(ttt_layers, name)
-        monkeypatch.setattr(ttt_layers, name, lambda *a, _fn=fn, _name=name: calls.append(_name) or _fn(*a))
+    calls = count_kernel_calls(monkeypatch)
     outs = []
     for model in (reference, fused):
         torch.manual_seed(1)  # the same shuffled-batching permutations for both
@@ -220,6 +243,22 @@ def test_compiled_model_with_triton_kernel_equals_eager_torch():
         torch.testing.assert_close(g_compiled, g, rtol=1e-3, atol=1e-5)
 
 
+def test_parameter_gradients_without_an_input_gradient():
+    """When x needs no gradient (f on the keys of a frozen projection) the backward skips dx: the parameters'
+    gradients, first and second order, stay those of the PyTorch ops."""
+    params = _mlp(2, 2, 16, 64)
+    x, g = torch.randn(2, 2, 37, 16, dtype=torch.float64), torch.randn(2, 2, 37, 16, dtype=torch.float64)
+    ref_f, cache = MLPLearner.forward(x, params)
+
+    def loss(f, grads):
+        return (f * g).sum() + sum(t.square().sum() for t in grads)
+
+    ours = torch.autograd.grad(loss(mlp_forward(x, params), mlp_param_grad(x, g, params)), params)
+    reference = torch.autograd.grad(loss(ref_f, MLPLearner.backward(g, x, cache, params)), params)
+    for a, b in zip(ours, reference, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-10)
+
+
 def test_a_third_derivative_is_refused_not_wrong():
     params = _mlp(1, 1, 16, 32)
     x = torch.randn(1, 1, 5, 16, dtype=torch.float64, requires_grad=True)
@@ -233,21 +272,22 @@ def test_a_third_derivative_is_refused_not_wrong():
         dg.sum().backward()
 
 
-def test_a_half_precision_model_stays_in_its_dtype():
+def test_a_half_precision_model_stays_in_its_dtype(monkeypatch):
     """A model cast to float16 (no autocast; `ttt-hf evaluate --dtype` does this with bfloat16, which Triton's
     interpreter lacks) gets float16 from the kernels, as from PyTorch's ops, and the same answer."""
     reference, fused = (model.eval() for model in model_pair())
     pixels = torch.randn(2, 3, 8, 8)
+    calls = count_kernel_calls(monkeypatch)
     with torch.no_grad():
         expected = reference(pixel_values=pixels).logits
         logits = fused.half()(pixel_values=pixels.half()).logits
-    assert logits.dtype == torch.float16
+    assert logits.dtype == torch.float16 and "mlp_forward" in calls
     torch.testing.assert_close(logits.float(), expected, rtol=0, atol=0.02 * expected.abs().max().item())
 
 
 def test_a_second_copy_of_the_module_reuses_the_registered_operators():
     """The Hub's remote code is a second copy of fused_mlp.py beside the installed package: importing it must not
-    fail on registering torch.ops.ttt_hf.* again."""
+    fail on registering torch.ops.ttt_hf_<hash>.* again."""
     copy = _fresh_copy_of_fused_mlp()
     assert copy._ops is fused_mlp._ops  # the same code (hash) reuses the operators; other code would get its own
     params = _mlp(1, 1, 16, 32)

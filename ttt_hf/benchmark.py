@@ -146,8 +146,9 @@ def benchmark_layer(name, overrides, tokens, *, batch=1, width=192, heads=3, dev
     return result
 
 
-# kernel-name pieces of matrix-product kernels (fused_mlp.py's "_mlp_" kernels count: they are mostly products)
-MATMUL_KERNELS = ("gemm", "nvjet", "cutlass", "xmma", "flash", "fmha", "attention", "convolve", "_mlp_")
+# kernel-name pieces of matrix-product kernels (fused_mlp.py's kernels count: they are mostly products)
+MATMUL_KERNELS = ("gemm", "nvjet", "cutlass", "xmma", "flash", "fmha", "attention", "convolve",
+                  "_mlp_forward_kernel", "_mlp_backward_kernel", "_mlp_param_grad_backward_kernel")  # fmt: skip
 MATMUL_OPS = ("aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm", "aten::_scaled_dot_product")
 
 
