@@ -256,17 +256,18 @@ def _tf32_allowed() -> bool:
         return bool(torch.backends.cuda.matmul.allow_tf32)
 
 
-def _launch(kind: str, x: torch.Tensor, k: int, m: int) -> dict:
-    """Launch arguments of kernel `kind` on x: block sizes (the hidden slice no wider than m, every block >= 16
-    for tl.dot) and number types: float64 in, float64 accumulators (the tests); float32 or bfloat16 in, float32
-    accumulators. float32 products use TF32 exactly when PyTorch's matmuls would."""
+def _launch(kind: str, dtype: torch.dtype, k: int, m: int, cuda: bool) -> dict:
+    """Launch arguments of kernel `kind` for inputs of `dtype`: block sizes (the hidden slice no wider than m,
+    every block >= 16 for tl.dot) and number types: float64 in, float64 accumulators (the tests); float32 or
+    bfloat16 in, float32 accumulators. float32 products use TF32 exactly when PyTorch's matmuls would.
+    (scripts/fused_kernel_report.py compiles with these too.)"""
     precision = None
-    if x.dtype == torch.float32:
-        precision = "tf32" if x.is_cuda and _tf32_allowed() else "ieee"
+    if dtype == torch.float32:
+        precision = "tf32" if cuda and _tf32_allowed() else "ieee"
     cfg = dict(LAUNCH[kind])
     cfg["BLOCK_M"] = min(cfg["BLOCK_M"], max(16, triton.next_power_of_2(m)))
     return {**cfg, "BLOCK_K": max(16, triton.next_power_of_2(k)), "PRECISION": precision,
-            "ACC": tl.float64 if x.dtype == torch.float64 else tl.float32}  # fmt: skip
+            "ACC": tl.float64 if dtype == torch.float64 else tl.float32}  # fmt: skip
 
 
 def _splits(x: torch.Tensor, tiles: int, programs: int) -> int:
@@ -287,7 +288,7 @@ def _bh(w: torch.Tensor, batch: int) -> torch.Tensor:
 def _forward(x, w1, b1, w2, b2):
     batch, heads, tokens, k = x.shape
     w1, b1, w2, b2 = (_bh(w, batch) for w in (w1, b1, w2, b2))
-    cfg = _launch("forward", x, k, w1.shape[-1])
+    cfg = _launch("forward", x.dtype, k, w1.shape[-1], x.is_cuda)
     out = torch.empty(x.shape, device=x.device, dtype=_acc_dtype(x))
     grid = (triton.cdiv(tokens, cfg["BLOCK_N"]), batch * heads)
     with _on_device(x):
@@ -305,7 +306,7 @@ def _weight_side(kind, x, g, w1, b1, w2, extra_inputs=(), token_outputs=0, **fla
     batch, heads, tokens, k = x.shape
     w1, b1, w2 = (_bh(w, batch) for w in (w1, b1, w2))
     m = w1.shape[-1]
-    cfg = _launch(kind, x, k, m)
+    cfg = _launch(kind, x.dtype, k, m, x.is_cuda)
     kernel = _mlp_param_grad_backward_kernel if kind == "param_grad_backward" else _mlp_backward_kernel
     m_blocks = triton.cdiv(m, cfg["BLOCK_M"])
     splits = _splits(x, triton.cdiv(tokens, cfg["BLOCK_N"]), m_blocks * batch * heads)

@@ -19,14 +19,15 @@ os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
 os.environ["TRITON_DUMP_PTXAS_LOG"] = "1"
 os.environ["TRITON_CACHE_DIR"] = tempfile.mkdtemp()  # compile every time (the log prints only then)
 
+import torch  # noqa: E402
 import triton  # noqa: E402
-import triton.language as tl  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 from modeling import fused_mlp  # noqa: E402
 
+DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32, "fp64": torch.float64}
 INPUTS = {"x_ptr", "z_ptr", "g_ptr"}  # the token inputs are in the compute dtype; every other pointer float32/64
 KERNELS = [  # (name, kernel, LAUNCH key, extra constexprs)
     ("forward", "_mlp_forward_kernel", "forward", {}),
@@ -68,14 +69,11 @@ def main(argv=None) -> int:
     print(f"{'kernel':26s} {'BLOCK_N':>7s} {'BLOCK_M':>7s} {'warps':>5s} {'registers':>9s} {'spilled B':>9s} {'shared B':>9s}")
     failed = 0
     for name, attr, kind, extra in KERNELS:
-        launch = dict(fused_mlp.LAUNCH[kind])
+        launch = fused_mlp._launch(kind, DTYPES[args.dtype], args.head_width, args.hidden, cuda=True)
         launch.update({k: v for k, v in (("BLOCK_N", args.block_n), ("BLOCK_M", args.block_m),
                                          ("num_warps", args.num_warps)) if v})  # fmt: skip
         num_warps = launch.pop("num_warps")
-        constexprs = {**launch, **extra, "M": args.hidden, "K": args.head_width,
-                      "BLOCK_K": max(16, triton.next_power_of_2(args.head_width)),
-                      "ACC": tl.float64 if args.dtype == "fp64" else tl.float32,
-                      "PRECISION": "ieee" if args.dtype == "fp32" else None}  # fmt: skip
+        constexprs = {**launch, **extra, "M": args.hidden, "K": args.head_width}
         log = tempfile.TemporaryFile(mode="w+")
         saved, sys.stdout = os.dup(1), log  # ptxas's report is printed by Triton: capture file descriptor 1
         os.dup2(log.fileno(), 1)
