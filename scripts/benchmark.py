@@ -1,7 +1,11 @@
 #!/usr/bin/env python
-"""Entry point; the logic lives in ttt_hf.benchmark (`ttt-hf benchmark --help`)."""
+"""Time and memory of every mixer and model (`ttt-hf benchmark --help`).
 
-from ttt_hf.benchmark import main
+The logic lives in ttt_hf; this file only runs it, in the transformers-examples style."""
+
+import sys
+
+from ttt_hf.cli import main
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main(["benchmark", *sys.argv[1:]]))

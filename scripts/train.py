@@ -1,7 +1,11 @@
 #!/usr/bin/env python
-"""Entry point in the transformers-examples style; the logic lives in ttt_hf.training (`ttt-hf train --help`)."""
+"""Train or fine-tune a TTT-ViT with Trainer (`ttt-hf train --help`).
 
-from ttt_hf.training import main
+The logic lives in ttt_hf; this file only runs it, in the transformers-examples style."""
+
+import sys
+
+from ttt_hf.cli import main
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main(["train", *sys.argv[1:]]))

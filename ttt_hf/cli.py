@@ -1,8 +1,12 @@
-"""The `ttt-hf` command: `ttt-hf train | evaluate | benchmark | precision | quickstart | presets`.
+"""The `ttt-hf` command: `ttt-hf train | evaluate | benchmark | precision | quickstart | presets | recipes`.
 
-Each subcommand takes the same flags as its script in scripts/ (`ttt-hf train --help`)."""
+Each subcommand takes the same flags as its script in scripts/ (`ttt-hf train --help`). A user error (a bad flag
+value, a missing file, an unknown dataset) prints one message, not a traceback; `ttt-hf --debug <command>` or
+TTT_HF_DEBUG=1 shows the traceback too.
+"""
 
 import importlib
+import os
 import sys
 
 COMMANDS = {
@@ -12,17 +16,37 @@ COMMANDS = {
     "precision": ("ttt_hf.precision", "float32 and bfloat16-autocast errors of every mixer against float64"),
     "quickstart": ("ttt_hf.quickstart", "train, evaluate, reload and classify on a bundled dataset (minutes on CPU)"),
     "presets": (None, "list the named model configurations"),
+    "recipes": (None, "list the training recipes and every setting they fix"),
 }
+# What a user can cause and fix: a bad value, a missing file or package, no network. Anything else is a bug
+# and keeps its traceback.
+USER_ERRORS = (ValueError, OSError, ImportError)
 
 
 def usage() -> str:
-    lines = ["usage: ttt-hf <command> [flags]   (ttt-hf <command> --help for its flags)", "", "commands:"]
+    lines = ["usage: ttt-hf [--debug] <command> [flags]   (ttt-hf <command> --help for its flags)", "", "commands:"]
     lines += [f"  {name:11s} {help_}" for name, (_, help_) in COMMANDS.items()]
     return "\n".join(lines)
 
 
+def _list(command: str) -> None:
+    if command == "presets":
+        from .modeling import TTTViTConfig
+
+        print("\n".join(["auto", *TTTViTConfig.presets()]))
+    else:
+        from .recipes import RECIPES
+
+        for name, recipe in RECIPES.items():
+            settings = ", ".join(f"{flag}={value}" for flag, value in recipe.settings().items())
+            print(f"{name}: {recipe.description}\n    {settings}")
+
+
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
+    argv = sys.argv[1:] if argv is None else list(argv)
+    debug = os.environ.get("TTT_HF_DEBUG", "") not in ("", "0")
+    if argv[:1] == ["--debug"]:
+        debug, argv = True, argv[1:]
     if not argv or argv[0] in ("-h", "--help"):
         print(usage())
         return 0
@@ -30,13 +54,20 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"ttt-hf: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    if command == "presets":
-        from .modeling import TTTViTConfig
-
-        print("\n".join(TTTViTConfig.presets()))
+    if COMMANDS[command][0] is None:
+        _list(command)
         return 0
     sys.argv = [f"ttt-hf {command}", *rest]  # so --help shows the subcommand's name
-    importlib.import_module(COMMANDS[command][0]).main(rest)
+    try:
+        importlib.import_module(COMMANDS[command][0]).main(rest)
+    except USER_ERRORS as error:
+        if debug:
+            raise
+        print(f"ttt-hf {command}: error: {error}\n(ttt-hf --debug {command} ... shows the traceback)", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"ttt-hf {command}: interrupted", file=sys.stderr)
+        return 130
     return 0
 
 

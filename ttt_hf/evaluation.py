@@ -1,8 +1,8 @@
 """Evaluate a checkpoint (directory or Hub id) on a dataset split: accuracy, top-5, images/second (model
-forward only, preprocessing excluded) and a confusion-matrix PNG, written to `<output_dir>/eval_results.json`."""
+forward only, preprocessing excluded) and a confusion-matrix PNG, written to `<output_dir>/eval_results.json`
+(by default a folder named for the model, dataset and split, so evaluations do not overwrite each other)."""
 
 import json
-import logging
 import os
 import sys
 import time
@@ -10,14 +10,13 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 from transformers import AutoImageProcessor, AutoModelForImageClassification, HfArgumentParser
 
 from .data import load_image_dataset
 from .metrics import TopKAccuracy
 from .plots import plot_confusion_matrix
 from .transforms import EvalTransform
-
-logger = logging.getLogger("ttt_hf.evaluation")
 
 
 @dataclass
@@ -27,20 +26,38 @@ class EvaluationArguments:
     split: str = field(default="test", metadata={"help": "train, validation or test."})
     data_dir: str | None = field(default=None, metadata={"help": "Directory of the fashion-mnist IDX files."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Evaluate a fixed random subset."})
-    split_seed: int = field(default=0, metadata={"help": "Seed of the dataset's splits (the training run's --split_seed)."})
+    split_seed: int = field(
+        default=0, metadata={"help": "Seed of the dataset's splits (the training run's --split_seed)."}
+    )
     batch_size: int = field(default=64, metadata={"help": "Images per forward pass."})
     device: str = field(default="cuda" if torch.cuda.is_available() else "cpu", metadata={"help": "torch device."})
     dtype: str = field(default="float32", metadata={"help": "float32 or bfloat16."})
-    output_dir: str = field(default="outputs/eval", metadata={"help": "Where eval_results.json and the PNG go."})
+    output_dir: str | None = field(
+        default=None,
+        metadata={"help": "Where eval_results.json and the PNG go (default: outputs/eval/<model>-<dataset>-<split>)."},
+    )
     trust_remote_code: bool = field(default=False, metadata={"help": "Allow a Hub checkpoint's own code."})
 
 
+def default_output_dir(args: EvaluationArguments) -> str:
+    """outputs/eval/<model>-<dataset>-<split>, from the last path component of the model and dataset names."""
+    model, dataset = (os.path.basename(os.path.normpath(name)) for name in (args.model_name_or_path, args.dataset))
+    return os.path.join("outputs", "eval", f"{model}-{dataset}-{args.split}")
+
+
 def evaluate_checkpoint(args: EvaluationArguments) -> dict:
-    model = AutoModelForImageClassification.from_pretrained(
-        args.model_name_or_path, trust_remote_code=args.trust_remote_code, dtype=getattr(torch, args.dtype)
-    ).to(args.device).eval()
+    args.output_dir = args.output_dir or default_output_dir(args)
+    model = (
+        AutoModelForImageClassification.from_pretrained(
+            args.model_name_or_path, trust_remote_code=args.trust_remote_code, dtype=getattr(torch, args.dtype)
+        )
+        .to(args.device)
+        .eval()
+    )
     processor = AutoImageProcessor.from_pretrained(args.model_name_or_path, trust_remote_code=args.trust_remote_code)
-    data = load_image_dataset(args.dataset, data_dir=args.data_dir, seed=args.split_seed, max_eval_samples=args.max_eval_samples)
+    data = load_image_dataset(
+        args.dataset, data_dir=args.data_dir, seed=args.split_seed, max_eval_samples=args.max_eval_samples
+    )
     if args.split not in data:
         raise ValueError(f"Unknown split {args.split!r}; the dataset has {', '.join(data)}.")
     split = data[args.split]
@@ -53,7 +70,7 @@ def evaluate_checkpoint(args: EvaluationArguments) -> dict:
     transform = EvalTransform(processor)
     logits, labels, seconds = [], [], 0.0
     with torch.inference_mode():
-        for start in range(0, len(split), args.batch_size):
+        for start in tqdm(range(0, len(split), args.batch_size), desc=f"evaluating on {args.split}", unit="batch"):
             batch = transform(split[start : start + args.batch_size])
             pixels = torch.stack(batch["pixel_values"]).to(args.device, model.dtype)  # [B, C, H, W]
             if args.device.startswith("cuda"):
@@ -80,16 +97,22 @@ def evaluate_checkpoint(args: EvaluationArguments) -> dict:
     os.makedirs(args.output_dir, exist_ok=True)
     with open(os.path.join(args.output_dir, "eval_results.json"), "w") as f:
         json.dump(results, f, indent=2)
-    plot_confusion_matrix(matrix, class_names, os.path.join(args.output_dir, "confusion_matrix.png"),
-                          title=f"{os.path.basename(args.model_name_or_path.rstrip('/'))} on {args.dataset} {args.split}")
+    plot_confusion_matrix(
+        matrix,
+        class_names,
+        os.path.join(args.output_dir, "confusion_matrix.png"),
+        title=f"{os.path.basename(args.model_name_or_path.rstrip('/'))} on {args.dataset} {args.split}",
+    )
     return results
 
 
 def main(argv: list[str] | None = None) -> dict:
-    (args,) = HfArgumentParser(EvaluationArguments).parse_args_into_dataclasses(args=sys.argv[1:] if argv is None else argv)
-    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
+    (args,) = HfArgumentParser(EvaluationArguments).parse_args_into_dataclasses(
+        args=sys.argv[1:] if argv is None else argv
+    )
     results = evaluate_checkpoint(args)
     print(json.dumps({k: v for k, v in results.items() if k != "arguments"}, indent=2))
+    print(f"results and confusion matrix: {os.path.abspath(args.output_dir)}")
     return results
 
 

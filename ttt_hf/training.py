@@ -3,13 +3,18 @@
 `main()` parses `ModelArguments`, `DataArguments` and `TTTTrainingArguments` (TrainingArguments with the
 paper's recipe as defaults), loads a dataset (`ttt_hf.data`), builds a model from a preset or a
 checkpoint, trains, evaluates on the validation and test splits, and saves the model, its image processor,
-`all_results.json` and PNG plots (training curves, inner-loop loss per layer). It runs unchanged under
+`all_results.json` and PNG plots (training curves, inner-loop loss per layer). Defaults come from a named recipe
+(`ttt_hf.recipes`, `--recipe`); flags given on the command line win. It runs unchanged under
 `torchrun --nproc_per_node N` (gloo on CPU, NCCL on GPU) and `accelerate launch`.
 """
 
+import argparse
+import dataclasses
+import difflib
 import json
 import logging
 import os
+import shlex
 import statistics
 import sys
 import time
@@ -30,8 +35,10 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from .data import image_info, load_image_dataset
 from .metrics import compute_classification_metrics
-from .modeling import TTTViTConfig, TTTViTForImageClassification, TTTViTImageProcessor
+from .model_sizing import AUTO_MODEL, auto_geometry, preset_geometry
+from .modeling import PRESETS, TTTViTConfig, TTTViTForImageClassification, TTTViTImageProcessor
 from .plots import plot_inner_losses, plot_training_curves
+from .recipes import DEFAULT_RECIPE, RECIPE_FLAGS, RECIPES, default, get_recipe, recipe_arguments, recipe_help
 from .transforms import EvalTransform, MixupCollator, TrainTransform, collate_images
 
 logger = logging.getLogger("ttt_hf.training")
@@ -40,8 +47,12 @@ logger = logging.getLogger("ttt_hf.training")
 @dataclass
 class ModelArguments:
     preset: str = field(
-        default="ttt-vit-tiny16-mlp",
-        metadata={"help": "Model to train from scratch (`TTTViTConfig.presets()`); ignored with --model_name_or_path."},
+        default="auto",
+        metadata={
+            "help": "Model to train from scratch: 'auto' (a small MTTT-MLP ViT sized to the data: the patch size "
+            "and image size come from the images) or a named preset (`ttt-hf presets`). Ignored with "
+            "--model_name_or_path."
+        },
     )
     model_name_or_path: str | None = field(
         default=None, metadata={"help": "Checkpoint (directory or Hub id) to fine-tune instead of a preset."}
@@ -51,7 +62,8 @@ class ModelArguments:
         metadata={"help": "Comma-separated config fields over the preset, e.g. 'hidden_size=96,num_hidden_layers=4'."},
     )
     image_size: int | None = field(
-        default=None, metadata={"help": "Model input size; default: the preset's, or the dataset's own for small images."}
+        default=None,
+        metadata={"help": "Model input size; default: the preset's, or the dataset's own for small images."},
     )
     ignore_mismatched_sizes: bool = field(
         default=True, metadata={"help": "When fine-tuning on new labels, start a fresh head instead of failing."}
@@ -63,7 +75,9 @@ class ModelArguments:
 class DataArguments:
     dataset: str = field(
         default="fashion-mnist",
-        metadata={"help": "Bundled dataset (fashion-mnist, mnist-5k, digits), an imagefolder directory, or a Hub name."},
+        metadata={
+            "help": "Bundled dataset (fashion-mnist, mnist-5k, digits), an imagefolder directory, or a Hub name."
+        },
     )
     data_dir: str | None = field(default=None, metadata={"help": "Directory of the fashion-mnist IDX files."})
     validation_fraction: float = field(default=0.1, metadata={"help": "Share of train held out for validation."})
@@ -72,37 +86,112 @@ class DataArguments:
     )
     max_train_samples: int | None = field(default=None, metadata={"help": "Train on a fixed random subset."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Evaluate on fixed random subsets."})
-    random_resized_crop: bool = field(default=True, metadata={"help": "Random-resized crop (paper: on)."})
-    crop_min_scale: float = field(default=0.05, metadata={"help": "Smallest crop area fraction (paper: 0.05)."})
-    horizontal_flip: bool = field(default=True, metadata={"help": "Random horizontal flips (paper: on for patches)."})
-    rand_augment: bool = field(default=True, metadata={"help": "RandAugment(2, 10) (paper: on for patches)."})
-    mixup_alpha: float = field(default=0.2, metadata={"help": "Mixup Beta(alpha, alpha); 0 switches it off."})
-    eval_crop_fraction: float = field(
-        default=224 / 256, metadata={"help": "Evaluation centre-crop fraction (paper 224/256; 1.0: plain resize)."}
+    check_images: bool = field(
+        default=True,
+        metadata={"help": "Decode every image of an imagefolder or Hub dataset once before training, so a corrupt "
+                  "file stops the run at once, named (off: for very large datasets)."},
+    )  # fmt: skip
+    skip_corrupt_images: bool = field(
+        default=False, metadata={"help": "Leave unreadable images out (counted in a warning) instead of stopping."}
     )
+    random_resized_crop: bool = field(
+        default=default("random_resized_crop"),
+        metadata={"help": "Random-resized crop." + recipe_help("random_resized_crop")},
+    )
+    crop_min_scale: float = field(
+        default=default("crop_min_scale"),
+        metadata={"help": "Smallest crop area fraction." + recipe_help("crop_min_scale")},
+    )
+    horizontal_flip: bool = field(
+        default=default("horizontal_flip"),
+        metadata={"help": "Random horizontal flips." + recipe_help("horizontal_flip")},
+    )
+    rand_augment: bool = field(
+        default=default("rand_augment"),
+        metadata={"help": "RandAugment(2, 10), big_vision's." + recipe_help("rand_augment")},
+    )
+    mixup_alpha: float = field(
+        default=default("mixup_alpha"),
+        metadata={"help": "Mixup Beta(alpha, alpha); 0: off." + recipe_help("mixup_alpha")},
+    )
+    eval_crop_fraction: float = field(
+        default=default("eval_crop_fraction"),
+        metadata={"help": "Evaluation centre-crop fraction (1.0: plain resize)." + recipe_help("eval_crop_fraction")},
+    )
+
+
+def _recipe_field(flag: str, help_: str):
+    return field(default=default(flag), metadata={"help": help_ + recipe_help(flag)})
 
 
 @dataclass
 class TTTTrainingArguments(TrainingArguments):
-    """TrainingArguments with the paper's recipe as defaults (MTTT.md): AdamW lr 1e-3, weight decay 0.1
-    (= decoupled 1e-4 at lr 1e-3), ~10 % linear warm-up then cosine, gradient clipping 1.0."""
+    """TrainingArguments whose optimiser, schedule, batch and epoch defaults come from a named recipe
+    (`ttt_hf.recipes`): the default recipe's values are the dataclass defaults, and `parse_arguments` puts the
+    chosen recipe's values before the user's flags."""
 
+    recipe: str = field(
+        default=DEFAULT_RECIPE,
+        metadata={"help": "Training recipe: the defaults of every flag marked with recipe values. "
+                  + "; ".join(f"{name}: {recipe.description}" for name, recipe in RECIPES.items()) + "."},
+    )  # fmt: skip
     output_dir: str | None = field(default="outputs/ttt-vit", metadata={"help": "Where checkpoints and results go."})
-    learning_rate: float = field(default=1e-3, metadata={"help": "Peak AdamW learning rate."})
-    weight_decay: float = field(default=0.1, metadata={"help": "AdamW (decoupled) weight decay."})
-    lr_scheduler_type: str = field(default="cosine", metadata={"help": "Schedule after warm-up."})
-    warmup_steps: float = field(default=0.1, metadata={"help": "Warm-up steps, or a fraction of all steps if < 1."})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm."})
+    learning_rate: float = _recipe_field("learning_rate", "Peak learning rate.")
+    weight_decay: float = _recipe_field("weight_decay", "AdamW (decoupled) weight decay, multiplied by the lr.")
+    weight_decay_mask: str = _recipe_field(
+        "weight_decay_mask", "Which parameters decay: 'kernels' (the official mask: weight matrices only) or "
+        "'transformers' (Trainer's: all but LayerNorm weights and biases)."
+    )  # fmt: skip
+    adam_beta1: float = _recipe_field("adam_beta1", "Adam beta1.")
+    adam_beta2: float = _recipe_field("adam_beta2", "Adam beta2.")
+    adam_epsilon: float = _recipe_field("adam_epsilon", "Adam epsilon.")
+    lr_scheduler_type: str = _recipe_field("lr_scheduler_type", "Schedule after warm-up.")
+    warmup_steps: float = _recipe_field("warmup_steps", "Linear warm-up steps, or a fraction of all steps if < 1.")
+    max_grad_norm: float = _recipe_field("max_grad_norm", "Gradient clipping norm.")
+    num_train_epochs: float = _recipe_field("num_train_epochs", "Epochs.")
+    global_batch_size: int | None = field(
+        default=None,
+        metadata={"help": "Training batch over all processes and accumulation steps; sets "
+                  "--per_device_train_batch_size (which, if given, wins)." + recipe_help("global_batch_size")},
+    )  # fmt: skip
     eval_strategy: str = field(default="epoch", metadata={"help": "When to evaluate on the validation split."})
     save_strategy: str = field(default="epoch", metadata={"help": "When to save checkpoints."})
     save_total_limit: int | None = field(default=2, metadata={"help": "Checkpoints to keep."})
     logging_steps: float = field(default=10, metadata={"help": "Log the training loss every N steps."})
-    remove_unused_columns: bool = field(default=False, metadata={"help": "Keep `image` for the on-the-fly transforms."})
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "Keep `image` for the on-the-fly transforms."}
+    )
     per_device_eval_batch_size: int = field(default=64, metadata={"help": "Evaluation batch size per device."})
     dataloader_pin_memory: bool = field(
         default=torch.cuda.is_available(), metadata={"help": "Pin host memory (useful only with a GPU)."}
     )
     plots: bool = field(default=True, metadata={"help": "Write training_curves.png and inner_losses.png."})
+
+    def __post_init__(self):
+        get_recipe(self.recipe)
+        if self.weight_decay_mask not in ("kernels", "transformers"):
+            raise ValueError(
+                f"--weight_decay_mask must be 'kernels' or 'transformers', got {self.weight_decay_mask!r}."
+            )
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+            # Several processes on a machine without a GPU: without use_cpu, accelerate starts the process group
+            # but runs every process as a single one (each sees all data, metrics come out wrong).
+            self.use_cpu = True
+            self.ddp_backend = self.ddp_backend or "gloo"
+        super().__post_init__()
+
+    def resolve_batch_size(self) -> None:
+        """Per-device batch from `global_batch_size`, over this run's processes and accumulation steps."""
+        if self.global_batch_size is None:
+            return
+        shares = self.world_size * self.gradient_accumulation_steps
+        if self.global_batch_size % shares:
+            raise ValueError(
+                f"--global_batch_size {self.global_batch_size} does not split over {self.world_size} process(es) x "
+                f"{self.gradient_accumulation_steps} accumulation step(s): give a multiple of {shares}, or "
+                "--per_device_train_batch_size."
+            )
+        self.per_device_train_batch_size = self.global_batch_size // shares
 
 
 class ImageClassificationTrainer(Trainer):
@@ -125,6 +214,13 @@ class ImageClassificationTrainer(Trainer):
 
     def get_test_dataloader(self, test_dataset):
         return self._with_eval_collator(super().get_test_dataloader, test_dataset)
+
+    def get_decay_parameter_names(self, model) -> list[str]:
+        """The official weight-decay mask (weight matrices only; `--weight_decay_mask kernels`) where the model
+        defines it, else Trainer's (all but LayerNorm weights and biases)."""
+        if self.args.weight_decay_mask == "kernels" and hasattr(model, "decay_parameter_names"):
+            return model.decay_parameter_names()
+        return super().get_decay_parameter_names(model)
 
 
 class EpochTimer(TrainerCallback):
@@ -173,26 +269,54 @@ def parse_overrides(text: str | None) -> dict:
     return overrides
 
 
+def check_override_keys(overrides: dict, config_class: type) -> None:
+    """Refuse a key that is not a field of `config_class` (a config would keep it silently), naming the closest."""
+    fields = [f.name for f in dataclasses.fields(config_class)]
+    settable = set(fields) - {"id2label", "label2id", "transformers_version", "architectures"}
+    for key in overrides:
+        if key not in settable:
+            close = difflib.get_close_matches(key, fields, n=3, cutoff=0.6)
+            hint = f" Did you mean {' or '.join(map(repr, close))}?" if close else ""
+            labels = " (labels come from the dataset)" if key in ("num_labels", "id2label", "label2id") else ""
+            raise ValueError(
+                f"--config_overrides: {key!r} is not a field of {config_class.__name__}{labels}.{hint} Fields: "
+                f"{', '.join(sorted(settable))}."
+            )
+
+
 def build_model(model_args: ModelArguments, data_args: DataArguments, class_names: list[str], info):
     """A new model from a preset (sized to the data) or a checkpoint with a head for these labels."""
     labels = dict(id2label=dict(enumerate(class_names)), label2id={n: i for i, n in enumerate(class_names)})
     overrides = parse_overrides(model_args.config_overrides)
     if model_args.model_name_or_path:
         config = AutoConfig.from_pretrained(
+            model_args.model_name_or_path, trust_remote_code=model_args.trust_remote_code
+        )
+        check_override_keys(overrides, type(config))
+        config = AutoConfig.from_pretrained(
             model_args.model_name_or_path, trust_remote_code=model_args.trust_remote_code,
             num_labels=len(class_names), **labels, **overrides,
-        )
+        )  # fmt: skip
         model = AutoModelForImageClassification.from_pretrained(
-            model_args.model_name_or_path, config=config, trust_remote_code=model_args.trust_remote_code,
+            model_args.model_name_or_path,
+            config=config,
+            trust_remote_code=model_args.trust_remote_code,
             ignore_mismatched_sizes=model_args.ignore_mismatched_sizes,
         )
     else:
-        if model_args.image_size is not None:
-            overrides.setdefault("image_size", model_args.image_size)
-        elif max(info.height, info.width) < 64:  # small datasets train at their own resolution
-            overrides.setdefault("image_size", max(info.height, info.width))
-        overrides.setdefault("num_channels", info.num_channels)
-        config = TTTViTConfig.from_preset(model_args.preset, num_labels=len(class_names), **labels, **overrides)
+        check_override_keys(overrides, TTTViTConfig)
+        if model_args.preset == "auto":
+            size = model_args.image_size or overrides.get("image_size")
+            fields = {**PRESETS["ttt-vit-tiny16-mlp"], **AUTO_MODEL, **auto_geometry(info, size)}
+        elif model_args.preset in PRESETS:
+            fields = {**PRESETS[model_args.preset], **overrides}
+            fields.update(preset_geometry(info, fields, model_args.image_size or overrides.get("image_size")))
+        else:
+            raise ValueError(
+                f"Unknown preset {model_args.preset!r}: use 'auto' or one of {', '.join(sorted(PRESETS))}."
+            )
+        fields = {**fields, **overrides, "num_channels": overrides.get("num_channels", info.num_channels)}
+        config = TTTViTConfig(**fields, num_labels=len(class_names), **labels)
         model = TTTViTForImageClassification(config)
     if model.config.num_channels != info.num_channels and info.num_channels == 3:
         raise ValueError(
@@ -218,33 +342,52 @@ def inner_losses_on(model, pixel_values: torch.Tensor) -> np.ndarray | None:
 def run(model_args: ModelArguments, data_args: DataArguments, training_args: TTTTrainingArguments) -> dict:
     """Train and evaluate; returns the metrics written to `all_results.json`."""
     transformers.set_seed(training_args.seed)
+    training_args.resolve_batch_size()
     data = load_image_dataset(
-        data_args.dataset, data_dir=data_args.data_dir, validation_fraction=data_args.validation_fraction,
-        seed=data_args.split_seed, max_train_samples=data_args.max_train_samples,
+        data_args.dataset,
+        data_dir=data_args.data_dir,
+        validation_fraction=data_args.validation_fraction,
+        seed=data_args.split_seed,
+        max_train_samples=data_args.max_train_samples,
         max_eval_samples=data_args.max_eval_samples,
+        check_images=data_args.check_images,
+        skip_corrupt_images=data_args.skip_corrupt_images,
     )
     class_names = data["train"].features["label"].names
     info = image_info(data)
     model, processor = build_model(model_args, data_args, class_names, info)
     logger.info(
-        "%s: %d train / %d validation / %d test images of %dx%d %s; model %s, %.2fM parameters, %d tokens",
+        "%s: %d train / %d validation / %d test images of %dx%d %s; model %s, %.2fM parameters, %d tokens "
+        "(%dx%d input, %dx%d patches); recipe %s, batch %d x %d process(es)",
         data_args.dataset, len(data["train"]), len(data["validation"]), len(data["test"]), info.height, info.width,
         info.mode, model.config.mixer, model.num_parameters() / 1e6, model.config.num_tokens,
-    )
+        model.config.image_size, model.config.image_size, model.config.patch_size, model.config.patch_size,
+        training_args.recipe, training_args.per_device_train_batch_size, training_args.world_size,
+    )  # fmt: skip
     train_transform = TrainTransform(
-        processor, random_resized_crop=data_args.random_resized_crop, scale=(data_args.crop_min_scale, 1.0),
-        horizontal_flip=data_args.horizontal_flip, rand_augment=data_args.rand_augment, seed=training_args.seed,
+        processor,
+        random_resized_crop=data_args.random_resized_crop,
+        scale=(data_args.crop_min_scale, 1.0),
+        horizontal_flip=data_args.horizontal_flip,
+        rand_augment=data_args.rand_augment,
+        seed=training_args.seed,
     )
     train_set = data["train"].with_transform(train_transform)
     eval_set = data["validation"].with_transform(EvalTransform(processor))
     test_set = data["test"].with_transform(EvalTransform(processor))
     collator = (
         MixupCollator(len(class_names), data_args.mixup_alpha, seed=training_args.seed)
-        if data_args.mixup_alpha > 0 else collate_images
+        if data_args.mixup_alpha > 0
+        else collate_images
     )
     trainer = ImageClassificationTrainer(
-        model=model, args=training_args, train_dataset=train_set, eval_dataset=eval_set,
-        data_collator=collator, compute_metrics=compute_classification_metrics, processing_class=processor,
+        model=model,
+        args=training_args,
+        train_dataset=train_set,
+        eval_dataset=eval_set,
+        data_collator=collator,
+        compute_metrics=compute_classification_metrics,
+        processing_class=processor,
         callbacks=[SetEpochCallback(train_transform, collator), timer := EpochTimer()],
     )
     resume = training_args.resume_from_checkpoint
@@ -258,36 +401,93 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: TTT
     metrics.update(trainer.evaluate(eval_set, metric_key_prefix="eval"))
     metrics.update(trainer.evaluate(test_set, metric_key_prefix="test"))
     metrics["num_parameters"] = model.num_parameters()
+    metrics["recipe"] = training_args.recipe
+    metrics["settings"] = {  # what this run used: the recipe's values and the flags given over them
+        flag: getattr(data_args if hasattr(data_args, flag) else training_args, flag) for flag in RECIPE_FLAGS
+    } | {"per_device_train_batch_size": training_args.per_device_train_batch_size,
+         "world_size": training_args.world_size}  # fmt: skip
+    command = getattr(training_args, "command", None)  # set by parse_arguments
+    metrics["command"] = shlex.join(["ttt-hf", "train", *command]) if command is not None else None
     if trainer.is_world_process_zero():
         trainer.save_metrics("all", metrics)
         trainer.save_state()
         if training_args.plots:
-            plot_training_curves(trainer.state.log_history, os.path.join(training_args.output_dir, "training_curves.png"))
+            plot_training_curves(
+                trainer.state.log_history, os.path.join(training_args.output_dir, "training_curves.png")
+            )
             probe = collate_images([test_set[i] for i in range(min(32, len(test_set)))])["pixel_values"]
             losses = inner_losses_on(model, probe)
             if losses is not None:
-                plot_inner_losses(losses, os.path.join(training_args.output_dir, "inner_losses.png"),
-                                  title=f"inner loss per layer ({model.config.mixer}, {len(probe)} test images)")
+                plot_inner_losses(
+                    losses,
+                    os.path.join(training_args.output_dir, "inner_losses.png"),
+                    title=f"inner loss per layer ({model.config.mixer}, {len(probe)} test images)",
+                )
                 metrics["inner_loss_before"] = float(losses[:, 0].mean())
                 metrics["inner_loss_after"] = float(losses[:, -1].mean())
                 trainer.save_metrics("all", metrics)
     return metrics
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = HfArgumentParser((ModelArguments, DataArguments, TTTTrainingArguments))
-    argv = sys.argv[1:] if argv is None else argv
+def _recipe_in(argv: list[str]) -> str:
+    pick = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    pick.add_argument("--recipe", default=DEFAULT_RECIPE)
+    return pick.parse_known_args(argv)[0].recipe
+
+
+def argument_parser() -> HfArgumentParser:
+    return HfArgumentParser((ModelArguments, DataArguments, TTTTrainingArguments))
+
+
+def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataArguments, TTTTrainingArguments]:
+    """Flags (or one JSON file of them) over the chosen recipe's values: the recipe's flags go first, so every
+    flag the user gives wins."""
+    parser = argument_parser()
     if len(argv) == 1 and argv[0].endswith(".json"):
-        model_args, data_args, training_args = parser.parse_json_file(os.path.abspath(argv[0]))
+        with open(argv[0]) as file:
+            given = json.load(file)
+        recipe = get_recipe(given.get("recipe", DEFAULT_RECIPE)).settings()
+        if "per_device_train_batch_size" in given:
+            recipe.pop("global_batch_size")
+        model_args, data_args, training_args = parser.parse_dict({**recipe, **given})
     else:
-        model_args, data_args, training_args = parser.parse_args_into_dataclasses(args=argv)
-    logging.basicConfig(
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", level=logging.INFO,
-        handlers=[logging.StreamHandler(sys.stdout)],
+        given = {token[2:].split("=", 1)[0] for token in argv if token.startswith("--")}
+        model_args, data_args, training_args = parser.parse_args_into_dataclasses(
+            args=[*recipe_arguments(_recipe_in(argv), given), *argv]
+        )
+    training_args.command = list(argv)
+    return model_args, data_args, training_args
+
+
+def setup_logging(training_args: TrainingArguments) -> None:
+    """ttt_hf's log lines on stdout, through one handler of its own (nothing on the root logger, so libraries
+    with their own handlers, huggingface_hub's among them, are not printed twice)."""
+    package = logging.getLogger("ttt_hf")
+    if not package.handlers:
+        handler = logging.StreamHandler(sys.stdout)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+        package.addHandler(handler)
+        package.propagate = False
+    package.setLevel(logging.INFO if training_args.should_log else logging.WARNING)
+
+
+def summary(metrics: dict, output_dir: str) -> str:
+    """The end of a run in two lines: validation and test top-1/top-5, and where the model is."""
+    scores = "   ".join(
+        f"{name} top-1 {metrics[f'{prefix}_accuracy']:.4f}, top-5 {metrics[f'{prefix}_top5_accuracy']:.4f}"
+        for name, prefix in (("validation", "eval"), ("test", "test"))
+        if f"{prefix}_accuracy" in metrics
     )
-    if not training_args.should_log:
-        logger.setLevel(logging.WARNING)
-    return run(model_args, data_args, training_args)
+    return f"{scores}\nmodel, image processor and all_results.json: {os.path.abspath(output_dir)}"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    model_args, data_args, training_args = parse_arguments(sys.argv[1:] if argv is None else argv)
+    setup_logging(training_args)
+    metrics = run(model_args, data_args, training_args)
+    if training_args.process_index == 0:
+        print(summary(metrics, training_args.output_dir), flush=True)
+    return metrics
 
 
 if __name__ == "__main__":
