@@ -9,11 +9,13 @@ from .modeling_ttt_vit import (
     TTTViTModelOutput,
     TTTViTPreTrainedModel,
 )
+from .pipeline_ttt_vit import TTTViTImageClassificationPipeline
 
 __all__ = [
     "PRESETS",
     "TTTViTConfig",
     "TTTViTForImageClassification",
+    "TTTViTImageClassificationPipeline",
     "TTTViTImageClassifierOutput",
     "TTTViTImageProcessor",
     "TTTViTModel",

@@ -193,6 +193,21 @@ class TTTViTConfig(PreTrainedConfig):
         """Tokens per image at the configured `image_size`."""
         return (self.image_size // self.patch_size) ** 2
 
+    @property
+    def custom_pipelines(self) -> dict:
+        """As remote code (no ttt_hf), `pipeline("image-classification")` takes the checkpoint's pipeline_ttt_vit.py,
+        which keeps each image's mode for the processor. The installed copy names none: ttt_hf registers that
+        pipeline itself, and a custom pipeline would make `pipeline()` demand `trust_remote_code`."""
+        pipelines = dict(self.__dict__.get("custom_pipelines") or {})  # any set by hand or read from config.json
+        if __name__.startswith("transformers_modules."):
+            impl = "pipeline_ttt_vit.TTTViTImageClassificationPipeline"
+            pipelines.setdefault("image-classification", {"impl": impl, "pt": ["AutoModelForImageClassification"]})
+        return pipelines
+
+    @custom_pipelines.setter
+    def custom_pipelines(self, value):
+        self.__dict__["custom_pipelines"] = value
+
     def inner_lrs(self) -> list[float]:
         """The step size of every inner step, as a list of length `inner_steps`."""
         if isinstance(self.inner_lr, list):

@@ -14,6 +14,7 @@ from transformers.utils.generic import can_return_tuple
 
 from .configuration_ttt_vit import TTTViTConfig
 from .image_processing_ttt_vit import TTTViTImageProcessor
+from .pipeline_ttt_vit import TTTViTImageClassificationPipeline  # noqa: F401  (copied as remote code)
 from .ttt_layers import MIXERS, TTTMixer
 
 
@@ -337,6 +338,7 @@ class TTTViTForImageClassification(TTTViTPreTrainedModel):
 # next to the weights as remote code. The image processor is found through config.json's auto_map only: an
 # `AutoImageProcessor` entry in preprocessor_config.json makes transformers' pipeline look for a matching
 # remote *video* processor and ask whether to run custom code, even with ttt_hf installed.
+# pipeline_ttt_vit.py is imported above so that it travels too: the remote config's `custom_pipelines` names it.
 TTTViTConfig.register_for_auto_class()
 TTTViTModel.register_for_auto_class("AutoModel")
 TTTViTForImageClassification.register_for_auto_class("AutoModelForImageClassification")

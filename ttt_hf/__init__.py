@@ -2,15 +2,18 @@
 
 Importing the package registers the TTT-ViT classes with transformers' Auto classes, so that
 `AutoConfig`, `AutoModel`, `AutoModelForImageClassification`, `AutoImageProcessor` and
-`pipeline("image-classification")` load TTT-ViT checkpoints without `trust_remote_code`.
+`pipeline("image-classification")` load TTT-ViT checkpoints without `trust_remote_code`; that pipeline then
+reads images in their own mode (see modeling/pipeline_ttt_vit.py) and is the stock one for every other model.
 """
 
 from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageClassification
+from transformers.pipelines import PIPELINE_REGISTRY
 
 from .modeling import (
     PRESETS,
     TTTViTConfig,
     TTTViTForImageClassification,
+    TTTViTImageClassificationPipeline,
     TTTViTImageClassifierOutput,
     TTTViTImageProcessor,
     TTTViTModel,
@@ -24,11 +27,14 @@ AutoConfig.register(TTTViTConfig.model_type, TTTViTConfig, exist_ok=True)
 AutoModel.register(TTTViTConfig, TTTViTModel, exist_ok=True)
 AutoModelForImageClassification.register(TTTViTConfig, TTTViTForImageClassification, exist_ok=True)
 AutoImageProcessor.register(TTTViTConfig, image_processor_classes={"pil": TTTViTImageProcessor}, exist_ok=True)
+# Not register_pipeline: that would tag the class so that Pipeline.save_pretrained writes `custom_pipelines`.
+PIPELINE_REGISTRY.supported_tasks["image-classification"]["impl"] = TTTViTImageClassificationPipeline
 
 __all__ = [
     "PRESETS",
     "TTTViTConfig",
     "TTTViTForImageClassification",
+    "TTTViTImageClassificationPipeline",
     "TTTViTImageClassifierOutput",
     "TTTViTImageProcessor",
     "TTTViTModel",
