@@ -12,6 +12,7 @@ INNER_BATCHINGS = ("full", "shuffled")
 FEATURE_MAPS = ("identity", "elu_plus_one")
 NORMALIZERS = ("constant", "adaptive")
 SHUFFLE_EVAL_MODES = ("fixed", "random")
+SHUFFLE_SCOPES = ("batch", "image")
 INNER_GRADIENTS = ("analytic", "autograd")
 INNER_KERNELS = ("torch", "triton")
 
@@ -79,10 +80,21 @@ class TTTViTConfig(PreTrainedConfig):
             one per step.
         inner_batching (`str`, defaults to `"full"`): `"full"` (every step sees all N tokens) or `"shuffled"`
             (tokens permuted per head and split into T mini-batches of N // T tokens, one per step).
+        inner_shuffle_scope (`str`, defaults to `"batch"`): which images share a random token order (training,
+            and evaluation with `inner_shuffle_eval="random"`). `"batch"` draws one permutation per layer and head
+            for each forward call, shared by every image of the batch and fresh every call: the official JAX code
+            (inner_loop.py draws `make_rng("idx")` folded with the head index inside its vmap over the device
+            batch), hence the default. Under DDP each process is a device batch: give the processes different
+            seeds to draw different orders, as the official code does (it folds in the device index). `"image"`
+            draws a fresh permutation per image, layer and head, so orders are independent across a batch: a
+            deviation (this model's behaviour before the option existed), kept for comparison; the paper reports
+            no result with it.
         inner_shuffle_eval (`str`, defaults to `"fixed"`): how `"shuffled"` batching permutes tokens in eval
             mode. `"fixed"` draws one permutation per layer and head from `inner_shuffle_seed`, shared by all
-            images, so predictions are reproducible and a batch equals its images run one by one;
-            `"random"` draws fresh permutations as in training (the official JAX code's behaviour).
+            images, so predictions are reproducible and a batch equals its images run one by one (a deviation
+            from the official code, whose outputs at evaluation are random); `"random"` draws fresh permutations
+            as in training, per `inner_shuffle_scope`: with `"batch"` that is the official code's evaluation
+            (one order per layer and head for the whole batch, fresh every call).
         inner_shuffle_seed (`int`, defaults to 0): seed of the fixed evaluation permutations.
         inner_hidden_ratio (`int`, defaults to 4): hidden width of the MTTT-MLP learner, in units of d/H.
         inner_gradient (`str`, defaults to `"analytic"`): how inner steps get their gradient: `"analytic"` (written
@@ -117,6 +129,7 @@ class TTTViTConfig(PreTrainedConfig):
     inner_steps: int = 1
     inner_lr: float | list[float] = 1.0
     inner_batching: str = "full"
+    inner_shuffle_scope: str = "batch"
     inner_shuffle_eval: str = "fixed"
     inner_shuffle_seed: int = 0
     inner_hidden_ratio: int = 4
@@ -143,6 +156,7 @@ class TTTViTConfig(PreTrainedConfig):
         _choice("mixer", self.mixer, MIXERS)
         _choice("position_embedding", self.position_embedding, POSITION_EMBEDDINGS)
         _choice("inner_batching", self.inner_batching, INNER_BATCHINGS)
+        _choice("inner_shuffle_scope", self.inner_shuffle_scope, SHUFFLE_SCOPES)
         _choice("inner_shuffle_eval", self.inner_shuffle_eval, SHUFFLE_EVAL_MODES)
         _choice("inner_gradient", self.inner_gradient, INNER_GRADIENTS)
         _choice("inner_kernel", self.inner_kernel, INNER_KERNELS)

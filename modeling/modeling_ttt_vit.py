@@ -1,10 +1,13 @@
 """TTT-ViT: the paper's pre-LN ViT (no class token, mean pooling, tanh pre-logits, zero-init head) whose
 token mixer is chosen by `config.mixer` (see ttt_layers.py)."""
 
+import glob
+import json
 import os
 from dataclasses import dataclass
 
 import torch
+from safetensors import SafetensorError, safe_open
 from torch import nn
 from transformers import PreTrainedModel
 from transformers import initialization as init
@@ -57,6 +60,50 @@ def soft_target_cross_entropy(logits, targets, num_items_in_batch=None):
         return loss / logits.shape[0]
     num_images = torch.as_tensor(num_items_in_batch, device=loss.device, dtype=loss.dtype) / logits.shape[-1]
     return loss / num_images
+
+
+def flax_lecun_normal_(tensor: torch.Tensor) -> torch.Tensor:
+    """flax's default kernel init, variance_scaling(1, "fan_in", "truncated_normal"): a normal truncated at
+    +-2 sigma with sigma = sqrt(1 / fan_in) / 0.8796 (the std of a standard normal cut there), so the result
+    has std sqrt(1 / fan_in). `transformers.initialization.lecun_normal_` cuts at +-2 absolute instead, which
+    leaves the std 1.14x too large."""
+    fan_in, _ = nn.init._calculate_fan_in_and_fan_out(tensor)
+    std = (1.0 / fan_in) ** 0.5 / 0.87962566103423978
+    return init.trunc_normal_(tensor, std=std, a=-2 * std, b=2 * std)
+
+
+def _unreadable_safetensors(name_or_path, subfolder="", cache_dir=None, revision=None) -> list[str]:
+    """The *.safetensors files of a local folder, or of a Hub repo's cached snapshot, that cannot be opened."""
+    if name_or_path is None:
+        return []
+    if os.path.isdir(name_or_path):
+        candidates = sorted(glob.glob(os.path.join(name_or_path, subfolder, "*.safetensors")))
+    else:
+        from huggingface_hub import try_to_load_from_cache
+
+        def cached(filename):
+            try:
+                path = try_to_load_from_cache(
+                    str(name_or_path), "/".join(filter(None, [subfolder, filename])), cache_dir, revision
+                )
+            except ValueError:  # not a valid repo id (HFValidationError)
+                return None
+            return path if isinstance(path, str) else None
+
+        names = ["model.safetensors"]
+        index = cached("model.safetensors.index.json")
+        if index is not None:
+            with open(index, encoding="utf-8") as f:
+                names += sorted(set(json.load(f).get("weight_map", {}).values()))
+        candidates = [path for path in map(cached, names) if path is not None]
+    unreadable = []
+    for path in candidates:
+        try:
+            with safe_open(path, "pt"):
+                pass
+        except (SafetensorError, OSError):
+            unreadable.append(path)
+    return unreadable
 
 
 def sincos_2d_position_embedding(grid: int, width: int, temperature: float = 10_000.0) -> torch.Tensor:
@@ -148,11 +195,16 @@ class TTTViTLayer(GradientCheckpointingLayer):
         self.norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.mlp = TTTViTMLP(config)
 
-    def forward(self, hidden_states, output_inner_losses: bool = False):
-        mixed, inner_losses = self.mixer(self.norm1(hidden_states), output_inner_losses)
+    def forward(self, hidden_states, output_inner_losses: bool = False, output_attentions: bool = False):
+        """Returns (hidden_states, inner losses or None, attention weights or None)."""
+        inner_losses = attentions = None
+        if output_attentions:  # only the self-attention mixer has weights (the model checks the mixer)
+            mixed, attentions = self.mixer(self.norm1(hidden_states), return_attentions=True)
+        else:
+            mixed, inner_losses = self.mixer(self.norm1(hidden_states), output_inner_losses)
         hidden_states = hidden_states + mixed
         hidden_states = hidden_states + self.mlp(self.norm2(hidden_states))
-        return hidden_states, inner_losses
+        return hidden_states, inner_losses, attentions
 
 
 class TTTViTPreTrainedModel(PreTrainedModel):
@@ -175,18 +227,66 @@ class TTTViTPreTrainedModel(PreTrainedModel):
                 save_directory
             )
 
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, *model_args, **kwargs):
+        """`PreTrainedModel.from_pretrained`, except that a truncated or corrupt weights file raises an `OSError`
+        naming the file and the remedy (safetensors' own error, kept as `__cause__`, says neither)."""
+        try:
+            return super().from_pretrained(pretrained_model_name_or_path, *model_args, **kwargs)
+        except SafetensorError as err:
+            files = _unreadable_safetensors(
+                pretrained_model_name_or_path,
+                kwargs.get("subfolder") or "",
+                kwargs.get("cache_dir"),
+                kwargs.get("revision"),
+            )
+            where = ", ".join(files) if files else f"the *.safetensors weights of {pretrained_model_name_or_path}"
+            raise OSError(
+                f"Cannot load TTT-ViT weights: {where} is truncated or corrupt ({err}). Delete the file and "
+                "download it again (from the Hub: `from_pretrained(..., force_download=True)`), or save the model "
+                "again with `save_pretrained`."
+            ) from err
+
+    def decay_parameter_names(self) -> list[str]:
+        """Names (as in `named_parameters()`) of the parameters the official optimizer decays.
+
+        tools/build_optax.py decays the parameters whose path matches `.*/kernel$` (config `wd_mults`): every
+        Dense/Conv kernel (patch embedding, projections, block MLP, pre-logits, head), phi/psi/g/h and the inner
+        learner's matrices W_0 (`inner_Dense_*/kernel`). Not decayed: biases (g_bias, h_bias, W_0's biases), LN
+        scales (the decoder LN's too) and the learned position embeddings (`pos_embedding`). Frozen W_0 buffers
+        are not parameters. Trainer's default (everything but LayerNorm modules and biases) would also decay
+        `decoder_norm_weight`, `inner_init_1`/`inner_init_3` and `position_embeddings`."""
+        kernels = set()
+        for prefix, module in self.named_modules():
+            prefix = f"{prefix}." if prefix else ""
+            if isinstance(module, (nn.Linear, nn.Conv2d)):
+                kernels.add(f"{prefix}weight")
+            elif isinstance(module, TTTMixer):
+                kernels.update(prefix + name for name in module.kernel_names())
+        return [name for name, _ in self.named_parameters() if name in kernels]
+
     def _init_weights(self, module):
-        """big_vision's ViT init: xavier-uniform kernels, zero biases, LN to identity, zero head."""
+        """The official init (model.py, inner_loop.py, and flax's defaults where they name none).
+
+        Kernels are xavier-uniform, biases zero, LN scale one, the head zero; except: the patch embedding and
+        the pre-logits (flax `nn.Conv` / `nn.Dense` defaults) are lecun-normal; the block MLP's biases are
+        normal(1e-6) (model.py MlpBlock); g is variance_scaling(1, fan_out, uniform), bound sqrt(3 / d)
+        (inner_loop.py). phi/psi (vs_fan_in on [H, d, k]) and h (vs_fan_out on [H, k, d]) have bound
+        sqrt(3 / d) too, which is xavier-uniform's sqrt(6 / (d + d)) on our d x d `key`/`query`/`output`.
+        """
         if isinstance(module, nn.Linear) and module is getattr(self, "classifier", None):
             init.zeros_(module.weight)
             init.zeros_(module.bias)
+        elif isinstance(module, nn.Conv2d) or module is getattr(self, "pooler", None):
+            flax_lecun_normal_(module.weight)
+            init.zeros_(module.bias)
         elif isinstance(module, nn.Linear):
             init.xavier_uniform_(module.weight)
-            if module.bias is not None:
+            mlp = [m for layer in getattr(self.base_model, "layers", ()) for m in (layer.mlp.fc1, layer.mlp.fc2)]
+            if any(module is m for m in mlp):
+                init.normal_(module.bias, std=1e-6)
+            elif module.bias is not None:
                 init.zeros_(module.bias)
-        elif isinstance(module, nn.Conv2d):
-            init.lecun_normal_(module.weight)
-            init.zeros_(module.bias)
         elif isinstance(module, nn.LayerNorm):
             init.ones_(module.weight)
             init.zeros_(module.bias)
@@ -197,16 +297,15 @@ class TTTViTPreTrainedModel(PreTrainedModel):
                 grid = self.config.image_size // self.config.patch_size
                 init.copy_(module.position_embeddings, sincos_2d_position_embedding(grid, self.config.hidden_size)[None])
         elif isinstance(module, TTTMixer):
-            heads, k, d = module.value_weight.shape
-            bound = (6.0 / (k + d)) ** 0.5  # xavier-uniform per head
-            init.uniform_(module.value_weight, -bound, bound)
+            d = module.value_weight.shape[-1]  # [H, k, d]: fan_out = d (the head axis is a batch axis)
+            init.uniform_(module.value_weight, -((3.0 / d) ** 0.5), (3.0 / d) ** 0.5)
             init.zeros_(module.value_bias)
             if self.config.decoder_layer_norm:
                 init.ones_(module.decoder_norm_weight)
                 init.zeros_(module.decoder_norm_bias)
             for param in module.inner_init_params():
                 if param.ndim == 3 and self.config.mixer == "ttt_mlp":
-                    bound = (6.0 / (param.shape[1] + param.shape[2])) ** 0.5
+                    bound = (6.0 / (param.shape[1] + param.shape[2])) ** 0.5  # xavier-uniform per head
                     init.uniform_(param, -bound, bound)
                 else:  # MLP biases, and a learned MTTT-Linear W_0 (starts at 0)
                     init.zeros_(param)
@@ -226,12 +325,53 @@ class TTTViTModel(TTTViTPreTrainedModel):
     def get_input_embeddings(self):
         return self.embeddings.patch_embeddings
 
+    def _hidden_state_selection(self, output_hidden_states) -> set[int] | None:
+        """The indices into (embeddings, block 1, ..., block L) that `output_hidden_states` asks for, as
+        transformers' ViT reads it: a bool (all or none), or an index or list of indices (negative ones count
+        from the end). Unlike ViT, an index out of range raises instead of selecting nothing."""
+        if output_hidden_states is None or isinstance(output_hidden_states, bool):
+            return set(range(len(self.layers) + 1)) if output_hidden_states else None
+        indices = [output_hidden_states] if isinstance(output_hidden_states, int) else output_hidden_states
+        count = len(self.layers) + 1
+        if not isinstance(indices, (list, tuple)) or not all(
+            isinstance(i, int) and not isinstance(i, bool) for i in indices
+        ):
+            raise ValueError(
+                "`output_hidden_states` must be a bool, or an index or list of indices into the "
+                f"{count} hidden states (embeddings and every block's output); got {output_hidden_states!r}."
+            )
+        if any(not -count <= i < count for i in indices):
+            raise ValueError(
+                f"`output_hidden_states` indices must be in [{-count}, {count - 1}] (the embeddings and "
+                f"{count - 1} blocks); got {output_hidden_states!r}."
+            )
+        return {i % count for i in indices} or None
+
+    def _check_output_attentions(self, output_attentions) -> bool:
+        if output_attentions is None or output_attentions is False:
+            return False
+        if output_attentions is not True:
+            raise ValueError(f"`output_attentions` must be a bool, got {output_attentions!r}.")
+        if self.config.mixer != "self_attention":
+            why = (
+                "linear attention never forms the N x N attention matrix (it sums keys x values first)"
+                if self.config.mixer == "linear_attention"
+                else "its TTT layers have no attention matrix: each image trains an inner learner instead "
+                "(`output_inner_losses=True` returns its losses)"
+            )
+            raise ValueError(
+                f"`output_attentions=True` needs mixer='self_attention'; this model has mixer="
+                f"{self.config.mixer!r}, and {why}."
+            )
+        return True
+
     @can_return_tuple
     def forward(
         self,
         pixel_values: torch.Tensor | None = None,
         interpolate_pos_encoding: bool | None = None,
-        output_hidden_states: bool | None = None,
+        output_hidden_states: bool | int | list[int] | None = None,
+        output_attentions: bool | None = None,
         output_inner_losses: bool | None = None,
         **kwargs,
     ) -> TTTViTModelOutput:
@@ -240,7 +380,13 @@ class TTTViTModel(TTTViTPreTrainedModel):
             Images in [-1, 1], as the model's image processor makes them.
         interpolate_pos_encoding (`bool`, *optional*): accept other image sizes by resampling the position
             embeddings (sin-cos embeddings are recomputed exactly for square grids).
-        output_hidden_states (`bool`, *optional*): also return the embeddings and every block's output.
+        output_hidden_states (`bool`, `int` or `list[int]`, *optional*): also return the embeddings and every
+            block's output (before the final LayerNorm), as transformers' ViT does: `True` all of them, an index
+            or list of indices only those (the others are `None` in the tuple).
+        output_attentions (`bool`, *optional*): also return every block's softmax attention weights
+            `[batch_size, num_heads, N, N]`; only the `self_attention` mixer has them (computed explicitly,
+            under SDPA too). The TTT and linear-attention mixers raise a `ValueError`: they form no attention
+            matrix.
         output_inner_losses (`bool`, *optional*): also return every TTT layer's inner loss before and after
             each inner step (computed only when asked).
         """
@@ -248,21 +394,29 @@ class TTTViTModel(TTTViTPreTrainedModel):
             raise ValueError("You have to specify `pixel_values`.")
         if output_hidden_states is None:
             output_hidden_states = self.config.output_hidden_states
+        if output_attentions is None:
+            output_attentions = self.config.output_attentions
+        keep = self._hidden_state_selection(output_hidden_states)
+        output_attentions = self._check_output_attentions(output_attentions)
         hidden_states = self.embeddings(pixel_values, bool(interpolate_pos_encoding))  # [B, N, d]
-        all_hidden = [hidden_states] if output_hidden_states else None
+        all_hidden = [hidden_states if 0 in keep else None] if keep is not None else None
         inner_losses = [] if output_inner_losses else None
-        for layer in self.layers:
-            hidden_states, losses = layer(hidden_states, bool(output_inner_losses))
+        attentions = [] if output_attentions else None
+        for i, layer in enumerate(self.layers, start=1):
+            hidden_states, losses, weights = layer(hidden_states, bool(output_inner_losses), output_attentions)
             if all_hidden is not None:
-                all_hidden.append(hidden_states)
+                all_hidden.append(hidden_states if i in keep else None)
             if inner_losses is not None and losses is not None:
                 inner_losses.append(losses)
+            if attentions is not None:
+                attentions.append(weights)
         sequence_output = self.layernorm(hidden_states)
         pooled = torch.tanh(self.pooler(sequence_output.mean(1))) if self.pooler is not None else None  # [B, d]
         return TTTViTModelOutput(
             last_hidden_state=sequence_output,
             pooler_output=pooled,
             hidden_states=tuple(all_hidden) if all_hidden is not None else None,
+            attentions=tuple(attentions) if attentions is not None else None,
             inner_losses=tuple(inner_losses) if inner_losses is not None else None,
         )
 
@@ -304,7 +458,8 @@ class TTTViTForImageClassification(TTTViTPreTrainedModel):
         pixel_values: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
         interpolate_pos_encoding: bool | None = None,
-        output_hidden_states: bool | None = None,
+        output_hidden_states: bool | int | list[int] | None = None,
+        output_attentions: bool | None = None,
         output_inner_losses: bool | None = None,
         **kwargs,
     ) -> TTTViTImageClassifierOutput:
@@ -314,6 +469,7 @@ class TTTViTForImageClassification(TTTViTPreTrainedModel):
             of shape `(batch_size, num_labels)` are class probabilities (mixup), with soft-target cross-entropy,
             unless `problem_type="multi_label_classification"`. Trainer's `num_items_in_batch` is honoured, so
             gradient accumulation matches a larger batch.
+        output_hidden_states, output_attentions, output_inner_losses: as in [`TTTViTModel`].
         """
         if labels is not None:
             self._check_labels(labels)
@@ -321,6 +477,7 @@ class TTTViTForImageClassification(TTTViTPreTrainedModel):
             pixel_values,
             interpolate_pos_encoding=interpolate_pos_encoding,
             output_hidden_states=output_hidden_states,
+            output_attentions=output_attentions,
             output_inner_losses=output_inner_losses,
         )
         logits = self.classifier(outputs.pooler_output)  # [B, num_labels]
@@ -330,7 +487,11 @@ class TTTViTForImageClassification(TTTViTPreTrainedModel):
         elif labels is not None:
             loss = self.loss_function(labels, logits, self.config, **kwargs)
         return TTTViTImageClassifierOutput(
-            loss=loss, logits=logits, hidden_states=outputs.hidden_states, inner_losses=outputs.inner_losses
+            loss=loss,
+            logits=logits,
+            hidden_states=outputs.hidden_states,
+            attentions=outputs.attentions,
+            inner_losses=outputs.inner_losses,
         )
 
 

@@ -345,6 +345,13 @@ class TTTMixer(nn.Module):
     def inner_init_params(self):
         return [getattr(self, name) for name in self.inner_init_names]
 
+    def kernel_names(self) -> list[str]:
+        """This module's own parameters that the official code calls kernels: g_h (`g/kernel`) and the learned
+        W_0's matrices (`inner_Dense_*/kernel`, [H, a, b]); W_0's biases ([H, a]) are not. phi, psi and h
+        are the nn.Linear weights of `key`, `query`, `output`."""
+        learned = [name for name, _ in self.named_parameters(recurse=False)]
+        return ["value_weight"] + [n for n in self.inner_init_names if n in learned and getattr(self, n).ndim == 3]
+
     def reconstruction_task(self) -> ReconstructionTask:
         ln = self.config.decoder_layer_norm
         return ReconstructionTask(
@@ -357,10 +364,14 @@ class TTTMixer(nn.Module):
         )
 
     def _permutation(self, batch, tokens, device):
-        """Token order per head for shuffled batching: fresh per image when training (or when asked), else
-        one fixed order per (seed, layer, head) shared by every image."""
+        """Token order per head for shuffled batching, [B or 1, H, N].
+
+        Training (and eval with `inner_shuffle_eval="random"`): fresh every call, one order per head shared by
+        the batch (`inner_shuffle_scope="batch"`, the official code) or one per image (`"image"`). Otherwise one
+        fixed order per (seed, layer, head) shared by every image."""
         if self.training or self.config.inner_shuffle_eval == "random":
-            return torch.rand(batch, self.num_heads, tokens, device=device).argsort(-1)
+            rows = batch if self.config.inner_shuffle_scope == "image" else 1
+            return torch.rand(rows, self.num_heads, tokens, device=device).argsort(-1)
         salt = (self.config.inner_shuffle_seed * 1_000_003 + self.layer_idx) * self.num_heads
         heads = _hash32(salt + torch.arange(self.num_heads, device=device))[:, None]  # [H, 1]
         keys = _hash32((_hash32(torch.arange(tokens, device=device))[None] + heads) & 0xFFFFFFFF)  # [H, N]
@@ -411,11 +422,23 @@ class _QKVMixer(nn.Module):
         return (_split_heads(proj(x), self.num_heads) for proj in (self.query, self.key, self.value))  # [B, H, N, k]
 
 
-class SelfAttentionMixer(_QKVMixer):
-    """Softmax self-attention (SDPA by default; `attn_implementation="eager"` runs the explicit kernel form)."""
+def attention_probs(queries, keys, scale):
+    """Softmax attention weights softmax(scale * q . k) over the keys, [B, H, N, N] (softmax in float32 at least)."""
+    logits = scale * queries @ keys.transpose(-1, -2)  # [B, H, N, N]
+    return logits.softmax(-1, dtype=torch.promote_types(logits.dtype, torch.float32)).to(logits.dtype)
 
-    def forward(self, x, return_inner_losses: bool = False):
+
+class SelfAttentionMixer(_QKVMixer):
+    """Softmax self-attention (SDPA by default; `attn_implementation="eager"` runs the explicit kernel form).
+
+    `return_attentions=True` computes the weights explicitly (whatever the implementation) and returns them,
+    [B, H, N, N], in place of the inner losses this mixer never has."""
+
+    def forward(self, x, return_inner_losses: bool = False, return_attentions: bool = False):
         q, k, v = self._qkv(x)
+        if return_attentions:
+            probs = attention_probs(q, k, q.shape[-1] ** -0.5)
+            return self.output(_merge_heads(probs @ v)), probs
         if getattr(self.config, "_attn_implementation", None) == "eager":
             out = nadaraya_watson(q, k, v, q.shape[-1] ** -0.5)
         else:

@@ -219,7 +219,8 @@ def test_trainer_gradient_accumulation_matches_the_larger_batch(tmp_path, soft):
         return before, model.state_dict()
 
     (before, full), (_, accumulated) = train(8, 1), train(4, 2)
-    assert (full["classifier.weight"] - before["classifier.weight"]).abs().max() > 1e-3
+    # the step moved the head far beyond the tolerance below (Trainer clips the gradient norm to 1: ~1e-3 here)
+    assert (full["classifier.weight"] - before["classifier.weight"]).abs().max() > 1e-4
     assert (full["ttt_vit.layers.0.mixer.inner_init_0"] - before["ttt_vit.layers.0.mixer.inner_init_0"]).abs().max() > 0
     for name in full:
         torch.testing.assert_close(accumulated[name], full[name], rtol=1e-5, atol=1e-6, msg=name)
