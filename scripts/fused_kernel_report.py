@@ -66,7 +66,9 @@ def main(argv=None) -> int:
     parser.add_argument("--num_warps", type=int)
     args = parser.parse_args(argv)
     print(f"# sm_{args.arch}, {args.dtype}, k = {args.head_width}, m = {args.hidden}, triton {triton.__version__}")
-    print(f"{'kernel':26s} {'BLOCK_N':>7s} {'BLOCK_M':>7s} {'warps':>5s} {'registers':>9s} {'spilled B':>9s} {'shared B':>9s}")
+    print(
+        f"{'kernel':26s} {'BLOCK_N':>7s} {'BLOCK_M':>7s} {'warps':>5s} {'registers':>9s} {'spilled B':>9s} {'shared B':>9s}"
+    )
     failed = 0
     for name, attr, kind, extra in KERNELS:
         launch = fused_mlp._launch(kind, DTYPES[args.dtype], args.head_width, args.hidden, cuda=True)
@@ -94,8 +96,10 @@ def main(argv=None) -> int:
             continue
         regs = re.findall(r"Used (\d+) registers", text)
         spills = re.findall(r"(\d+) bytes spill stores", text)
-        print(f"{name:26s} {launch['BLOCK_N']:7d} {launch['BLOCK_M']:7d} {num_warps:5d} {regs[-1] if regs else '?':>9s} "
-              f"{spills[-1] if spills else '?':>9s} {compiled.metadata.shared:9d}")
+        print(
+            f"{name:26s} {launch['BLOCK_N']:7d} {launch['BLOCK_M']:7d} {num_warps:5d} {regs[-1] if regs else '?':>9s} "
+            f"{spills[-1] if spills else '?':>9s} {compiled.metadata.shared:9d}"
+        )
     return 1 if failed else 0
 
 

@@ -1,9 +1,11 @@
 #!/usr/bin/env python
 """Print the markdown results table of the runs under a directory (e.g. scripts/fashion_mnist_grid.sh's)."""
 
-import sys
+import argparse
 
 from ttt_hf.reporting import results_table
 
 if __name__ == "__main__":
-    print(results_table(sys.argv[1] if len(sys.argv) > 1 else "outputs/fmnist"))
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("runs", nargs="?", default="outputs/fmnist", help="directory of training runs")
+    print(results_table(parser.parse_args().runs))

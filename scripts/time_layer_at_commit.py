@@ -42,9 +42,14 @@ def main(root: str, mixer: str, tokens: int, width: int = 192, heads: int = 3, b
     def forward_backward():
         layer(x)[0].square().mean().backward()
 
-    print(f"{root:24s} {mixer:18s} N={tokens:6d} d={width} B={batch} fwd {median_ms(forward):8.1f} ms  "
-          f"fwd+bwd {median_ms(forward_backward):8.1f} ms")
+    print(
+        f"{root:24s} {mixer:18s} N={tokens:6d} d={width} B={batch} fwd {median_ms(forward):8.1f} ms  "
+        f"fwd+bwd {median_ms(forward_backward):8.1f} ms"
+    )
 
 
 if __name__ == "__main__":
+    if len(sys.argv) < 4 or sys.argv[1] in ("-h", "--help"):
+        print(f"usage: {sys.argv[0]} CHECKOUT MIXER TOKENS [WIDTH HEADS BATCH]\n{__doc__}")
+        sys.exit(0 if sys.argv[1:2] in (["-h"], ["--help"]) else 2)
     main(sys.argv[1], sys.argv[2], *map(int, sys.argv[3:]))

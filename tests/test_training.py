@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -79,8 +80,10 @@ def test_fine_tune_a_checkpoint_on_new_labels(tmp_path):
         evaluation.main(["--model_name_or_path", str(base), "--dataset", str(folder), "--output_dir", str(tmp_path)])
     base_body, tuned_body = load_file(base / "model.safetensors"), load_file(tuned / "model.safetensors")
     assert base_body["classifier.weight"].shape == (10, 24)
-    assert base_body["ttt_vit.embeddings.patch_embeddings.weight"].shape == tuned_body[
-        "ttt_vit.embeddings.patch_embeddings.weight"].shape
+    assert (
+        base_body["ttt_vit.embeddings.patch_embeddings.weight"].shape
+        == tuned_body["ttt_vit.embeddings.patch_embeddings.weight"].shape
+    )
 
 
 def test_bf16_and_activation_checkpointing_switches(tmp_path):
@@ -112,27 +115,55 @@ def _train_cmd(out, *extra):
     return [*COMMON, "--output_dir", str(out), "--plots", "false", *extra]
 
 
-def test_two_cpu_processes_match_one(tmp_path):
-    """torchrun --nproc_per_node 2 (gloo) with 2 x 16 images per step equals one process with 32 per step."""
-    steps = ["--max_train_samples", "32", "--max_steps", "3", "--save_strategy", "no", "--eval_strategy", "no",
-             "--learning_rate", "3e-3", "--seed", "3", *NO_AUGMENTATION]  # fmt: skip
-    single = subprocess.run(
-        [sys.executable, "-m", "ttt_hf.training", *_train_cmd(tmp_path / "one", *steps,
-                                                              "--per_device_train_batch_size", "32")],
-        env=_env(), capture_output=True, text=True, timeout=600,
-    )
-    assert single.returncode == 0, single.stderr[-3000:]
-    double = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-         "-m", "ttt_hf.training", *_train_cmd(tmp_path / "two", *steps, "--per_device_train_batch_size", "16",
-                                              "--ddp_backend", "gloo")],
-        env=_env(), capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
-    assert double.returncode == 0, double.stderr[-3000:]
-    one, two = _weights(tmp_path / "one"), _weights(tmp_path / "two")
-    assert one["classifier.weight"].abs().max() > 1e-3  # the zero-initialised head has trained
-    for name in one:
-        torch.testing.assert_close(two[name], one[name], rtol=1e-4, atol=1e-5, msg=name)
+def _metrics(path):
+    return json.loads((path / "all_results.json").read_text())
+
+
+def test_two_processes_report_the_metrics_of_one(tmp_path):
+    """torchrun and `accelerate launch` with 2 processes (2 x 16 images per step; no --use_cpu or --ddp_backend:
+    a CPU machine gets gloo by itself) end with one process's weights and report its evaluation and test metrics to
+    the last image (180 images do not split evenly into 2 x 64 batches) and its train_loss."""
+    steps = ["--max_train_samples", "64", "--max_steps", "3", "--save_strategy", "no", "--eval_strategy", "no",
+             "--learning_rate", "3e-3", "--seed", "3", "--global_batch_size", "32", *NO_AUGMENTATION]  # fmt: skip
+    at = COMMON.index("--use_cpu")
+    common = COMMON[:at] + COMMON[at + 2 :]
+    args = [*common, "--plots", "false", *steps]
+    launches = {
+        "one": [sys.executable, "-m", "ttt_hf.training"],
+        "torchrun": [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
+                     "-m", "ttt_hf.training"],
+        "accelerate": [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+                       "--main_process_port", "29518", "-m", "ttt_hf.training"],
+    }  # fmt: skip
+    for name, launch in launches.items():
+        run = subprocess.run([*launch, *args, "--output_dir", str(tmp_path / name)], env=_env(), capture_output=True,
+                             text=True, timeout=600)  # fmt: skip
+        assert run.returncode == 0, (name, run.stderr[-3000:])
+        assert "parallel_mode != ParallelMode.DISTRIBUTED" not in run.stderr + run.stdout
+    one = _metrics(tmp_path / "one")
+    assert (one["settings"]["world_size"], one["settings"]["per_device_train_batch_size"]) == (1, 32)
+    weights = _weights(tmp_path / "one")
+    assert weights["classifier.weight"].abs().max() > 1e-3  # the zero-initialised head has trained
+    for name in ("torchrun", "accelerate"):
+        many = _metrics(tmp_path / name)
+        assert (many["settings"]["world_size"], many["settings"]["per_device_train_batch_size"]) == (2, 16), name
+        for key in ("eval_accuracy", "eval_top5_accuracy", "test_accuracy", "test_top5_accuracy"):
+            assert many[key] == one[key], (name, key)  # every image counted once: same images, same predictions
+        for key in ("eval_loss", "test_loss", "train_loss"):
+            assert many[key] == pytest.approx(one[key], rel=1e-5), (name, key)
+        for tensor, value in _weights(tmp_path / name).items():
+            torch.testing.assert_close(value, weights[tensor], rtol=1e-4, atol=1e-5, msg=f"{name} {tensor}")
+
+
+def test_scripts_run_as_files(tmp_path):
+    """`python scripts/x.py` puts scripts/ first on sys.path: no script may shadow a library it imports (a script
+    named evaluate.py once broke `import evaluate`)."""
+    root = Path(__file__).resolve().parents[1]
+    for script in sorted((root / "scripts").glob("*.py")):
+        run = subprocess.run([sys.executable, str(script), "--help"], cwd=tmp_path, env=_env(), capture_output=True,
+                             text=True, timeout=300)  # fmt: skip
+        assert run.returncode == 0, (script.name, run.stderr[-2000:])
+        assert "usage" in run.stdout.lower(), script.name
 
 
 def test_kill_9_then_resume_ends_with_the_same_weights(tmp_path):
@@ -141,13 +172,22 @@ def test_kill_9_then_resume_ends_with_the_same_weights(tmp_path):
     args = ["--max_train_samples", "64", "--per_device_train_batch_size", "16", "--max_steps", "24",
             "--save_strategy", "steps", "--save_steps", "10", "--eval_strategy", "no", "--seed", "5",
             "--save_total_limit", "5"]  # fmt: skip
-    full = subprocess.run([sys.executable, "-m", "ttt_hf.training", *_train_cmd(tmp_path / "full", *args)],
-                          env=_env(), capture_output=True, text=True, timeout=600)
+    full = subprocess.run(
+        [sys.executable, "-m", "ttt_hf.training", *_train_cmd(tmp_path / "full", *args)],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert full.returncode == 0, full.stderr[-3000:]
 
     killed_dir = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, "-m", "ttt_hf.training", *_train_cmd(killed_dir, *args)],
-                            env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ttt_hf.training", *_train_cmd(killed_dir, *args)],
+        env=_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     checkpoint = killed_dir / "checkpoint-10"
     deadline = time.time() + 300
     while not (checkpoint / "trainer_state.json").exists() and proc.poll() is None and time.time() < deadline:
@@ -158,9 +198,16 @@ def test_kill_9_then_resume_ends_with_the_same_weights(tmp_path):
     assert not (killed_dir / "model.safetensors").exists()
 
     resumed = subprocess.run(
-        [sys.executable, "-m", "ttt_hf.training", *_train_cmd(killed_dir, *args, "--resume_from_checkpoint",
-                                                              str(checkpoint))],
-        env=_env(), capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "ttt_hf.training",
+            *_train_cmd(killed_dir, *args, "--resume_from_checkpoint", str(checkpoint)),
+        ],
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     a, b = _weights(tmp_path / "full"), _weights(killed_dir)

@@ -215,12 +215,42 @@ class ImageClassificationTrainer(Trainer):
     def get_test_dataloader(self, test_dataset):
         return self._with_eval_collator(super().get_test_dataloader, test_dataset)
 
+    def evaluation_loop(self, *args, **kwargs):
+        """As Trainer's, but `<prefix>_loss` is the cross-entropy over exactly the dataset's images. Trainer averages
+        per-batch losses, which under several processes counts the images that pad the last batches twice; the
+        gathered logits and labels (what the accuracies use) have no padding."""
+        output = super().evaluation_loop(*args, **kwargs)
+        prefix = kwargs.get("metric_key_prefix", "eval")
+        if output.predictions is not None and output.label_ids is not None and f"{prefix}_loss" in output.metrics:
+            output.metrics[f"{prefix}_loss"] = cross_entropy(output.predictions, output.label_ids)
+        return output
+
     def get_decay_parameter_names(self, model) -> list[str]:
         """The official weight-decay mask (weight matrices only; `--weight_decay_mask kernels`) where the model
         defines it, else Trainer's (all but LayerNorm weights and biases)."""
         if self.args.weight_decay_mask == "kernels" and hasattr(model, "decay_parameter_names"):
             return model.decay_parameter_names()
         return super().get_decay_parameter_names(model)
+
+
+def cross_entropy(logits, labels) -> float:
+    """Mean cross-entropy of logits [N, C] against class indices [N] (float64, labels -100 ignored)."""
+    logits = np.asarray(logits[0] if isinstance(logits, tuple) else logits, dtype=np.float64)
+    labels = np.asarray(labels)
+    keep = labels != -100
+    logits, labels = logits[keep], labels[keep]
+    top = logits.max(-1, keepdims=True)
+    log_z = top[:, 0] + np.log(np.exp(logits - top).sum(-1))
+    return float((log_z - logits[np.arange(len(labels)), labels]).mean())
+
+
+class LogLastStep(TrainerCallback):
+    """Log at the last step too, so Trainer gathers the loss of the steps since the last log over all processes:
+    otherwise its `train_loss` adds that remainder from the main process alone."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= state.max_steps:
+            control.should_log = True
 
 
 class EpochTimer(TrainerCallback):
@@ -388,7 +418,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: TTT
         data_collator=collator,
         compute_metrics=compute_classification_metrics,
         processing_class=processor,
-        callbacks=[SetEpochCallback(train_transform, collator), timer := EpochTimer()],
+        callbacks=[SetEpochCallback(train_transform, collator), LogLastStep(), timer := EpochTimer()],
     )
     resume = training_args.resume_from_checkpoint
     if resume in ("last", "true", "True"):  # the newest checkpoint in output_dir
@@ -472,13 +502,16 @@ def setup_logging(training_args: TrainingArguments) -> None:
 
 
 def summary(metrics: dict, output_dir: str) -> str:
-    """The end of a run in two lines: validation and test top-1/top-5, and where the model is."""
-    scores = "   ".join(
-        f"{name} top-1 {metrics[f'{prefix}_accuracy']:.4f}, top-5 {metrics[f'{prefix}_top5_accuracy']:.4f}"
-        for name, prefix in (("validation", "eval"), ("test", "test"))
-        if f"{prefix}_accuracy" in metrics
-    )
-    return f"{scores}\nmodel, image processor and all_results.json: {os.path.abspath(output_dir)}"
+    """The end of a run in two lines: validation and test top-1/top-k, and where the model is."""
+    scores = []
+    for name, prefix in (("validation", "eval"), ("test", "test")):
+        if f"{prefix}_accuracy" in metrics:
+            top_k = next(
+                (key for key in metrics if key.startswith(f"{prefix}_top") and key.endswith("_accuracy")), None
+            )
+            k_part = f", top-{top_k[len(prefix) + 4 : -9]} {metrics[top_k]:.4f}" if top_k else ""
+            scores.append(f"{name} top-1 {metrics[f'{prefix}_accuracy']:.4f}{k_part}")
+    return f"{'   '.join(scores)}\nmodel, image processor and all_results.json: {os.path.abspath(output_dir)}"
 
 
 def main(argv: list[str] | None = None) -> dict:
