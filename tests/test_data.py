@@ -217,6 +217,24 @@ def test_imagefolder_keeps_its_own_test_split_and_grey_images(tmp_path):
     assert image_info(dataset).num_channels == 1
 
 
+def test_corrupt_images_are_named_up_front_or_skipped(tmp_path):
+    """A truncated PNG stops loading at once, naming its file (not hours into training in a DataLoader worker); with
+    skip_corrupt_images it is left out and counted."""
+    write_pngs(tmp_path / "data", {"a": 10, "b": 10}, "L")
+    bad = tmp_path / "data" / "b" / "3.png"
+    bad.write_bytes(bad.read_bytes()[:40])
+    with pytest.raises(ValueError, match=r"1 image\(s\) of the train split cannot be read:\n  .*b/3\.png") as error:
+        load_image_dataset(str(tmp_path / "data"), cache_dir=str(tmp_path / "cache"))
+    assert "--skip_corrupt_images true" in str(error.value)
+    dataset = load_image_dataset(str(tmp_path / "data"), cache_dir=str(tmp_path / "cache"), skip_corrupt_images=True)
+    assert sum(len(split) for split in dataset.values()) == 19
+    for split in dataset.values():
+        for image in split["image"]:
+            image.load()
+    unchecked = load_image_dataset(str(tmp_path / "data"), cache_dir=str(tmp_path / "cache"), check_images=False)
+    assert sum(len(split) for split in unchecked.values()) == 20
+
+
 def fake_hub(monkeypatch, source: DatasetDict) -> None:
     monkeypatch.setattr(datasets, "load_dataset", lambda name, data_dir=None, cache_dir=None: source)
 

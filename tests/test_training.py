@@ -22,7 +22,7 @@ COMMON = ["--dataset", "digits", "--config_overrides", TINY_MODEL, "--eval_crop_
           "--disable_tqdm", "true", "--report_to", "none", "--use_cpu", "true", "--dataloader_num_workers", "0"]  # fmt: skip
 
 
-def test_train_then_evaluate_then_reload(tmp_path):
+def test_train_then_evaluate_then_reload(tmp_path, capsys, monkeypatch):
     out = tmp_path / "run"
     metrics = training.main([*COMMON, *NO_AUGMENTATION, "--output_dir", str(out), "--num_train_epochs", "8",
                              "--max_train_samples", "512", "--per_device_train_batch_size", "32", "--learning_rate",
@@ -39,11 +39,22 @@ def test_train_then_evaluate_then_reload(tmp_path):
     model = AutoModelForImageClassification.from_pretrained(out)
     assert model.config.image_size == 8 and model.config.num_channels == 1 and model.config.id2label[3] == "3"
 
-    evaluated = evaluation.main(["--model_name_or_path", str(out), "--dataset", "digits", "--output_dir",
-                                 str(tmp_path / "eval"), "--batch_size", "50"])  # fmt: skip
+    summary = capsys.readouterr().out.splitlines()[-2:]  # the end of the run: scores and where the model went
+    assert summary[0] == (
+        f"validation top-1 {metrics['eval_accuracy']:.4f}, top-5 {metrics['eval_top5_accuracy']:.4f}"
+        f"   test top-1 {metrics['test_accuracy']:.4f}, top-5 {metrics['test_top5_accuracy']:.4f}"
+    )
+    assert summary[1] == f"model, image processor and all_results.json: {out}"
+    assert results["command"].startswith("ttt-hf train --dataset digits") and results["recipe"] == "small-data"
+    assert results["settings"]["mixup_alpha"] == 0.2 and results["settings"]["learning_rate"] == 3e-3  # flags win
+
+    monkeypatch.chdir(tmp_path)  # evaluate writes into a folder named for the model, dataset and split
+    evaluated = evaluation.main(["--model_name_or_path", str(out), "--dataset", "digits", "--batch_size", "50"])
     assert evaluated["test_accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-9)  # same split, same model
     assert evaluated["images"] == 180 and evaluated["images_per_second"] > 0
-    assert (tmp_path / "eval" / "confusion_matrix.png").exists()
+    folder = tmp_path / "outputs" / "eval" / "run-digits-test"
+    assert (folder / "confusion_matrix.png").exists() and (folder / "eval_results.json").exists()
+    assert capsys.readouterr().out.rstrip().endswith(f"results and confusion matrix: {folder}")
 
 
 def test_bad_training_inputs_raise_clear_errors(tmp_path):
@@ -96,8 +107,38 @@ def test_bf16_and_activation_checkpointing_switches(tmp_path):
 
 def test_cli_lists_presets_and_dispatches(capsys):
     assert cli.main(["presets"]) == 0
-    assert "ttt-vit-small16-mlp" in capsys.readouterr().out.split()
+    assert {"auto", "ttt-vit-small16-mlp"} <= set(capsys.readouterr().out.split())
     assert cli.main(["frobnicate"]) == 2
+
+
+def test_a_user_error_is_one_message_and_debug_shows_the_traceback(tmp_path):
+    """`ttt-hf train` with a misspelt config key prints the message alone; --debug (or TTT_HF_DEBUG=1) re-raises."""
+    argv = ["train", "--dataset", "digits", "--config_overrides", "num_hiden_layers=2", "--output_dir", str(tmp_path)]
+    run = subprocess.run([sys.executable, "-m", "ttt_hf.cli", *argv], env=_env(), capture_output=True, text=True,
+                         timeout=300)  # fmt: skip
+    assert run.returncode == 1
+    assert "Traceback" not in run.stderr
+    assert run.stderr.startswith("ttt-hf train: error: --config_overrides: 'num_hiden_layers' is not a field")
+    assert "Did you mean 'num_hidden_layers'" in run.stderr and len(run.stderr.splitlines()) == 2
+    debug = subprocess.run([sys.executable, "-m", "ttt_hf.cli", "--debug", *argv], env=_env(), capture_output=True,
+                           text=True, timeout=300)  # fmt: skip
+    assert debug.returncode == 1 and "Traceback" in debug.stderr and "num_hiden_layers" in debug.stderr
+
+
+def test_log_lines_are_not_doubled(capsys):
+    """ttt_hf logs through a handler of its own: a library logger with its own handler (huggingface_hub's retry
+    warnings) prints once, and nothing is added to the root logger."""
+    import logging
+
+    root_handlers = list(logging.getLogger().handlers)
+    training.setup_logging(training.TTTTrainingArguments(output_dir="unused", use_cpu=True, report_to="none"))
+    hub = logging.getLogger("huggingface_hub.test_once")
+    hub.addHandler(logging.StreamHandler())  # as a library with its own handler does
+    hub.warning("retrying in 1s")
+    logging.getLogger("ttt_hf.test_once").info("training on digits")
+    out, err = capsys.readouterr()
+    assert (out + err).count("retrying in 1s") == 1 and out.count("training on digits") == 1
+    assert logging.getLogger().handlers == root_handlers
 
 
 # ------------------------------------------------------------------------------ processes and resuming

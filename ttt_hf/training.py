@@ -493,11 +493,14 @@ def setup_logging(training_args: TrainingArguments) -> None:
     """ttt_hf's log lines on stdout, through one handler of its own (nothing on the root logger, so libraries
     with their own handlers, huggingface_hub's among them, are not printed twice)."""
     package = logging.getLogger("ttt_hf")
-    if not package.handlers:
+    handler = next((h for h in package.handlers if getattr(h, "ttt_hf", False)), None)
+    if handler is None:
         handler = logging.StreamHandler(sys.stdout)
+        handler.ttt_hf = True
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
         package.addHandler(handler)
         package.propagate = False
+    handler.setStream(sys.stdout)  # the current stdout (a caller may have replaced it since the last run)
     package.setLevel(logging.INFO if training_args.should_log else logging.WARNING)
 
 
