@@ -31,3 +31,37 @@ def tiny_config(**overrides) -> TTTViTConfig:
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def hub_server(tmp_path_factory, monkeypatch):
+    """A Hugging Face Hub stand-in on 127.0.0.1 (tests/hub_server.py), logged in as `hub_server.user`.
+
+    Yields a `HubServer`: `.endpoint`, `.token`, `.user`, `.add_user(name, orgs=())` -> token; server-side views
+    `.head(repo_id, rev)`, `.commits()`, `.files()` (path -> bytes), `.file_entries()` (LFS oid, blob id),
+    `.stored_blob()` (the LFS pointer), `.lfs_puts`, `.requests_to(regex)`, `.unhandled`, `.server_errors`;
+    seeding `.create_repo()`, `.commit_files()`; faults `.fail(regex, status=500, times=1, method=None)` and
+    `.drop(regex, times=1, method=None)` (close the socket mid-body, no response), `.clear_faults()`.
+
+    Pointing the client at it (huggingface_hub reads HF_ENDPOINT, HF_HUB_OFFLINE and HF_HUB_DISABLE_XET at import):
+    - recommended, and required for transformers' `from_pretrained`: a fresh subprocess with
+      `env=hub_server.env(hf_home, token=True | "hf_wrong" | None, offline=False)` -- HF_ENDPOINT, an HF_HOME of your
+      own (empty: empty cache, no stored token), HF_HUB_DISABLE_XET=1 (the client would upload through Xet, which the
+      server does not speak), HF_TOKEN; `offline=True` then reloads from that cache with HF_HUB_OFFLINE=1.
+    - in this process: this fixture already patched huggingface_hub (endpoint, offline flag off, Xet off, cache and
+      token paths in a fresh HF_HOME, HF_TOKEN = the valid token) for the test, so `HfApi()`, `upload_folder`,
+      `hf_hub_download` reach the server; `hub_server.api(token=...)` gives an `HfApi` with another token (None:
+      anonymous); `monkeypatch.delenv("HF_TOKEN")` logs out.
+    huggingface_hub retries a dropped connection or a 5xx upload with sleeps (23 s in all): for fast fault tests call
+    `tests.hub_server.no_retry_sleep(monkeypatch)` in-process, or prepend `tests.hub_server.NO_RETRY_SLEEP` to a
+    `python -c` client script. `hub_server.python(code, hf_home, token=..., offline=...)` runs such a script.
+    The server stops at teardown, and by itself after 10 idle minutes.
+    """
+    from .hub_server import HubServer
+
+    server = HubServer().start()
+    try:
+        server.patch_client(monkeypatch, tmp_path_factory.mktemp("hf_home"))
+        yield server
+    finally:
+        server.close()
