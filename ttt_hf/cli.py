@@ -1,4 +1,4 @@
-"""The `ttt-hf` command: `ttt-hf train | evaluate | benchmark | precision | quickstart | presets | recipes`.
+"""The `ttt-hf` command: `ttt-hf train | evaluate | publish | benchmark | precision | quickstart | presets | recipes`.
 
 Each subcommand takes the same flags as its script in scripts/ (`ttt-hf train --help`). A user error (a bad flag
 value, a missing file, an unknown dataset) prints one message, not a traceback; `ttt-hf --debug <command>` or
@@ -12,6 +12,7 @@ import sys
 COMMANDS = {
     "train": ("ttt_hf.training", "train or fine-tune a TTT-ViT with Trainer"),
     "evaluate": ("ttt_hf.evaluation", "accuracy, top-5, images/s and a confusion matrix of a checkpoint"),
+    "publish": ("ttt_hf.hub", "upload a training run to the Hub in one commit: weights, code, processor, model card"),
     "benchmark": ("ttt_hf.benchmark", "time and memory of every mixer and model across sequence lengths"),
     "precision": ("ttt_hf.precision", "float32 and bfloat16-autocast errors of every mixer against float64"),
     "quickstart": ("ttt_hf.quickstart", "train, evaluate, reload and classify on a bundled dataset (minutes on CPU)"),

@@ -14,7 +14,6 @@ import difflib
 import json
 import logging
 import os
-import shlex
 import statistics
 import sys
 import time
@@ -23,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import transformers
+from huggingface_hub import get_token
 from transformers import (
     AutoConfig,
     AutoModelForImageClassification,
@@ -34,10 +34,12 @@ from transformers import (
 from transformers.trainer_utils import get_last_checkpoint
 
 from .data import image_info, load_image_dataset
+from .hub import TRAINING_ARGS_FILE, HubPublishError, check_repo_id, publish
 from .metrics import compute_classification_metrics
 from .model_sizing import AUTO_MODEL, auto_geometry, preset_geometry
 from .modeling import PRESETS, TTTViTConfig, TTTViTForImageClassification, TTTViTImageProcessor
 from .plots import plot_inner_losses, plot_training_curves
+from .provenance import command_line, device_description
 from .recipes import DEFAULT_RECIPE, RECIPE_FLAGS, RECIPES, default, get_recipe, recipe_arguments, recipe_help
 from .transforms import EvalTransform, MixupCollator, TrainTransform, collate_images
 
@@ -370,8 +372,15 @@ def inner_losses_on(model, pixel_values: torch.Tensor) -> np.ndarray | None:
 
 
 def run(model_args: ModelArguments, data_args: DataArguments, training_args: TTTTrainingArguments) -> dict:
-    """Train and evaluate; returns the metrics written to `all_results.json`."""
+    """Train and evaluate; returns the metrics written to `all_results.json`. With --push_to_hub, the saved run is
+    published by `ttt_hf.hub.publish` (this card, the model code and the processor) instead of Trainer's push."""
     transformers.set_seed(training_args.seed)
+    push, training_args.push_to_hub = training_args.push_to_hub, False
+    if push:  # fail before training, not after it
+        repo_id = training_args.hub_model_id or os.path.basename(os.path.abspath(training_args.output_dir))
+        check_repo_id(repo_id)
+        if not (training_args.hub_token or get_token()):
+            raise HubPublishError("--push_to_hub: no Hugging Face token: log in with `hf auth login` or set HF_TOKEN.")
     training_args.resolve_batch_size()
     data = load_image_dataset(
         data_args.dataset,
@@ -437,7 +446,8 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: TTT
     } | {"per_device_train_batch_size": training_args.per_device_train_batch_size,
          "world_size": training_args.world_size}  # fmt: skip
     command = getattr(training_args, "command", None)  # set by parse_arguments
-    metrics["command"] = shlex.join(["ttt-hf", "train", *command]) if command is not None else None
+    metrics["command"] = command_line(command) if command is not None else None
+    metrics["device"] = device_description(training_args)
     if trainer.is_world_process_zero():
         trainer.save_metrics("all", metrics)
         trainer.save_state()
@@ -456,6 +466,28 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: TTT
                 metrics["inner_loss_before"] = float(losses[:, 0].mean())
                 metrics["inner_loss_after"] = float(losses[:, -1].mean())
                 trainer.save_metrics("all", metrics)
+        arguments = {
+            "model": dataclasses.asdict(model_args),
+            "data": dataclasses.asdict(data_args),
+            "training": {**training_args.to_dict(), "push_to_hub": push},
+        }  # to_dict masks the tokens
+        with open(os.path.join(training_args.output_dir, TRAINING_ARGS_FILE), "w") as file:
+            json.dump(arguments, file, indent=2, default=str)
+        if push:
+            try:
+                published = publish(
+                    training_args.output_dir,
+                    repo_id,
+                    token=training_args.hub_token,
+                    private=bool(training_args.hub_private_repo),
+                    revision=training_args.hub_revision,
+                )
+            except HubPublishError as error:
+                raise HubPublishError(
+                    f"{error} The run is saved in {training_args.output_dir}: publish it with "
+                    f"`ttt-hf publish {training_args.output_dir} {repo_id}`."
+                ) from None
+            logger.info("published to %s: %s", published.repo_id, published.url)
     return metrics
 
 

@@ -1,0 +1,338 @@
+"""Publish a training run to the Hugging Face Hub: `ttt-hf publish RUN_DIR REPO_ID` (`publish()`).
+
+What goes up, in one commit (`repo_files`, the single list a dry run writes and a publish uploads):
+- the weights: model.safetensors (or the shards its `model.safetensors.index.json` names, with the index);
+- config.json (with `auto_map`) and preprocessor_config.json;
+- the model code: every module that the `auto_map` of config.json (and of preprocessor_config.json, and
+  `custom_pipelines`) names, with every file it imports by single-dot relative import, found the way transformers
+  finds them when it loads remote code (`get_relative_import_files`) — i.e. the files `save_pretrained` copied;
+- all_results.json, training_args.json (the run's arguments as JSON) and the run's PNG plots;
+- README.md, the model card written from those files (`ttt_hf.model_card`), validated offline (dry runs too) and
+  then by the Hub's validate-yaml endpoint before anything is created.
+Nothing pickled (Trainer's training_args.bin, optimizer, scheduler and RNG states), no checkpoint-* folder and no
+trainer_state.json goes up.
+
+The repo mirrors the run: a file on the target branch that the run no longer has is deleted in the same commit
+(`.gitattributes` is kept), so pushing a new run over an old repo leaves no stale file behind; files added to the
+repo by hand are deleted too (keep them in the run, or publish to another branch with `--revision`). Earlier
+commits stay reachable: `from_pretrained(repo_id, revision=<commit>)` still loads them.
+
+The token comes from huggingface_hub's own resolution (`HF_TOKEN`, then the stored `hf auth login`) unless passed;
+it is sent only in the Authorization header and never written to a log, an error message, the card or a file.
+"""
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, ModelCard, constants, get_token
+from huggingface_hub.errors import HfHubHTTPError, HFValidationError, RevisionNotFoundError
+from huggingface_hub.utils import validate_repo_id
+
+from .model_card import build_card, check_card
+
+try:  # the HTTP client under huggingface_hub: httpx2 from huggingface_hub 2, httpx before
+    import httpx2 as http_client
+except ImportError:  # pragma: no cover
+    import httpx as http_client
+
+TRAINING_ARGS_FILE = "training_args.json"  # written by ttt_hf.training: model, data and training arguments
+RESULTS_FILE = "all_results.json"
+CARD_FILE = "README.md"
+KEPT_REMOTE_FILES = (".gitattributes",)  # never deleted from the repo
+
+
+class HubPublishError(OSError):
+    """Publishing failed: the message names the cause (no token, a rejected token, a server or network failure)."""
+
+
+@dataclass
+class Published:
+    repo_id: str
+    files: list[str]
+    commit: str | None = None  # None for a dry run
+    url: str | None = None  # the commit (or pull request) on the Hub, or the dry-run folder
+
+
+def check_repo_id(repo_id: str) -> None:
+    """huggingface_hub's own validation, before anything touches the network (a `ValueError` naming the rule)."""
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as error:
+        raise ValueError(f"invalid repo id {repo_id!r}: {error} Use 'namespace/name' or 'name'.") from None
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path} is not valid JSON ({error}): the run is incomplete or damaged.") from None
+
+
+def _modules(auto_map: dict) -> set[str]:
+    """Module names of `auto_map` entries ('module.Class', 'repo--module.Class', or lists of them)."""
+    names = set()
+    for refs in auto_map.values():
+        for ref in refs if isinstance(refs, (list, tuple)) else [refs]:
+            if ref:
+                names.add(ref.split("--")[-1].rsplit(".", 1)[0])
+    return names
+
+
+def weight_files(run: Path) -> list[str]:
+    index = run / "model.safetensors.index.json"
+    if index.exists():
+        return sorted(set(_read_json(index)["weight_map"].values())) + [index.name]
+    return ["model.safetensors"]
+
+
+def code_files(run: Path, config: dict, processor_config: dict) -> list[str]:
+    """The model code of the run: the modules `auto_map` names and every file they import relatively — what
+    transformers downloads for `trust_remote_code=True`, and what `save_pretrained` copied into the run."""
+    from transformers.dynamic_module_utils import get_relative_import_files
+
+    modules = _modules(config.get("auto_map") or {}) | _modules(processor_config.get("auto_map") or {})
+    modules |= {p["impl"].rsplit(".", 1)[0] for p in (config.get("custom_pipelines") or {}).values() if "impl" in p}
+    if not modules:
+        raise ValueError(
+            f"{run / 'config.json'} has no auto_map, so the repo could not load without ttt_hf: save the model with "
+            "`TTTViTForImageClassification.save_pretrained` (ttt-hf train does)."
+        )
+    files = {f"{module.replace('.', '/')}.py" for module in modules}
+    missing = sorted(name for name in files if not (run / name).is_file())
+    if missing:
+        raise FileNotFoundError(
+            f"{run} is incomplete: missing {', '.join(missing)} (named by config.json's auto_map)."
+        )
+    for name in list(files):
+        files |= {os.path.relpath(path, run) for path in get_relative_import_files(run / name)}
+    return sorted(files)
+
+
+def repo_files(run_dir, repo_id: str) -> dict[str, Path | bytes]:
+    """Exactly what a publish uploads: path in the repo -> a file of the run, or the generated card's bytes.
+    Raises `FileNotFoundError` naming every missing file, `ValueError` for a damaged run or an invalid card."""
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise FileNotFoundError(f"run directory {run} does not exist (give the --output_dir of a `ttt-hf train` run).")
+    required = ["config.json", "preprocessor_config.json", RESULTS_FILE, TRAINING_ARGS_FILE]
+    missing = [name for name in required if not (run / name).is_file()]
+    if missing:
+        hint = (
+            f" ({TRAINING_ARGS_FILE} is written by `ttt-hf train`; runs made before it existed need training again)"
+            if TRAINING_ARGS_FILE in missing
+            else ""
+        )
+        raise FileNotFoundError(f"{run} is not a complete training run: missing {', '.join(missing)}{hint}.")
+    config = _read_json(run / "config.json")
+    processor_config = _read_json(run / "preprocessor_config.json")
+    results, arguments = _read_json(run / RESULTS_FILE), _read_json(run / TRAINING_ARGS_FILE)
+    names = weight_files(run) + code_files(run, config, processor_config)
+    names += ["config.json", "preprocessor_config.json", RESULTS_FILE, TRAINING_ARGS_FILE]
+    names += sorted(path.name for path in run.glob("*.png") if path.is_file())
+    missing = [name for name in names if not (run / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{run} is incomplete: missing {', '.join(missing)}.")
+    card = build_card(repo_id, config, results, arguments)
+    check_card(card, results)
+    files: dict[str, Path | bytes] = {name: run / name for name in sorted(set(names))}
+    files[CARD_FILE] = str(card).encode("utf-8")
+    return files
+
+
+def _write(files: dict[str, Path | bytes], directory) -> Path:
+    folder = Path(directory)
+    if folder.exists() and any(folder.iterdir()):
+        raise FileExistsError(f"--dry-run folder {folder} is not empty: give a new or empty folder.")
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, source in files.items():
+        target = folder / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(source if isinstance(source, bytes) else source.read_bytes())
+    return folder
+
+
+def _reason(error: BaseException, repo_id: str) -> str:
+    """Why a Hub call failed, in words a user can act on."""
+    response = getattr(error, "response", None)
+    status = getattr(response, "status_code", None)
+    if isinstance(error, HfHubHTTPError) and status is not None:
+        server = (getattr(error, "server_message", None) or "").strip().splitlines()
+        detail = f" (the Hub said: {server[0]})" if server else ""
+        if status == 401:
+            return (
+                f"the Hub at {constants.ENDPOINT} rejected the token (401 Unauthorized){detail}: it is invalid, "
+                "expired or revoked. Log in again (`hf auth login`) or set HF_TOKEN to a token with write access"
+            )
+        if status == 403:
+            return f"the token may not write to {repo_id} (403 Forbidden){detail}: use a token with write access there"
+        if status == 404:
+            return f"{repo_id} or its revision was not found (404){detail}"
+        if status >= 500:
+            return f"the Hub at {constants.ENDPOINT} failed with a server error ({status}){detail}"
+        return f"the Hub answered {status}{detail}"
+    if isinstance(error, (http_client.HTTPError, ConnectionError, TimeoutError)):
+        return f"the connection to {constants.ENDPOINT} failed ({type(error).__name__}: {error or 'no details'})"
+    return f"{type(error).__name__}: {error}"
+
+
+def _cause(error: BaseException) -> tuple[BaseException | None, str]:
+    """The network or HTTP error behind `error` (huggingface_hub wraps a failed LFS upload in a RuntimeError whose
+    message names the file), and that file as ' (uploading x)'; (None, '') for anything else (a bug: re-raised)."""
+    if isinstance(error, RuntimeError) and not isinstance(error, (http_client.HTTPError, OSError)):
+        cause = error.__cause__
+        if isinstance(cause, (HfHubHTTPError, http_client.HTTPError, OSError)):
+            text = str(error).rstrip(".")  # "Error while uploading 'model.safetensors' to the Hub"
+            return cause, f" ({text[0].lower()}{text[1:]})"
+        return None, ""
+    return error, ""
+
+
+def _request_path(error: BaseException) -> str:
+    """The URL path of the request that failed, or '' if the error does not say."""
+    for source in (getattr(error, "response", None), error):
+        try:
+            return str(source.request.url.path)
+        except (AttributeError, RuntimeError):
+            continue
+    return ""
+
+
+def publish(
+    run_dir,
+    repo_id: str,
+    *,
+    private: bool = False,
+    revision: str | None = None,
+    create_pr: bool = False,
+    commit_message: str | None = None,
+    dry_run=None,
+    token: str | None = None,
+) -> Published:
+    """Upload the run in `run_dir` to the model repo `repo_id` in one commit (see the module docstring for the
+    files), creating the repo if needed (`private` applies only then). `revision`: a branch (made from main if
+    new); `create_pr`: open a pull request instead of committing to the branch. `dry_run=DIR` writes the files
+    into DIR and uploads nothing. Raises `ValueError` (repo id, run, card), `FileNotFoundError` (a missing file)
+    or `HubPublishError` (token, server, network) before reporting any success; the run directory is only read."""
+    check_repo_id(repo_id)
+    files = repo_files(run_dir, repo_id)
+    if dry_run is not None:
+        folder = _write(files, dry_run)
+        return Published(repo_id, sorted(files), url=str(folder))
+
+    token = token or get_token()
+    if not token:
+        raise HubPublishError(
+            "no Hugging Face token: log in with `hf auth login` or set HF_TOKEN to a token with write access "
+            "(nothing was uploaded; `--dry-run DIR` shows what would be)."
+        )
+    api = HfApi(token=token)
+    step, committed = "validating the model card with the Hub", False
+    try:
+        try:
+            ModelCard(files[CARD_FILE].decode("utf-8")).validate(repo_type="model")  # the Hub's own metadata rules
+        except ValueError as error:
+            raise ValueError(f"the Hub rejects the model card of {run_dir}: {error}") from None
+        step = "creating the repo"
+        url = api.create_repo(repo_id, private=private, exist_ok=True)
+        if url.repo_id != repo_id:  # a bare name lands in the token's namespace: the card names the full id
+            repo_id = url.repo_id
+            files = repo_files(run_dir, repo_id)
+        step = "listing the repo's files"
+        try:
+            remote = api.list_repo_files(repo_id, revision=revision)
+        except RevisionNotFoundError:
+            if revision is None or create_pr:
+                raise
+            step = f"creating the branch {revision!r}"
+            api.create_branch(repo_id, branch=revision, exist_ok=True)
+            remote = api.list_repo_files(repo_id, revision=revision)
+        operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=source if isinstance(source, bytes)
+                                         else str(source)) for name, source in files.items()]  # fmt: skip
+        stale = sorted(set(remote) - set(files) - set(KEPT_REMOTE_FILES))
+        operations += [CommitOperationDelete(path_in_repo=name) for name in stale]
+        step = f"uploading {len(files)} files and committing"
+        info = api.create_commit(
+            repo_id,
+            operations,
+            commit_message=commit_message or f"Publish {Path(run_dir).resolve().name} with ttt-hf",
+            commit_description=(f"Deleted files the run no longer has: {', '.join(stale)}." if stale else None),
+            revision=revision,
+            create_pr=create_pr,
+        )
+        committed = True
+        step = "checking the new commit"
+        present = set(api.list_repo_files(repo_id, revision=info.oid))
+    except (HfHubHTTPError, http_client.HTTPError, OSError, RuntimeError) as raised:
+        error, what = _cause(raised)
+        if error is None:
+            raise
+        if committed:
+            outcome = f"the commit was made ({info.oid}) but could not be checked"
+        elif _request_path(error).find("/commit/") >= 0 and not isinstance(error, HfHubHTTPError):
+            outcome = "the commit may or may not have been made (the request was cut off): check the repo's history"
+        else:
+            outcome = "nothing was committed"
+        message = (
+            f"publishing {run_dir} to {repo_id} failed while {step}{what}: {_reason(error, repo_id)}. "
+            f"{outcome[0].upper()}{outcome[1:]}; the run directory is unchanged, and running the same command again "
+            "is safe (it makes the repo match the run)."
+        )
+        raise HubPublishError(message.replace(token, "<token>")) from None
+    wrong = sorted((set(files) ^ present) - set(KEPT_REMOTE_FILES))
+    if wrong:
+        raise HubPublishError(
+            f"the Hub's commit {info.oid} of {repo_id} does not hold exactly the run's files (differences: "
+            f"{', '.join(wrong)}): publish again."
+        )
+    return Published(repo_id, sorted(files), commit=info.oid, url=info.pr_url or info.commit_url)
+
+
+def argument_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ttt-hf publish",
+        description="Upload a `ttt-hf train` run (weights, config, model code, image processor, results, plots and a "
+        "generated model card) to a Hub model repo in one commit. The token comes from HF_TOKEN or `hf auth login`.",
+    )
+    parser.add_argument("run_dir", help="the --output_dir of a training run")
+    parser.add_argument("repo_id", help="'namespace/name' (or 'name': your own namespace)")
+    parser.add_argument("--private", action="store_true", help="create the repo private (no effect if it exists)")
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument("--revision", help="commit to this branch (created from main if new)")
+    target.add_argument("--create-pr", "--create_pr", action="store_true", help="open a pull request instead")
+    parser.add_argument("--commit-message", "--commit_message", help="the commit's title")
+    parser.add_argument("--dry-run", "--dry_run", metavar="DIR", help="write the files into DIR; upload nothing")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> Published:
+    args = argument_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    result = publish(
+        args.run_dir,
+        args.repo_id,
+        private=args.private,
+        revision=args.revision,
+        create_pr=args.create_pr,
+        commit_message=args.commit_message,
+        dry_run=args.dry_run,
+    )
+    listing = "\n".join(f"  {name}" for name in result.files)
+    if result.commit is None:
+        print(
+            f"dry run: the {len(result.files)} files a publish to {result.repo_id} would upload are in {result.url}:"
+        )
+        print(listing)
+    else:
+        print(f"published {len(result.files)} files to {result.repo_id} (commit {result.commit}):\n{listing}")
+        print(result.url)
+    return result
+
+
+if __name__ == "__main__":
+    main()
+
+
+__all__ = ["HubPublishError", "Published", "check_repo_id", "code_files", "main", "publish", "repo_files"]

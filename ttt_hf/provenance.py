@@ -1,0 +1,71 @@
+"""What a training run records about how it was made: its exact command line and the device it ran on."""
+
+import os
+import platform
+import shlex
+import sys
+
+import torch
+
+
+def mask_tokens(args: list[str]) -> list[str]:
+    """`args` with the value of every `--*_token` flag (`--hub_token X`, `--hub_token=X`) replaced by <hidden>."""
+    out = list(args)
+    for i, arg in enumerate(out):
+        flag = arg.split("=", 1)[0]
+        if arg.startswith("--") and flag.endswith("_token"):
+            if "=" in arg:
+                out[i] = f"{flag}=<hidden>"
+            elif i + 1 < len(out):
+                out[i + 1] = "<hidden>"
+    return out
+
+
+def _launcher(prefix: list[str]) -> list[str] | None:
+    """How the process was started, from `sys.orig_argv` minus the training flags, if it was a training command."""
+    i = 1  # skip the interpreter and its own options (-u, -X dev, ...)
+    while i < len(prefix) and prefix[i].startswith("-") and prefix[i] != "-m":
+        i += 2 if prefix[i] in ("-X", "-W") else 1
+    target = prefix[i:]
+    if target[:2] == ["-m", "ttt_hf.training"] or (target[:1] and target[0].endswith(".py")):
+        launcher = ["python", *target]
+    elif target[:2] == ["-m", "ttt_hf.cli"] and target[-1] == "train":
+        launcher = ["python", *target]
+    elif target and os.path.basename(target[0]) == "ttt-hf" and target[-1] == "train":
+        return ["ttt-hf", *target[1:]]
+    else:
+        return None
+    if "TORCHELASTIC_RUN_ID" in os.environ:  # a torchrun (or accelerate launch) worker: show the launch
+        local, world = int(os.environ.get("LOCAL_WORLD_SIZE", 1)), int(os.environ.get("WORLD_SIZE", 1))
+        nodes = [f"--nnodes={world // local}"] if world != local else []
+        launcher = ["torchrun", *nodes, f"--nproc_per_node={local}", *launcher[1:]]
+    return launcher
+
+
+def command_line(argv: list[str]) -> str:
+    """The command that started this run as it was typed — `ttt-hf train ...`, `python scripts/train.py ...`,
+    `python -m ttt_hf.training ...`, or `torchrun --nproc_per_node=N scripts/train.py ...` for a torchrun worker —
+    with token values hidden. When `ttt_hf.training.main` was called from Python with a list of its own, the
+    equivalent `ttt-hf train ...` command."""
+    process = list(getattr(sys, "orig_argv", None) or [])
+    start = len(process) - len(argv)
+    launcher = None
+    if start > 0 and process[start:] == list(argv):
+        launcher = _launcher(process[:start])
+    return shlex.join([*(launcher or ["ttt-hf", "train"]), *mask_tokens(argv)])
+
+
+def device_description(training_args) -> str:
+    """'NVIDIA H100 80GB HBM3, torch 2.x' or 'CPU (x86_64, 2 cores), torch 2.x': the device of this process."""
+    device = training_args.device
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+    elif device.type == "cpu":
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        name = f"CPU ({platform.machine()}, {cores} cores)"
+    else:
+        name = device.type
+    return f"{name}, torch {torch.__version__}"
+
+
+__all__ = ["command_line", "device_description", "mask_tokens"]
