@@ -12,6 +12,22 @@ os.environ.setdefault("TRITON_INTERPRET", "1")
 import ttt_hf  # noqa: E402  (registers the Auto classes)
 from ttt_hf import TTTViTConfig  # noqa: E402
 
+# Prepended to a `python -c` script: ttt_hf cannot be imported in that process, as on a machine without it, so
+# checkpoints must load through their remote code (trust_remote_code=True).
+HIDE_TTT_HF = """
+import importlib.abc, json, sys
+class BlockTTTHF(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "ttt_hf" or name.startswith("ttt_hf."):
+            raise ImportError("ttt_hf is hidden in this process")
+sys.meta_path.insert(0, BlockTTTHF())
+try:
+    import ttt_hf  # noqa: F401
+    raise SystemExit("ttt_hf should not be importable here")
+except ImportError:
+    pass
+"""
+
 TINY = dict(
     image_size=8,
     patch_size=2,

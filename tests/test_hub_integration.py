@@ -21,7 +21,7 @@ from transformers import (
 
 from ttt_hf import TTTViTForImageClassification, TTTViTImageProcessor, TTTViTModel
 
-from .conftest import tiny_config
+from .conftest import HIDE_TTT_HF, tiny_config
 
 LABELS = ["cat", "dog", "eel"]
 
@@ -71,19 +71,8 @@ def test_auto_classes_resolve_without_remote_code(tmp_path):
     }
 
 
-REMOTE_SCRIPT = textwrap.dedent(
+REMOTE_SCRIPT = HIDE_TTT_HF + textwrap.dedent(
     """
-    import importlib.abc, json, sys
-    class BlockTTTHF(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name == "ttt_hf" or name.startswith("ttt_hf."):
-                raise ImportError("ttt_hf is hidden in this process")
-    sys.meta_path.insert(0, BlockTTTHF())
-    try:
-        import ttt_hf  # noqa: F401
-        raise SystemExit("ttt_hf should not be importable here")
-    except ImportError:
-        pass
     import torch
     from PIL import Image
     from transformers import AutoModel, AutoModelForImageClassification, AutoImageProcessor, pipeline

@@ -25,7 +25,7 @@ from transformers.image_utils import load_image
 from ttt_hf import TTTViTForImageClassification, TTTViTImageClassificationPipeline, TTTViTImageProcessor
 from ttt_hf.modeling.image_processing_ttt_vit import convert_image_mode
 
-from .conftest import tiny_config
+from .conftest import HIDE_TTT_HF, tiny_config
 
 LABELS = ["cat", "dog", "eel"]
 
@@ -144,19 +144,8 @@ def test_other_models_keep_the_stock_pipeline(tmp_path, saved):
     assert not (tmp_path / "resaved" / "pipeline_ttt_vit.py").exists()
 
 
-REMOTE_SCRIPT = textwrap.dedent(
+REMOTE_SCRIPT = HIDE_TTT_HF + textwrap.dedent(
     """
-    import importlib.abc, json, sys
-    class BlockTTTHF(importlib.abc.MetaPathFinder):
-        def find_spec(self, name, path=None, target=None):
-            if name == "ttt_hf" or name.startswith("ttt_hf."):
-                raise ImportError("ttt_hf is hidden in this process")
-    sys.meta_path.insert(0, BlockTTTHF())
-    try:
-        import ttt_hf  # noqa: F401
-        raise SystemExit("ttt_hf should not be importable here")
-    except ImportError:
-        pass
     import torch
     from PIL import Image
     from transformers import AutoImageProcessor, AutoModelForImageClassification, pipeline

@@ -10,7 +10,7 @@ from transformers import HfArgumentParser, get_scheduler
 from ttt_hf import TTTViTConfig, cli, training
 from ttt_hf.data import ImageInfo
 from ttt_hf.model_sizing import auto_geometry, grid_patch_size
-from ttt_hf.recipes import DEFAULT_RECIPE, RECIPE_FLAGS, RECIPES
+from ttt_hf.recipes import DEFAULT_RECIPE, RECIPE_FLAGS, RECIPES, epochs_for
 
 
 def parse(*argv):
@@ -81,7 +81,33 @@ def test_help_shows_every_recipe_value(capsys):
     assert "paper-patch: 10000" in text and "small-data: 0.05" in text  # warm-up steps
     assert cli.main(["recipes"]) == 0
     listed = capsys.readouterr().out
-    assert "paper-pixel" in listed and "warmup_steps=10000" in listed
+    assert (
+        "paper-pixel" in listed and "warmup_steps=10000" in listed and "num_train_epochs=from the data size" in listed
+    )
+
+
+def test_small_data_epochs_come_from_the_data_size(tmp_path):
+    assert [epochs_for(n) for n in (1_437, 4_000, 54_000, 1_000_000)] == [60, 38, 10, 10]
+    _, _, args = parse("--eval_strategy", "no")
+    assert args.num_train_epochs is None  # not injected: the trainer sizes it from the training set
+    trainer = training.ImageClassificationTrainer(
+        model=torch.nn.Linear(1, 1), args=args, train_dataset=list(range(4_000))
+    )  # fmt: skip
+    assert trainer.args.num_train_epochs == 38 and trainer.args.per_device_train_batch_size == 64
+    _, _, args = parse("--num_train_epochs", "3")
+    assert args.num_train_epochs == 3
+    _, _, args = parse("--recipe", "paper-patch")
+    assert args.num_train_epochs == 90
+
+
+def test_abbreviated_flags_and_contradictory_batches_are_refused():
+    """argparse would take `--reci` for `--recipe` while the recipe lookup did not: no abbreviations."""
+    with pytest.raises(ValueError, match="not used by the HfArgumentParser"):
+        parse("--reci", "paper-patch")
+    with pytest.raises(ValueError, match="--global_batch_size or --per_device_train_batch_size, not both"):
+        parse("--global_batch_size", "64", "--per_device_train_batch_size", "8")
+    _, _, args = parse("--per-device-train-batch-size", "8")  # transformers' hyphenated spelling counts as given
+    assert (args.per_device_train_batch_size, args.global_batch_size) == (8, None)
 
 
 def test_global_batch_splits_over_processes_and_accumulation():
@@ -94,9 +120,9 @@ def test_global_batch_splits_over_processes_and_accumulation():
 
 
 @pytest.mark.parametrize(
-    ("side", "patch"), [(28, 4), (8, 2), (32, 4), (64, 8), (7, 1), (13, 1), (6, 2), (4, 2), (3, 1)]
+    ("side", "patch"), [(28, 7), (8, 2), (32, 8), (64, 16), (12, 3), (14, 2), (7, 1), (13, 1), (6, 2), (4, 2), (3, 1)]
 )  # fmt: skip
-def test_auto_patch_size_gives_a_grid_near_seven(side, patch):
+def test_auto_patch_size_gives_a_grid_near_four(side, patch):
     assert grid_patch_size(side) == patch
 
 
@@ -106,7 +132,7 @@ def test_auto_model_is_sized_to_the_data():
     data_args = training.DataArguments()
     model, processor = training.build_model(model_args, data_args, [str(i) for i in range(10)], grey28)
     config = model.config
-    assert (config.image_size, config.patch_size, config.num_tokens, config.num_channels) == (28, 4, 49, 1)
+    assert (config.image_size, config.patch_size, config.num_tokens, config.num_channels) == (28, 7, 16, 1)
     assert (config.mixer, config.hidden_size, config.num_hidden_layers) == ("ttt_mlp", 96, 4)
     assert processor.crop_size == {"height": 28, "width": 28}
     photo = ImageInfo(height=375, width=500, mode="RGB", num_channels=3)
@@ -121,7 +147,7 @@ def test_a_preset_that_does_not_tile_the_data_names_the_fixing_flags():
         training.build_model(training.ModelArguments(preset="ttt-vit-tiny16-mlp"), training.DataArguments(),
                              ["a", "b"], grey28)  # fmt: skip
     message = str(error.value)
-    for fix in ("--config_overrides patch_size=4", "--image_size 32", "--preset auto"):
+    for fix in ("--config_overrides patch_size=7", "--image_size 32", "--preset auto"):
         assert fix in message
     model, _ = training.build_model(training.ModelArguments(preset="ttt-vit-tiny16-mlp", image_size=32),
                                     training.DataArguments(), ["a", "b"], grey28)  # fmt: skip

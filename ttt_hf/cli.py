@@ -8,6 +8,7 @@ TTT_HF_DEBUG=1 shows the traceback too.
 import importlib
 import os
 import sys
+import traceback
 
 COMMANDS = {
     "train": ("ttt_hf.training", "train or fine-tune a TTT-ViT with Trainer"),
@@ -19,9 +20,24 @@ COMMANDS = {
     "presets": (None, "list the named model configurations"),
     "recipes": (None, "list the training recipes and every setting they fix"),
 }
-# What a user can cause and fix: a bad value, a missing file or package, no network. Anything else is a bug
-# and keeps its traceback.
+# What a user can cause and fix: a bad value, a missing file or package, no network — raised where inputs are
+# checked: in ttt_hf itself or the Hub and dataset loaders. The same types raised anywhere else (torch, a DataLoader
+# worker, hours into training) are bugs or environment failures and keep their traceback.
 USER_ERRORS = (ValueError, OSError, ImportError)
+_INPUT_CHECKERS = ("huggingface_hub", "transformers/utils/hub.py", "transformers/dynamic_module_utils.py",
+                   "datasets/load.py", "datasets/data_files.py", "argparse.py")  # fmt: skip
+
+
+def is_user_error(error: BaseException) -> bool:
+    """A user error: one of USER_ERRORS raised (innermost frame) in code that checks the user's inputs."""
+    if not isinstance(error, USER_ERRORS):
+        return False
+    frames = traceback.extract_tb(error.__traceback__)
+    where = frames[-1].filename.replace(os.sep, "/") if frames else ""
+    from . import modeling  # its folder is ttt_hf/modeling once installed, modeling/ in an editable checkout
+
+    ours = [os.path.dirname(os.path.abspath(path)).replace(os.sep, "/") for path in (__file__, modeling.__file__)]
+    return any(where.startswith(folder) for folder in ours) or any(f"/{name}" in where for name in _INPUT_CHECKERS)
 
 
 def usage() -> str:
@@ -39,7 +55,10 @@ def _list(command: str) -> None:
         from .recipes import RECIPES
 
         for name, recipe in RECIPES.items():
-            settings = ", ".join(f"{flag}={value}" for flag, value in recipe.settings().items())
+            settings = ", ".join(
+                f"{flag}={'from the data size' if value is None else value}"
+                for flag, value in recipe.settings().items()
+            )
             print(f"{name}: {recipe.description}\n    {settings}")
 
 
@@ -62,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         importlib.import_module(COMMANDS[command][0]).main(rest)
     except USER_ERRORS as error:
-        if debug:
+        if debug or not is_user_error(error):
             raise
         print(f"ttt-hf {command}: error: {error}\n(ttt-hf --debug {command} ... shows the traceback)", file=sys.stderr)
         return 1

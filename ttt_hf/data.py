@@ -160,9 +160,18 @@ def _plan_splits(
     return plan
 
 
-def _arrays_to_dataset(images: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...]) -> Dataset:
+def _arrays_to_dataset(
+    images: np.ndarray, labels: np.ndarray, class_names: tuple[str, ...], desc: str, chunk: int = 5000
+) -> Dataset:
+    """A `Dataset` of PNG-encoded images; encoding takes seconds for Fashion-MNIST, so it shows a progress bar."""
     features = Features({"image": Image(), "label": ClassLabel(names=list(class_names))})
-    return Dataset.from_dict({"image": list(images), "label": labels}, features=features)
+    parts = []
+    with tqdm(total=len(images), desc=desc, unit="img", disable=len(images) < 3 * chunk) as progress:
+        for i in range(0, max(1, len(images)), chunk):
+            part = {"image": list(images[i : i + chunk]), "label": labels[i : i + chunk]}
+            parts.append(Dataset.from_dict(part, features=features))
+            progress.update(len(part["label"]))
+    return datasets.concatenate_datasets(parts) if len(parts) > 1 else parts[0]
 
 
 def _standard_columns(features: Features) -> tuple[str, str]:
@@ -221,7 +230,7 @@ def _unreadable_images(split: Dataset, name: str) -> list[tuple[int, str]]:
     return bad
 
 
-def _drop_unreadable(splits: dict[str, Dataset], skip: bool) -> dict[str, Dataset]:
+def drop_unreadable_images(splits: dict[str, Dataset], skip: bool) -> dict[str, Dataset]:
     """Decode every image once, up front: a corrupt file then stops the run before training, naming the file,
     instead of hours in with a traceback from a DataLoader worker; with `skip`, such images are left out."""
     checked = {}
@@ -270,10 +279,12 @@ def load_image_dataset(
         data_dir: the directory of the fashion-mnist IDX files (default: where the Debian package puts them), or
             the `data_dir` of `datasets.load_dataset` for a Hub dataset.
         cache_dir: the `datasets` cache for imagefolder and Hub datasets.
-        check_images: decode every image of an imagefolder or Hub dataset once, up front, so that a corrupt file
-            stops the run at once with its name (the bundled datasets are arrays and need no check). Switch it off
-            for very large datasets, where the check would take long.
-        skip_corrupt_images: leave unreadable images out (with a warning and their count) instead of stopping.
+        check_images: decode every selected image of an imagefolder or Hub dataset once, up front (after the
+            splits and subsets are drawn, so only the images used), so that a corrupt file stops the run at once with
+            its name (the bundled datasets are arrays and need no check). Switch it off for very large datasets,
+            where the check would take long.
+        skip_corrupt_images: leave unreadable images out of their split (with a warning and their count) instead
+            of stopping; the splits are drawn before, so they do not depend on which files are corrupt.
     """
     split_args = (validation_fraction, test_fraction, seed, max_train_samples, max_eval_samples)
     if name_or_path in _BUNDLED_LOADERS:
@@ -282,7 +293,8 @@ def load_image_dataset(
         arrays, class_names = _BUNDLED_LOADERS[name_or_path](data_dir)
         plan = _plan_splits({split: labels for split, (_, labels) in arrays.items()}, *split_args)
         return DatasetDict({
-            split: _arrays_to_dataset(arrays[source][0][indices], arrays[source][1][indices], class_names)
+            split: _arrays_to_dataset(arrays[source][0][indices], arrays[source][1][indices], class_names,
+                                      f"preparing {name_or_path} {split}")
             for split, (source, indices) in plan.items()
         })  # fmt: skip
     path = os.path.expanduser(name_or_path)
@@ -295,11 +307,10 @@ def load_image_dataset(
     else:
         source = _load_hub(name_or_path, data_dir, cache_dir)
     splits = _standardise(source)
-    if check_images:
-        splits = _drop_unreadable(splits, skip_corrupt_images)
     plan = _plan_splits({name: np.asarray(split.with_format("numpy")["label"]) for name, split in splits.items()},
                         *split_args)  # fmt: skip
-    return DatasetDict({split: splits[source].select(indices) for split, (source, indices) in plan.items()})
+    selected = {split: splits[source].select(indices) for split, (source, indices) in plan.items()}
+    return DatasetDict(drop_unreadable_images(selected, skip_corrupt_images) if check_images else selected)
 
 
 @dataclass(frozen=True)
@@ -329,6 +340,7 @@ __all__ = [
     "FASHION_MNIST_CLASSES",
     "FASHION_MNIST_DIRS",
     "ImageInfo",
+    "drop_unreadable_images",
     "image_info",
     "load_image_dataset",
     "read_idx",

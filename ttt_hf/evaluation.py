@@ -13,7 +13,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoImageProcessor, AutoModelForImageClassification, HfArgumentParser
 
-from .data import load_image_dataset
+from .data import BUNDLED_DATASETS, drop_unreadable_images, load_image_dataset
 from .metrics import TopKAccuracy
 from .plots import plot_confusion_matrix
 from .transforms import EvalTransform
@@ -26,6 +26,10 @@ class EvaluationArguments:
     split: str = field(default="test", metadata={"help": "train, validation or test."})
     data_dir: str | None = field(default=None, metadata={"help": "Directory of the fashion-mnist IDX files."})
     max_eval_samples: int | None = field(default=None, metadata={"help": "Evaluate a fixed random subset."})
+    check_images: bool = field(
+        default=True, metadata={"help": "Decode the split's images once first, naming any corrupt file."}
+    )
+    skip_corrupt_images: bool = field(default=False, metadata={"help": "Leave unreadable images out, counted."})
     split_seed: int = field(
         default=0, metadata={"help": "Seed of the dataset's splits (the training run's --split_seed)."}
     )
@@ -56,11 +60,14 @@ def evaluate_checkpoint(args: EvaluationArguments) -> dict:
     )
     processor = AutoImageProcessor.from_pretrained(args.model_name_or_path, trust_remote_code=args.trust_remote_code)
     data = load_image_dataset(
-        args.dataset, data_dir=args.data_dir, seed=args.split_seed, max_eval_samples=args.max_eval_samples
-    )
+        args.dataset, data_dir=args.data_dir, seed=args.split_seed, max_eval_samples=args.max_eval_samples,
+        check_images=False,
+    )  # fmt: skip
     if args.split not in data:
         raise ValueError(f"Unknown split {args.split!r}; the dataset has {', '.join(data)}.")
     split = data[args.split]
+    if args.check_images and args.dataset not in BUNDLED_DATASETS:  # only the split evaluated
+        split = drop_unreadable_images({args.split: split}, args.skip_corrupt_images)[args.split]
     class_names = split.features["label"].names
     if len(class_names) != model.config.num_labels:
         raise ValueError(

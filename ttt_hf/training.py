@@ -1,7 +1,7 @@
 """The outer loop: train or fine-tune a TTT-ViT with `transformers.Trainer` (the transformers-examples way).
 
-`main()` parses `ModelArguments`, `DataArguments` and `TTTTrainingArguments` (TrainingArguments with the
-paper's recipe as defaults), loads a dataset (`ttt_hf.data`), builds a model from a preset or a
+`main()` parses `ModelArguments`, `DataArguments` and `TTTTrainingArguments` (TrainingArguments with a named
+recipe's defaults), loads a dataset (`ttt_hf.data`), builds a model from a preset or a
 checkpoint, trains, evaluates on the validation and test splits, and saves the model, its image processor,
 `all_results.json` and PNG plots (training curves, inner-loop loss per layer). Defaults come from a named recipe
 (`ttt_hf.recipes`, `--recipe`); flags given on the command line win. It runs unchanged under
@@ -40,7 +40,17 @@ from .model_sizing import AUTO_MODEL, auto_geometry, preset_geometry
 from .modeling import PRESETS, TTTViTConfig, TTTViTForImageClassification, TTTViTImageProcessor
 from .plots import plot_inner_losses, plot_training_curves
 from .provenance import command_line, device_description
-from .recipes import DEFAULT_RECIPE, RECIPE_FLAGS, RECIPES, default, get_recipe, recipe_arguments, recipe_help
+from .recipes import (
+    DEFAULT_RECIPE,
+    RECIPE_FLAGS,
+    RECIPES,
+    default,
+    epochs_for,
+    get_recipe,
+    recipe_arguments,
+    recipe_defaults,
+    recipe_help,
+)
 from .transforms import EvalTransform, MixupCollator, TrainTransform, collate_images
 
 logger = logging.getLogger("ttt_hf.training")
@@ -129,8 +139,10 @@ def _recipe_field(flag: str, help_: str):
 @dataclass
 class TTTTrainingArguments(TrainingArguments):
     """TrainingArguments whose optimiser, schedule, batch and epoch defaults come from a named recipe
-    (`ttt_hf.recipes`): the default recipe's values are the dataclass defaults, and `parse_arguments` puts the
-    chosen recipe's values before the user's flags."""
+    (`ttt_hf.recipes`): `parse_arguments` puts the chosen recipe's values before the user's flags, and the
+    dataclass defaults are the default recipe's, except two that depend on the run: `global_batch_size` and a
+    `num_train_epochs` of None are resolved by `ImageClassificationTrainer` (over the processes, and from the
+    training set's size)."""
 
     recipe: str = field(
         default=DEFAULT_RECIPE,
@@ -150,7 +162,7 @@ class TTTTrainingArguments(TrainingArguments):
     lr_scheduler_type: str = _recipe_field("lr_scheduler_type", "Schedule after warm-up.")
     warmup_steps: float = _recipe_field("warmup_steps", "Linear warm-up steps, or a fraction of all steps if < 1.")
     max_grad_norm: float = _recipe_field("max_grad_norm", "Gradient clipping norm.")
-    num_train_epochs: float = _recipe_field("num_train_epochs", "Epochs.")
+    num_train_epochs: float | None = _recipe_field("num_train_epochs", "Epochs.")
     global_batch_size: int | None = field(
         default=None,
         metadata={"help": "Training batch over all processes and accumulation steps; sets "
@@ -200,8 +212,13 @@ class ImageClassificationTrainer(Trainer):
     """Trainer that evaluates with a plain collator, so batch-level training augmentation (mixup) never
     touches validation or test batches."""
 
-    def __init__(self, *args, eval_data_collator=collate_images, **kwargs):
-        super().__init__(*args, **kwargs)
+    def __init__(self, model=None, args=None, *rest, eval_data_collator=collate_images, **kwargs):
+        if isinstance(args, TTTTrainingArguments):  # what depends on the run: processes and dataset size
+            args.resolve_batch_size()
+            train_dataset = kwargs.get("train_dataset")
+            if args.num_train_epochs is None and train_dataset is not None:
+                args.num_train_epochs = epochs_for(len(train_dataset))
+        super().__init__(model, args, *rest, **kwargs)
         self.eval_data_collator = eval_data_collator
 
     def _with_eval_collator(self, build, *args):
@@ -223,7 +240,9 @@ class ImageClassificationTrainer(Trainer):
         gathered logits and labels (what the accuracies use) have no padding."""
         output = super().evaluation_loop(*args, **kwargs)
         prefix = kwargs.get("metric_key_prefix", "eval")
-        if output.predictions is not None and output.label_ids is not None and f"{prefix}_loss" in output.metrics:
+        labels = output.label_ids
+        class_indices = isinstance(labels, np.ndarray) and labels.ndim == 1 and labels.dtype.kind in "iu"
+        if class_indices and self.label_smoother is None and f"{prefix}_loss" in output.metrics:
             output.metrics[f"{prefix}_loss"] = cross_entropy(output.predictions, output.label_ids)
         return output
 
@@ -253,6 +272,16 @@ class LogLastStep(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step >= state.max_steps:
             control.should_log = True
+
+
+class PerProcessSeed(TrainerCallback):
+    """Give every process its own random stream once training starts (the model is already built and the same
+    everywhere), as the official code folds the device index into its rng: shuffled inner batching then draws a
+    different token order on each device. A resumed run restores each process's saved stream."""
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if args.world_size > 1:
+            torch.manual_seed(args.seed + 1_000_003 * args.process_index)
 
 
 class EpochTimer(TrainerCallback):
@@ -381,7 +410,6 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: TTT
         check_repo_id(repo_id)
         if not (training_args.hub_token or get_token()):
             raise HubPublishError("--push_to_hub: no Hugging Face token: log in with `hf auth login` or set HF_TOKEN.")
-    training_args.resolve_batch_size()
     data = load_image_dataset(
         data_args.dataset,
         data_dir=data_args.data_dir,
@@ -395,14 +423,6 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: TTT
     class_names = data["train"].features["label"].names
     info = image_info(data)
     model, processor = build_model(model_args, data_args, class_names, info)
-    logger.info(
-        "%s: %d train / %d validation / %d test images of %dx%d %s; model %s, %.2fM parameters, %d tokens "
-        "(%dx%d input, %dx%d patches); recipe %s, batch %d x %d process(es)",
-        data_args.dataset, len(data["train"]), len(data["validation"]), len(data["test"]), info.height, info.width,
-        info.mode, model.config.mixer, model.num_parameters() / 1e6, model.config.num_tokens,
-        model.config.image_size, model.config.image_size, model.config.patch_size, model.config.patch_size,
-        training_args.recipe, training_args.per_device_train_batch_size, training_args.world_size,
-    )  # fmt: skip
     train_transform = TrainTransform(
         processor,
         random_resized_crop=data_args.random_resized_crop,
@@ -427,8 +447,22 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: TTT
         data_collator=collator,
         compute_metrics=compute_classification_metrics,
         processing_class=processor,
-        callbacks=[SetEpochCallback(train_transform, collator), LogLastStep(), timer := EpochTimer()],
+        callbacks=[
+            SetEpochCallback(train_transform, collator),
+            LogLastStep(),
+            PerProcessSeed(),
+            timer := EpochTimer(),
+        ],
     )
+    logger.info(
+        "%s: %d train / %d validation / %d test images of %dx%d %s; model %s, %.2fM parameters, %d tokens "
+        "(%dx%d input, %dx%d patches); recipe %s, %g epochs, batch %d x %d process(es)",
+        data_args.dataset, len(data["train"]), len(data["validation"]), len(data["test"]), info.height, info.width,
+        info.mode, model.config.mixer, model.num_parameters() / 1e6, model.config.num_tokens,
+        model.config.image_size, model.config.image_size, model.config.patch_size, model.config.patch_size,
+        training_args.recipe, training_args.num_train_epochs, training_args.per_device_train_batch_size,
+        training_args.world_size,
+    )  # fmt: skip
     resume = training_args.resume_from_checkpoint
     if resume in ("last", "true", "True"):  # the newest checkpoint in output_dir
         resume = get_last_checkpoint(training_args.output_dir)
@@ -498,7 +532,8 @@ def _recipe_in(argv: list[str]) -> str:
 
 
 def argument_parser() -> HfArgumentParser:
-    return HfArgumentParser((ModelArguments, DataArguments, TTTTrainingArguments))
+    # no abbreviations: `--reci` would reach the dataclasses but not the recipe lookup
+    return HfArgumentParser((ModelArguments, DataArguments, TTTTrainingArguments), allow_abbrev=False)
 
 
 def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataArguments, TTTTrainingArguments]:
@@ -508,12 +543,10 @@ def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataArguments, TTT
     if len(argv) == 1 and argv[0].endswith(".json"):
         with open(argv[0]) as file:
             given = json.load(file)
-        recipe = get_recipe(given.get("recipe", DEFAULT_RECIPE)).settings()
-        if "per_device_train_batch_size" in given:
-            recipe.pop("global_batch_size")
+        recipe = recipe_defaults(given.get("recipe", DEFAULT_RECIPE), set(given))
         model_args, data_args, training_args = parser.parse_dict({**recipe, **given})
     else:
-        given = {token[2:].split("=", 1)[0] for token in argv if token.startswith("--")}
+        given = {token[2:].split("=", 1)[0].replace("-", "_") for token in argv if token.startswith("--")}
         model_args, data_args, training_args = parser.parse_args_into_dataclasses(
             args=[*recipe_arguments(_recipe_in(argv), given), *argv]
         )
@@ -521,18 +554,27 @@ def parse_arguments(argv: list[str]) -> tuple[ModelArguments, DataArguments, TTT
     return model_args, data_args, training_args
 
 
+class _StdoutHandler(logging.StreamHandler):
+    """A handler that writes to whatever `sys.stdout` is when it logs (a caller may have replaced it since)."""
+
+    @property
+    def stream(self):
+        return sys.stdout
+
+    @stream.setter
+    def stream(self, value):  # StreamHandler.__init__ sets it; the property always answers sys.stdout
+        pass
+
+
 def setup_logging(training_args: TrainingArguments) -> None:
     """ttt_hf's log lines on stdout, through one handler of its own (nothing on the root logger, so libraries
     with their own handlers, huggingface_hub's among them, are not printed twice)."""
     package = logging.getLogger("ttt_hf")
-    handler = next((h for h in package.handlers if getattr(h, "ttt_hf", False)), None)
-    if handler is None:
-        handler = logging.StreamHandler(sys.stdout)
-        handler.ttt_hf = True
+    if not any(isinstance(handler, _StdoutHandler) for handler in package.handlers):
+        handler = _StdoutHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
         package.addHandler(handler)
         package.propagate = False
-    handler.setStream(sys.stdout)  # the current stdout (a caller may have replaced it since the last run)
     package.setLevel(logging.INFO if training_args.should_log else logging.WARNING)
 
 
