@@ -162,8 +162,17 @@ class TTTViTConfig(PreTrainedConfig):
         _choice("inner_kernel", self.inner_kernel, INNER_KERNELS)
         _choice("linear_attention_feature_map", self.linear_attention_feature_map, FEATURE_MAPS)
         _choice("linear_attention_normalizer", self.linear_attention_normalizer, NORMALIZERS)
-        for name in ("image_size", "patch_size", "num_channels", "hidden_size", "num_hidden_layers",
-                     "num_attention_heads", "intermediate_size", "inner_steps", "inner_hidden_ratio"):
+        for name in (
+            "image_size",
+            "patch_size",
+            "num_channels",
+            "hidden_size",
+            "num_hidden_layers",
+            "num_attention_heads",
+            "intermediate_size",
+            "inner_steps",
+            "inner_hidden_ratio",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")

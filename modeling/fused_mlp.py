@@ -67,6 +67,7 @@ def fused_mlp_available(x: torch.Tensor) -> bool:
 
 
 if triton is not None:
+
     @triton.jit
     def _gelu_parts(a):
         """gelu_tanh(a) = a/2 (1 + tanh(u)), u = C (a + K a^3), C = sqrt(2/pi), K = 0.044715, and its first and
@@ -142,8 +143,8 @@ if triton is not None:
             w2 = _tile(w2_ptr, ms, ks, s2m, s2k, in_m, in_k).to(x.dtype)  # [BLOCK_M, BLOCK_K]
             acc += tl.dot(u.to(x.dtype), w2, input_precision=PRECISION)
         acc += tl.load(b2_ptr + b * sb2b + h * sb2h + ks * sb2k, mask=in_k, other=0.0).to(ACC)[None, :]
-        tl.store(out_ptr + b * sob + h * soh + rows[:, None] * son + ks[None, :] * sok, acc.to(out_ptr.dtype.element_ty),
-                 mask=in_n[:, None] & in_k[None, :])  # fmt: skip
+        out = out_ptr + b * sob + h * soh + rows[:, None] * son + ks[None, :] * sok
+        tl.store(out, acc.to(out_ptr.dtype.element_ty), mask=in_n[:, None] & in_k[None, :])
 
     @triton.jit
     def _mlp_backward_kernel(
@@ -382,7 +383,11 @@ def _register_ops():
 
     @mlp_param_grad_backward_op.register_fake
     def _(z, g, w1, b1, w2, dg1, dgb1, dg2):
-        return z.new_empty(z.shape, dtype=_acc_dtype(z)), z.new_empty(z.shape, dtype=_acc_dtype(z)), *weight_grads_like(z, w1)
+        return (
+            z.new_empty(z.shape, dtype=_acc_dtype(z)),
+            z.new_empty(z.shape, dtype=_acc_dtype(z)),
+            *weight_grads_like(z, w1),
+        )
 
     def forward_setup(ctx, inputs, output):
         x, w1, b1, w2, b2 = inputs
@@ -394,8 +399,9 @@ def _register_ops():
         x, w1, b1, w2 = ctx.saved_tensors
         with_dx = ctx.needs_input_grad[0]
         dx, dw1, db1, dw2 = ns.mlp_backward(x, grad_out.to(x.dtype), w1, b1, w2, with_dx)
-        return (dx.to(x.dtype) if with_dx else None, _reduce(dw1, w1.shape, w1.dtype), _reduce(db1, b1.shape, b1.dtype),
-                _reduce(dw2, w2.shape, w2.dtype), _reduce(grad_out.sum(-2), *ctx.b2))  # fmt: skip
+        return (dx.to(x.dtype) if with_dx else None, _reduce(dw1, w1.shape, w1.dtype),
+                _reduce(db1, b1.shape, b1.dtype), _reduce(dw2, w2.shape, w2.dtype),
+                _reduce(grad_out.sum(-2), *ctx.b2))  # fmt: skip
 
     mlp_forward_op.register_autograd(forward_backward, setup_context=forward_setup)
 

@@ -20,7 +20,6 @@ from .image_processing_ttt_vit import TTTViTImageProcessor
 from .pipeline_ttt_vit import TTTViTImageClassificationPipeline  # noqa: F401  (copied as remote code)
 from .ttt_layers import MIXERS, TTTMixer
 
-
 AUTO_MAP = {
     "AutoConfig": "configuration_ttt_vit.TTTViTConfig",
     "AutoModel": "modeling_ttt_vit.TTTViTModel",
@@ -222,7 +221,9 @@ class TTTViTPreTrainedModel(PreTrainedModel):
         without ttt_hf installed) and, unless one is there already, the image processor the pipeline needs."""
         self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **AUTO_MAP}
         super().save_pretrained(save_directory, *args, **kwargs)
-        if kwargs.get("is_main_process", True) and not os.path.exists(os.path.join(save_directory, "preprocessor_config.json")):
+        if kwargs.get("is_main_process", True) and not os.path.exists(
+            os.path.join(save_directory, "preprocessor_config.json")
+        ):
             TTTViTImageProcessor.for_image_size(self.config.image_size, self.config.num_channels).save_pretrained(
                 save_directory
             )
@@ -295,7 +296,9 @@ class TTTViTPreTrainedModel(PreTrainedModel):
                 init.normal_(module.position_embeddings, std=module.config.hidden_size**-0.5)
             else:  # the fixed sin-cos table is a non-persistent buffer: rebuild it after loading too
                 grid = self.config.image_size // self.config.patch_size
-                init.copy_(module.position_embeddings, sincos_2d_position_embedding(grid, self.config.hidden_size)[None])
+                init.copy_(
+                    module.position_embeddings, sincos_2d_position_embedding(grid, self.config.hidden_size)[None]
+                )
         elif isinstance(module, TTTMixer):
             d = module.value_weight.shape[-1]  # [H, k, d]: fan_out = d (the head axis is a batch axis)
             init.uniform_(module.value_weight, -((3.0 / d) ** 0.5), (3.0 / d) ** 0.5)

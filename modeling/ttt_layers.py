@@ -166,7 +166,9 @@ class ReconstructionTask:
         # f @ forms -> f g_c g_c^T | f g_c diag(gamma^2) g_c^T | f.(g_c b_c) | f.(g_c gamma^2 b_c) | f.(g_c gamma beta)
         self.forms = torch.cat([g_c @ g_c.transpose(-1, -2), (g_c * gamma2.unsqueeze(-2)) @ g_c.transpose(-1, -2),
                                 vectors], -1)  # [H, k, 2k + 3]  # fmt: skip
-        self.vectors = vectors.transpose(-1, -2).unsqueeze(-2)  # g_c b_c, g_c gamma^2 b_c, g_c gamma beta: [H, 3, 1, k]
+        self.vectors = vectors.transpose(-1, -2).unsqueeze(
+            -2
+        )  # g_c b_c, g_c gamma^2 b_c, g_c gamma beta: [H, 3, 1, k]
         self.constants = torch.stack([b_c.square().sum().expand(gamma.shape[0]), (gamma2 * b_c.square()).sum(-1),
                                       (gamma * beta * b_c).sum(-1)], -1)[:, None]  # [H, 1, 3]  # fmt: skip
         self.target_weight = torch.cat([g_c * gamma.unsqueeze(-2), (gamma * b_c).unsqueeze(-2)], -2)  # [H, k+1, d]
@@ -208,8 +210,10 @@ class ReconstructionTask:
             rstd = (var.clamp_min(0) + self.eps).rsqrt().unsqueeze(-1)  # [B, H, n, 1]
             v_b, v_gb, v_bb = self.vectors.unbind(-3)  # [H, 1, k] each
             h_g = rstd * (f_a + v_gb) + v_bb - proj  # (h / scale) g_c^T
-            h_xhat = (rstd.square().squeeze(-1) * ((f_a * f).sum(-1) + 2 * f_vec[..., 1] + c_gb)
-                      + rstd.squeeze(-1) * (f_vec[..., 2] + c_bb - (f * proj).sum(-1) - x_b)) / d  # mean_d(h xhat)/scale
+            h_xhat = (
+                rstd.square().squeeze(-1) * ((f_a * f).sum(-1) + 2 * f_vec[..., 1] + c_gb)
+                + rstd.squeeze(-1) * (f_vec[..., 2] + c_bb - (f * proj).sum(-1) - x_b)
+            ) / d  # mean_d(h xhat)/scale
             return scale * rstd * (h_g - h_xhat.unsqueeze(-1) * rstd * (f_gram + v_b))
 
     def grad(self, params, z, target, at_zero: bool = False):
@@ -391,7 +395,13 @@ class TTTMixer(nn.Module):
                 )
             perm = self._permutation(batch, tokens, x.device)
         params, losses = inner_loop(
-            self.reconstruction_task(), init, keys, x, self.config.inner_lrs(), perm, return_inner_losses,
+            self.reconstruction_task(),
+            init,
+            keys,
+            x,
+            self.config.inner_lrs(),
+            perm,
+            return_inner_losses,
             gradient=self.config.inner_gradient,
         )
         out, _ = self.learner.forward(queries, params)  # [B, H, N, k]

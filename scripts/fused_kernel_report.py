@@ -67,7 +67,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     print(f"# sm_{args.arch}, {args.dtype}, k = {args.head_width}, m = {args.hidden}, triton {triton.__version__}")
     print(
-        f"{'kernel':26s} {'BLOCK_N':>7s} {'BLOCK_M':>7s} {'warps':>5s} {'registers':>9s} {'spilled B':>9s} {'shared B':>9s}"
+        f"{'kernel':26s} {'BLOCK_N':>7s} {'BLOCK_M':>7s} {'warps':>5s} {'registers':>9s} {'spilled B':>9s} "
+        f"{'shared B':>9s}"
     )
     failed = 0
     for name, attr, kind, extra in KERNELS:

@@ -9,7 +9,6 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach the network
 # (setdefault: that subprocess sets "0" first; so would a shell, which makes the CPU kernel tests fail.)
 os.environ.setdefault("TRITON_INTERPRET", "1")
 
-import ttt_hf  # noqa: E402  (registers the Auto classes)
 from ttt_hf import TTTViTConfig  # noqa: E402
 
 # Prepended to a `python -c` script: ttt_hf cannot be imported in that process, as on a machine without it, so

@@ -37,6 +37,7 @@ def test_activation_memory_counts_saved_storages_once():
     def step():
         y = x * w  # saves x and w
         (y * y).sum().backward()  # saves y
+
     assert benchmark.memory_of(step, "cpu", [w]) == 2 * 4000  # x and y; the parameter w is excluded
 
 
@@ -45,10 +46,13 @@ def test_results_table_means_and_spreads(tmp_path):
         run = tmp_path / "pixel" / f"mlp-seed{seed}"
         run.mkdir(parents=True)
         (run / "all_results.json").write_text(
-            json.dumps({"test_accuracy": test, "eval_accuracy": val, "epoch_seconds": secs}))
+            json.dumps({"test_accuracy": test, "eval_accuracy": val, "epoch_seconds": secs})
+        )
     other = tmp_path / "pixel" / "attn-seed0"
     other.mkdir()
-    (other / "all_results.json").write_text(json.dumps({"test_accuracy": 0.9, "eval_accuracy": 0.9, "epoch_seconds": 5}))
+    (other / "all_results.json").write_text(
+        json.dumps({"test_accuracy": 0.9, "eval_accuracy": 0.9, "epoch_seconds": 5})
+    )
     table = results_table(tmp_path).splitlines()
     assert table[2] == "| pixel | self-attention | 1 | 90.0 | 90.0 | 5 |"  # best first
     assert table[3] == "| pixel | MTTT-MLP (T=1) | 2 | 82.0 ± 2.8 | 82.0 ± 1.4 | 11 ± 1 |"
@@ -59,7 +63,9 @@ def test_precision_report_float32_exact_and_bfloat16_close():
     from ttt_hf.precision import precision_rows
 
     rows = precision_rows(tokens=64, width=24, heads=3, batch=2)
-    assert {r["name"] for r in rows} == {n for n in benchmark.LAYER_MIXERS if "autograd" not in n and "triton" not in n}
+    assert {r["name"] for r in rows} == {
+        n for n in benchmark.LAYER_MIXERS if "autograd" not in n and "triton" not in n
+    }
     for r in rows:
         errors = (r["output_error"], r["input_grad_error"], r["param_grad_error"])
         assert max(errors) < (1e-5 if r["dtype"] == "float32" else 5e-2), r

@@ -38,7 +38,12 @@ def linear_attention_from_ttt_linear(ttt: TTTMixer) -> LinearAttentionMixer:
 @pytest.mark.parametrize("dtype,tol", [(torch.float32, 2e-6), (torch.float64, 1e-12)])
 def test_ttt_linear_from_zero_equals_linear_attention(dtype, tol):
     config = tiny_config(mixer="ttt_linear")
-    assert (config.inner_steps, config.inner_lr, config.decoder_layer_norm, config.learn_inner_init) == (1, 1.0, False, False)
+    assert (config.inner_steps, config.inner_lr, config.decoder_layer_norm, config.learn_inner_init) == (
+        1,
+        1.0,
+        False,
+        False,
+    )
     ttt = _randomise(TTTMixer(config).to(dtype))
     assert ttt.zero_init  # W_0 = 0, frozen: the first step starts from f = 0
     attn = linear_attention_from_ttt_linear(ttt)
@@ -78,8 +83,9 @@ def test_self_attention_is_the_nadaraya_watson_kernel_estimator(dtype, tol):
 
 
 def test_linear_attention_normalisers():
-    config = tiny_config(mixer="linear_attention", linear_attention_feature_map="elu_plus_one",
-                         linear_attention_normalizer="adaptive")
+    config = tiny_config(
+        mixer="linear_attention", linear_attention_feature_map="elu_plus_one", linear_attention_normalizer="adaptive"
+    )
     attn = _randomise(LinearAttentionMixer(config).double())
     x = torch.randn(2, 16, 12, dtype=torch.float64)
     split = lambda t: t.view(2, 16, 3, 4).transpose(1, 2)  # noqa: E731

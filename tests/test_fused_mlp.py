@@ -15,6 +15,7 @@ import torch
 if sys.platform != "linux":
     pytest.skip("Triton (a dev dependency on Linux) has no wheels here", allow_module_level=True)
 import triton  # noqa: E402  (on Linux a missing triton is an error, not a skip)
+
 from ttt_hf import TTTViTForImageClassification
 from ttt_hf.modeling import fused_mlp, ttt_layers
 from ttt_hf.modeling.fused_mlp import fused_mlp_available, mlp_forward, mlp_param_grad

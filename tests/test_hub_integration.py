@@ -101,7 +101,11 @@ def test_remote_code_loads_where_ttt_hf_cannot_be_imported(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home"), "PYTHONPATH": ""}
     result = subprocess.run(
         [sys.executable, "-c", REMOTE_SCRIPT, str(tmp_path / "repo")],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     report = json.loads(result.stdout.strip().splitlines()[-1])
@@ -157,7 +161,9 @@ def test_processor_round_trip(tmp_path):
     loaded = AutoImageProcessor.from_pretrained(tmp_path)
     assert type(loaded) is TTTViTImageProcessor and loaded.num_channels == 1
     image = photo((50, 35))
-    torch.testing.assert_close(loaded(image, return_tensors="pt").pixel_values, processor(image, return_tensors="pt").pixel_values)
+    torch.testing.assert_close(
+        loaded(image, return_tensors="pt").pixel_values, processor(image, return_tensors="pt").pixel_values
+    )
 
 
 def test_pipeline_classifies_any_image(tmp_path):
@@ -200,9 +206,18 @@ def test_trainer_gradient_accumulation_matches_the_larger_batch(tmp_path, soft):
         torch.nn.init.normal_(model.classifier.weight, std=0.5)
         before = {k: v.clone() for k, v in model.state_dict().items()}
         args = TrainingArguments(
-            output_dir=str(tmp_path / f"b{batch}"), per_device_train_batch_size=batch,
-            gradient_accumulation_steps=accumulation, max_steps=1, learning_rate=0.1, optim="sgd",
-            report_to=[], save_strategy="no", use_cpu=True, seed=0, data_seed=0, dataloader_drop_last=True,
+            output_dir=str(tmp_path / f"b{batch}"),
+            per_device_train_batch_size=batch,
+            gradient_accumulation_steps=accumulation,
+            max_steps=1,
+            learning_rate=0.1,
+            optim="sgd",
+            report_to=[],
+            save_strategy="no",
+            use_cpu=True,
+            seed=0,
+            data_seed=0,
+            dataloader_drop_last=True,
         )
         Trainer(model=model, args=args, train_dataset=data).train()
         return before, model.state_dict()
@@ -210,7 +225,9 @@ def test_trainer_gradient_accumulation_matches_the_larger_batch(tmp_path, soft):
     (before, full), (_, accumulated) = train(8, 1), train(4, 2)
     # the step moved the head far beyond the tolerance below (Trainer clips the gradient norm to 1: ~1e-3 here)
     assert (full["classifier.weight"] - before["classifier.weight"]).abs().max() > 1e-4
-    assert (full["ttt_vit.layers.0.mixer.inner_init_0"] - before["ttt_vit.layers.0.mixer.inner_init_0"]).abs().max() > 0
+    assert (
+        full["ttt_vit.layers.0.mixer.inner_init_0"] - before["ttt_vit.layers.0.mixer.inner_init_0"]
+    ).abs().max() > 0
     for name in full:
         torch.testing.assert_close(accumulated[name], full[name], rtol=1e-5, atol=1e-6, msg=name)
 
@@ -221,10 +238,18 @@ def test_pipeline_needs_no_trust_remote_code_when_ttt_hf_is_installed(tmp_path):
     saved_classifier(tmp_path / "model")
     saved = json.loads((tmp_path / "model" / "preprocessor_config.json").read_text())
     assert "auto_map" not in saved and "image_processor_type" not in saved
-    script = ("import sys, ttt_hf; from PIL import Image; from transformers import pipeline; "
-              "print(pipeline('image-classification', model=sys.argv[1])(Image.new('RGB', (9, 9)))[0]['label'])")
-    result = subprocess.run([sys.executable, "-c", script, str(tmp_path / "model")], stdin=subprocess.DEVNULL,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"}, capture_output=True, text=True, timeout=300)
+    script = (
+        "import sys, ttt_hf; from PIL import Image; from transformers import pipeline; "
+        "print(pipeline('image-classification', model=sys.argv[1])(Image.new('RGB', (9, 9)))[0]['label'])"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path / "model")],
+        stdin=subprocess.DEVNULL,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "custom code" not in result.stdout + result.stderr  # no "Do you wish to run the custom code?" prompt
     assert result.stdout.strip().splitlines()[-1] in LABELS

@@ -6,10 +6,10 @@ from torch.func import functional_call
 
 from ttt_hf.modeling.ttt_layers import (
     LinearLearner,
-    _GeluTanhGrad,
     MLPLearner,
     ReconstructionTask,
     TTTMixer,
+    _GeluTanhGrad,
     inner_loop,
 )
 
@@ -131,7 +131,10 @@ def test_autograd_inner_gradient_option_gives_the_same_layer(mixer):
     x = torch.randn(2, 16, 12, dtype=torch.float64)
     out_a, out_r = analytic(x)[0], reference(x)[0]
     torch.testing.assert_close(out_a, out_r, rtol=1e-10, atol=1e-10)
-    grads = [torch.autograd.grad(out.square().sum(), m.value_weight)[0] for out, m in ((out_a, analytic), (out_r, reference))]
+    grads = [
+        torch.autograd.grad(out.square().sum(), m.value_weight)[0]
+        for out, m in ((out_a, analytic), (out_r, reference))
+    ]
     torch.testing.assert_close(*grads, rtol=1e-9, atol=1e-10)
     with torch.no_grad():  # inference: the reference needs no graph from the outside
         torch.testing.assert_close(reference(x)[0], out_a, rtol=1e-10, atol=1e-10)
@@ -151,7 +154,9 @@ def test_structural_zero_init_equals_a_zero_parameter(overrides):
     out_g, losses_g = general(x, return_inner_losses=True)
     torch.testing.assert_close(out_f, out_g, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(losses_f, losses_g, rtol=1e-12, atol=1e-12)
-    grad_f, grad_g = (torch.autograd.grad(o.square().sum(), m.value_weight)[0] for o, m in ((out_f, frozen), (out_g, general)))
+    grad_f, grad_g = (
+        torch.autograd.grad(o.square().sum(), m.value_weight)[0] for o, m in ((out_f, frozen), (out_g, general))
+    )
     torch.testing.assert_close(grad_f, grad_g, rtol=1e-11, atol=1e-12)
 
 

@@ -16,7 +16,9 @@ ALL_MIXERS = [
     dict(mixer="ttt_mlp", inner_steps=4, inner_batching="shuffled"),
     dict(mixer="self_attention"),
     dict(mixer="linear_attention"),
-    dict(mixer="linear_attention", linear_attention_feature_map="elu_plus_one", linear_attention_normalizer="adaptive"),
+    dict(
+        mixer="linear_attention", linear_attention_feature_map="elu_plus_one", linear_attention_normalizer="adaptive"
+    ),
 ]
 MIXER_IDS = ["mlp", "linear", "mlp-shuffled4", "attn", "linattn", "linattn-elu"]
 
@@ -80,11 +82,25 @@ def test_paper_architecture_choices():
 def test_vit_small_preset_matches_the_paper():
     config = TTTViTConfig.from_preset("ttt-vit-small16-mlp")
     assert (config.hidden_size, config.num_hidden_layers, config.num_attention_heads, config.intermediate_size) == (
-        384, 12, 6, 1536)
-    assert (config.image_size, config.patch_size, config.position_embedding, config.num_tokens) == (224, 16, "sincos2d", 196)
+        384,
+        12,
+        6,
+        1536,
+    )
+    assert (config.image_size, config.patch_size, config.position_embedding, config.num_tokens) == (
+        224,
+        16,
+        "sincos2d",
+        196,
+    )
     pixel = TTTViTConfig.from_preset("ttt-vit-tiny-pixel-mlp-shuffled4", image_size=32)
     assert (pixel.hidden_size, pixel.patch_size, pixel.position_embedding, pixel.inner_steps, pixel.num_tokens) == (
-        192, 1, "learned", 4, 1024)
+        192,
+        1,
+        "learned",
+        4,
+        1024,
+    )
     with pytest.raises(ValueError, match="Unknown preset 'vit-huge'"):
         TTTViTConfig.from_preset("vit-huge")
 
@@ -109,8 +125,18 @@ def test_sincos_embedding_is_big_visions_layout():
     pe = sincos_2d_position_embedding(4, 8)
     assert pe.shape == (16, 8)
     # token (row 1, col 2): x = 2 uses the first half (sin, cos), y = 1 the second; omega = [1, 1e-4]
-    row1col2 = torch.tensor([math.sin(2), math.sin(2e-4), math.cos(2), math.cos(2e-4),
-                             math.sin(1), math.sin(1e-4), math.cos(1), math.cos(1e-4)])
+    row1col2 = torch.tensor(
+        [
+            math.sin(2),
+            math.sin(2e-4),
+            math.cos(2),
+            math.cos(2e-4),
+            math.sin(1),
+            math.sin(1e-4),
+            math.cos(1),
+            math.cos(1e-4),
+        ]
+    )
     torch.testing.assert_close(pe[1 * 4 + 2], row1col2.float())
 
 
@@ -231,14 +257,16 @@ def test_soft_labels_give_soft_target_cross_entropy():
     torch.testing.assert_close(model(x, labels=one_hot).loss, model(x, labels=hard).loss)
     mixed = 0.7 * one_hot + 0.3 * one_hot.roll(1, 0)  # mixup of each image's label with its neighbour's
     expected = 0.7 * torch.nn.functional.cross_entropy(logits, hard) + 0.3 * torch.nn.functional.cross_entropy(
-        logits, hard.roll(1, 0))
+        logits, hard.roll(1, 0)
+    )
     torch.testing.assert_close(model(x, labels=mixed).loss, expected)
     # Trainer's gradient-accumulation scaling: it counts label entries, 6 images x 5 classes in two batches of 3
     summed = model(x, labels=mixed, num_items_in_batch=torch.tensor(30)).loss
     torch.testing.assert_close(summed, expected * 3 / 6)
     model.config.problem_type = "multi_label_classification"
     torch.testing.assert_close(
-        model(x, labels=mixed).loss, torch.nn.functional.binary_cross_entropy_with_logits(logits, mixed))
+        model(x, labels=mixed).loss, torch.nn.functional.binary_cross_entropy_with_logits(logits, mixed)
+    )
 
 
 @pytest.mark.parametrize("overrides", ALL_MIXERS, ids=MIXER_IDS)

@@ -19,7 +19,8 @@ TINY_MODEL = "hidden_size=24,num_hidden_layers=2,num_attention_heads=3,intermedi
 NO_AUGMENTATION = ["--random_resized_crop", "false", "--horizontal_flip", "false", "--rand_augment", "false",
                    "--mixup_alpha", "0"]  # fmt: skip
 COMMON = ["--dataset", "digits", "--config_overrides", TINY_MODEL, "--eval_crop_fraction", "1.0",
-          "--disable_tqdm", "true", "--report_to", "none", "--use_cpu", "true", "--dataloader_num_workers", "0"]  # fmt: skip
+          "--disable_tqdm", "true", "--report_to", "none", "--use_cpu", "true",
+          "--dataloader_num_workers", "0"]  # fmt: skip
 
 
 def test_train_then_evaluate_then_reload(tmp_path, capsys, monkeypatch):
@@ -101,8 +102,8 @@ def test_fine_tune_a_checkpoint_on_new_labels(tmp_path):
 
 def test_bf16_and_activation_checkpointing_switches(tmp_path):
     metrics = training.main([*COMMON, *NO_AUGMENTATION, "--output_dir", str(tmp_path), "--max_steps", "3",
-                             "--max_train_samples", "64", "--save_strategy", "no", "--plots", "false", "--bf16", "true",
-                             "--activation_checkpointing", "true"])  # fmt: skip
+                             "--max_train_samples", "64", "--save_strategy", "no", "--plots", "false",
+                             "--bf16", "true", "--activation_checkpointing", "true"])  # fmt: skip
     assert metrics["train_loss"] == pytest.approx(2.30, abs=0.1)  # zero head: log(10) at the start
     assert AutoModelForImageClassification.from_pretrained(tmp_path).dtype == torch.float32  # saved in fp32
 

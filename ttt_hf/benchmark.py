@@ -44,8 +44,10 @@ LAYER_MIXERS = {
 def machine_description(device: str) -> str:
     if device.startswith("cuda"):
         return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}, CUDA {torch.version.cuda}"
-    return (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads "
-            f"({os.cpu_count()} CPUs), torch {torch.__version__}")
+    return (
+        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads "
+        f"({os.cpu_count()} CPUs), torch {torch.__version__}"
+    )
 
 
 def precision(device: str, dtype: torch.dtype):
@@ -224,19 +226,45 @@ def model_suite(quick: bool, model_batch: int = 8, pixel_batch: int = 1, pixel_s
     """(name, model factory, image size, channels, batch) of the model-level benchmark."""
     if quick:
         small = dict(hidden_size=48, num_hidden_layers=2, num_attention_heads=3, intermediate_size=96, num_labels=10)
-        return [(f"{mixer} tiny/8 @32", lambda m=mixer: TTTViTForImageClassification(
-            TTTViTConfig(image_size=32, patch_size=8, mixer=m, **small)), 32, 3, 2) for mixer in ("ttt_mlp", "ttt_linear")]
+        return [
+            (
+                f"{mixer} tiny/8 @32",
+                lambda m=mixer: TTTViTForImageClassification(
+                    TTTViTConfig(image_size=32, patch_size=8, mixer=m, **small)
+                ),
+                32,
+                3,
+                2,
+            )
+            for mixer in ("ttt_mlp", "ttt_linear")
+        ]
     suite = [("transformers ViT-S/16 (SDPA)", hf_vit_small, 224, 3, model_batch)]
     for suffix in ("mlp", "linear", "linattn", "attn"):
         name = f"ttt-vit-small16-{suffix}"
         suite.append((name, lambda n=name: TTTViTForImageClassification(TTTViTConfig.from_preset(n)), 224, 3,
                       model_batch))  # fmt: skip
-    suite.append(("ttt-vit-small16-mlp (triton)", lambda: TTTViTForImageClassification(
-        TTTViTConfig.from_preset("ttt-vit-small16-mlp", inner_kernel="triton")), 224, 3, model_batch))
+    suite.append(
+        (
+            "ttt-vit-small16-mlp (triton)",
+            lambda: TTTViTForImageClassification(
+                TTTViTConfig.from_preset("ttt-vit-small16-mlp", inner_kernel="triton")
+            ),
+            224,
+            3,
+            model_batch,
+        )
+    )
     for size in pixel_sizes:
         # at 224² (50,176 tokens) a step would keep ~20 GB of activations per image: checkpoint every block
-        suite.append((f"ttt-vit-tiny-pixel-mlp @{size}{' (checkpointed)' if size == 224 else ''}",
-                      lambda s=size: pixel_model(s, checkpointing=s == 224), size, 3, pixel_batch))
+        suite.append(
+            (
+                f"ttt-vit-tiny-pixel-mlp @{size}{' (checkpointed)' if size == 224 else ''}",
+                lambda s=size: pixel_model(s, checkpointing=s == 224),
+                size,
+                3,
+                pixel_batch,
+            )
+        )
     return suite
 
 
@@ -248,18 +276,24 @@ def pixel_model(image_size: int, checkpointing: bool = False):
 
 
 def print_table(rows: list[dict]) -> None:
-    head = f"{'level':6s} {'name':36s} {'N':>6s} {'B':>3s} {'fwd ms':>10s} {'fwd+bwd ms':>11s} {'mem MB':>9s} {'train img/s':>11s}"
+    head = (
+        f"{'level':6s} {'name':36s} {'N':>6s} {'B':>3s} {'fwd ms':>10s} {'fwd+bwd ms':>11s} {'mem MB':>9s} "
+        f"{'train img/s':>11s}"
+    )
     print(head)
     print("-" * len(head))
     for r in rows:
         train = f"{r['train_images_per_s']:11.2f}" if "train_images_per_s" in r else f"{'':11s}"
-        print(f"{r['level']:6s} {r['name'][:36]:36s} {r['tokens']:6d} {r['batch']:3d} {r['forward_ms']:10.2f} "
-              f"{r['forward_backward_ms']:11.2f} {r['memory_mb']:9.1f} {train}")
+        print(
+            f"{r['level']:6s} {r['name'][:36]:36s} {r['tokens']:6d} {r['batch']:3d} {r['forward_ms']:10.2f} "
+            f"{r['forward_backward_ms']:11.2f} {r['memory_mb']:9.1f} {train}"
+        )
 
 
 def write_csv(rows: list[dict], path: str, machine: str) -> None:
     keys = ["level", "name", "tokens", "batch", "width", "forward_ms", "forward_backward_ms", "memory_mb",
-            "train_images_per_s", "infer_images_per_s", "matmul_share", "device", "dtype", "compiled", "machine"]  # fmt: skip
+            "train_images_per_s", "infer_images_per_s", "matmul_share", "device", "dtype", "compiled",
+            "machine"]  # fmt: skip
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=keys)
         writer.writeheader()
@@ -273,7 +307,9 @@ def plot_layers(rows: list[dict], path: str, title: str) -> None:
     layer_rows = [r for r in rows if r["level"] == "layer"]
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for name in dict.fromkeys(r["name"] for r in layer_rows):
-        points = sorted((r["tokens"], r["forward_backward_ms"], r["memory_mb"]) for r in layer_rows if r["name"] == name)
+        points = sorted(
+            (r["tokens"], r["forward_backward_ms"], r["memory_mb"]) for r in layer_rows if r["name"] == name
+        )
         tokens, ms, mb = zip(*points)
         axes[0].loglog(tokens, ms, "o-", label=name)
         axes[1].loglog(tokens, mb, "o-", label=name)
@@ -373,9 +409,13 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--pixel_batch", type=int, default=1, help="batch of the ViT-Ti pixel models")
     parser.add_argument("--pixel_sizes", default="32,64,112,224", help="image sizes of the pixel model")
     parser.add_argument("--only", default=None, help="regular expression: run only the rows whose name matches")
-    parser.add_argument("--profile", default=None, metavar="REGEX",
-                        help='profile the training step of rows whose "name@N" matches, e.g. "ttt_mlp@50176" '
-                             "(operator table to profile_*.txt, matrix-product share in the CSV)")
+    parser.add_argument(
+        "--profile",
+        default=None,
+        metavar="REGEX",
+        help='profile the training step of rows whose "name@N" matches, e.g. "ttt_mlp@50176" '
+        "(operator table to profile_*.txt, matrix-product share in the CSV)",
+    )
     parser.add_argument("--tag", default="", help="suffix of the output file names")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: all cores)")
     parser.add_argument("--output_dir", default="outputs/benchmark")
@@ -388,7 +428,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     os.makedirs(args.output_dir, exist_ok=True)
     rows = run(args)
     print_table(rows)
-    tag = f"{args.device.split(':')[0]}_{args.dtype}{'_compiled' if args.compile else ''}{'_quick' if args.quick else ''}"
+    compiled, quick = "_compiled" if args.compile else "", "_quick" if args.quick else ""
+    tag = f"{args.device.split(':')[0]}_{args.dtype}{compiled}{quick}"
     tag += f"_{args.tag}" if args.tag else ""
     write_csv(rows, os.path.join(args.output_dir, f"benchmark_{tag}.csv"), machine)
     if any(r["level"] == "layer" for r in rows):

@@ -20,7 +20,7 @@ def plot_training_curves(log_history: list[dict], path) -> None:
             ax_acc.plot([e["step"] for e in evals], [e["eval_accuracy"] for e in evals], "o-", label="top-1")
         top = next((key for key in evals[0] if key.startswith("eval_top") and key.endswith("_accuracy")), None)
         if top:
-            k = top[len("eval_top"):-len("_accuracy")]
+            k = top[len("eval_top") : -len("_accuracy")]
             ax_acc.plot([e["step"] for e in evals], [e[top] for e in evals], "s--", label=f"top-{k}")
     ax_loss.set(xlabel="step", ylabel="loss", title="loss")
     ax_acc.set(xlabel="step", ylabel="accuracy", title="validation accuracy")
@@ -62,8 +62,15 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names: list[str], path, titl
     if len(class_names) <= 20:
         for i in range(len(class_names)):
             for j in range(len(class_names)):
-                ax.text(j, i, int(matrix[i, j]), ha="center", va="center", fontsize=7,
-                        color="white" if rates[i, j] > 0.5 else "black")
+                ax.text(
+                    j,
+                    i,
+                    int(matrix[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if rates[i, j] > 0.5 else "black",
+                )
     ax.set(xlabel="predicted", ylabel="true", title=title or "confusion matrix")
     fig.colorbar(image, ax=ax, fraction=0.046)
     fig.tight_layout()

@@ -78,9 +78,15 @@ def print_rows(rows) -> None:
     print(f"{'mixer':24s} {'dtype':9s} {'N':>6s} {'output':>9s} {'d input':>9s} {'d params':>9s} "
           f"{'inner loss W1/W0':>17s} {'float64':>9s}   (relative errors against float64)")  # fmt: skip
     for r in rows:
-        ratio = "" if r["inner_loss_ratio"] is None else f"{r['inner_loss_ratio']:17.6f} {r['reference_inner_loss_ratio']:9.6f}"
-        print(f"{r['name']:24s} {r['dtype']:9s} {r['tokens']:6d} {r['output_error']:9.2e} {r['input_grad_error']:9.2e} "
-              f"{r['param_grad_error']:9.2e} {ratio}")
+        ratio = (
+            ""
+            if r["inner_loss_ratio"] is None
+            else f"{r['inner_loss_ratio']:17.6f} {r['reference_inner_loss_ratio']:9.6f}"
+        )
+        print(
+            f"{r['name']:24s} {r['dtype']:9s} {r['tokens']:6d} {r['output_error']:9.2e} {r['input_grad_error']:9.2e} "
+            f"{r['param_grad_error']:9.2e} {ratio}"
+        )
 
 
 def main(argv: list[str] | None = None):

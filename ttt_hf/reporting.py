@@ -16,7 +16,8 @@ MIXER_NAMES = {
 
 
 def collect(root) -> dict[tuple[str, str], list[dict]]:
-    """{(setting, run name without -seedN): [all_results of each seed]} for runs laid out as root/setting/name-seedN."""
+    """{(setting, run name without -seedN): [all_results of each seed]} for runs laid out as
+    root/setting/name-seedN."""
     runs = defaultdict(list)
     for path in sorted(Path(root).glob("*/*/all_results.json")):
         setting, run = path.parent.parent.name, path.parent.name
