@@ -1,6 +1,6 @@
 """Model definitions of ttt-hf (installed as `ttt_hf.modeling`; copied to the Hub as remote code)."""
 
-from .configuration_ttt_vit import PRESETS, TTTViTConfig
+from .configuration_ttt_vit import MIXER_PRESETS, PRESETS, TTTViTConfig
 from .image_processing_ttt_vit import TTTViTImageProcessor
 from .modeling_ttt_vit import (
     TTTViTForImageClassification,
@@ -12,6 +12,7 @@ from .modeling_ttt_vit import (
 from .pipeline_ttt_vit import TTTViTImageClassificationPipeline
 
 __all__ = [
+    "MIXER_PRESETS",
     "PRESETS",
     "TTTViTConfig",
     "TTTViTForImageClassification",

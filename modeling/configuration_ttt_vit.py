@@ -4,9 +4,11 @@ Every choice of "Learning to (Learn at Test Time)" (Sun et al., arXiv 2310.13807
 paper's default, so that a saved `config.json` says exactly which model it is.
 """
 
+from typing import NamedTuple
+
 from transformers import PreTrainedConfig
 
-MIXERS = ("ttt_mlp", "ttt_linear", "self_attention", "linear_attention")
+MIXER_TYPES = ("ttt_mlp", "ttt_linear", "self_attention", "linear_attention")  # values of the `mixer` field
 POSITION_EMBEDDINGS = ("sincos2d", "learned")
 INNER_BATCHINGS = ("full", "shuffled")
 FEATURE_MAPS = ("identity", "elu_plus_one")
@@ -20,26 +22,41 @@ INNER_KERNELS = ("torch", "triton")
 _SIZES = {"tiny": (192, 12, 3, 768), "small": (384, 12, 6, 1536)}
 # name -> (image_size, patch_size, position_embedding)
 _TOKENIZERS = {"16": (224, 16, "sincos2d"), "pixel": (224, 1, "learned")}
-# name -> mixer settings
-_MIXER_PRESETS = {
-    "mlp": {"mixer": "ttt_mlp"},
-    "mlp-shuffled4": {"mixer": "ttt_mlp", "inner_steps": 4, "inner_batching": "shuffled"},
-    "linear": {"mixer": "ttt_linear"},
-    "linattn": {"mixer": "linear_attention"},
-    "linattn-elu": {
-        "mixer": "linear_attention",
-        "linear_attention_feature_map": "elu_plus_one",
-        "linear_attention_normalizer": "adaptive",
-    },
-    "attn": {"mixer": "self_attention"},
+
+
+class MixerPreset(NamedTuple):
+    paper_name: str  # the name in the paper's tables (Sun et al. 2023, Tables 1-2)
+    fields: dict  # the config fields that make this mixer
+
+
+# The one table of the paper's token mixers: preset suffix -> paper name and config fields. Presets, the model
+# card's names, the results tables, the benchmark, the tests and the Fashion-MNIST grid all derive from it.
+MIXER_PRESETS = {
+    "mlp": MixerPreset("MTTT-MLP (T=1)", {"mixer": "ttt_mlp"}),
+    "mlp-shuffled4": MixerPreset(
+        "MTTT-MLP (shuffled, T=4)", {"mixer": "ttt_mlp", "inner_steps": 4, "inner_batching": "shuffled"}
+    ),
+    "linear": MixerPreset("MTTT-Linear", {"mixer": "ttt_linear"}),
+    "linattn": MixerPreset("linear attention (identity map)", {"mixer": "linear_attention"}),
+    "linattn-elu": MixerPreset(
+        "linear attention (Katharopoulos)",
+        {
+            "mixer": "linear_attention",
+            "linear_attention_feature_map": "elu_plus_one",
+            "linear_attention_normalizer": "adaptive",
+        },
+    ),
+    "attn": MixerPreset("self-attention", {"mixer": "self_attention"}),
 }
+# the fields the presets set; a config is a preset's mixer when these (and only these) match
+MIXER_FIELDS = tuple(dict.fromkeys(key for preset in MIXER_PRESETS.values() for key in preset.fields))
 
 
 def _preset_table():
     table = {}
     for size, (d, depth, heads, mlp) in _SIZES.items():
         for tok, (image_size, patch, pos) in _TOKENIZERS.items():
-            for mix, settings in _MIXER_PRESETS.items():
+            for mix, (_, settings) in MIXER_PRESETS.items():
                 name = f"ttt-vit-{size}-{tok}-{mix}" if tok == "pixel" else f"ttt-vit-{size}{tok}-{mix}"
                 table[name] = dict(
                     hidden_size=d,
@@ -153,7 +170,7 @@ class TTTViTConfig(PreTrainedConfig):
 
     def validate_ttt_vit(self):
         """Raise a `ValueError` naming the first field that cannot describe a working model."""
-        _choice("mixer", self.mixer, MIXERS)
+        _choice("mixer", self.mixer, MIXER_TYPES)
         _choice("position_embedding", self.position_embedding, POSITION_EMBEDDINGS)
         _choice("inner_batching", self.inner_batching, INNER_BATCHINGS)
         _choice("inner_shuffle_scope", self.inner_shuffle_scope, SHUFFLE_SCOPES)
@@ -249,9 +266,19 @@ class TTTViTConfig(PreTrainedConfig):
         return sorted(PRESETS)
 
 
+def mixer_preset_of(config) -> str | None:
+    """The suffix of the `MIXER_PRESETS` entry whose mixer `config` (a config or its dict) has, or None."""
+    values = config if isinstance(config, dict) else config.to_dict()
+    current = {key: values.get(key, getattr(TTTViTConfig, key)) for key in MIXER_FIELDS}
+    for suffix, preset in MIXER_PRESETS.items():
+        if current == {key: preset.fields.get(key, getattr(TTTViTConfig, key)) for key in MIXER_FIELDS}:
+            return suffix
+    return None
+
+
 def _choice(field: str, value, choices):
     if value not in choices:
         raise ValueError(f"`{field}` must be one of {', '.join(map(repr, choices))}; got {value!r}.")
 
 
-__all__ = ["TTTViTConfig", "PRESETS"]
+__all__ = ["MIXER_PRESETS", "MIXER_TYPES", "PRESETS", "MixerPreset", "TTTViTConfig", "mixer_preset_of"]

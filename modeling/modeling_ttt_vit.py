@@ -18,7 +18,7 @@ from transformers.utils.generic import can_return_tuple
 from .configuration_ttt_vit import TTTViTConfig
 from .image_processing_ttt_vit import TTTViTImageProcessor
 from .pipeline_ttt_vit import TTTViTImageClassificationPipeline  # noqa: F401  (copied as remote code)
-from .ttt_layers import MIXERS, TTTMixer
+from .ttt_layers import MIXER_CLASSES, TTTMixer
 
 AUTO_MAP = {
     "AutoConfig": "configuration_ttt_vit.TTTViTConfig",
@@ -190,7 +190,7 @@ class TTTViTLayer(GradientCheckpointingLayer):
     def __init__(self, config: TTTViTConfig, layer_idx: int):
         super().__init__()
         self.norm1 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
-        self.mixer = MIXERS[config.mixer](config, layer_idx)
+        self.mixer = MIXER_CLASSES[config.mixer](config, layer_idx)
         self.norm2 = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.mlp = TTTViTMLP(config)
 

@@ -476,7 +476,7 @@ class LinearAttentionMixer(_QKVMixer):
         return self.output(_merge_heads(out)), None
 
 
-MIXERS = {
+MIXER_CLASSES = {  # config.mixer -> the module of one block's token mixer
     "ttt_mlp": TTTMixer,
     "ttt_linear": TTTMixer,
     "self_attention": SelfAttentionMixer,

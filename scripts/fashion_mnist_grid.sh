@@ -9,19 +9,19 @@ common=(--dataset fashion-mnist --max_train_samples 10000 --per_device_train_bat
         --warmup_steps 0.05 --rand_augment false --mixup_alpha 0 --crop_min_scale 0.5 --eval_crop_fraction 1.0
         --torch_compile true --dataloader_drop_last true --eval_strategy no --save_strategy no --disable_tqdm true
         --use_cpu true)
-declare -A mixers=(
-  [mlp]="mixer=ttt_mlp" [linear]="mixer=ttt_linear" [linattn]="mixer=linear_attention"
-  [linattn-elu]="mixer=linear_attention,linear_attention_feature_map=elu_plus_one,linear_attention_normalizer=adaptive"
-  [attn]="mixer=self_attention" [mlp-shuffled4]="mixer=ttt_mlp,inner_steps=4,inner_batching=shuffled"
-)
+# the mixer presets (suffix -> config fields) come from the one registry, modeling/configuration_ttt_vit.py
+declare -A mixers=()
+while read -r name fields; do mixers[$name]=$fields; done < <(python -m ttt_hf.zoo mixers)
+names=$(python -m ttt_hf.zoo mixers | cut -d' ' -f1)
 for seed in 0 1; do
-  for name in mlp linear linattn linattn-elu attn mlp-shuffled4; do
+  for name in $names; do
     out="$root/pixel/$name-seed$seed"
     [ -f "$out/all_results.json" ] || python -m ttt_hf.training "${common[@]}" --seed "$seed" --output_dir "$out" \
       --config_overrides "$model,patch_size=1,position_embedding=learned,${mixers[$name]}" --image_size 14 \
       --num_train_epochs 3 --horizontal_flip false
   done
-  for name in mlp linear linattn linattn-elu attn; do
+  for name in $names; do
+    [ "$name" = mlp-shuffled4 ] && continue  # shuffled T = 4 is the paper's pixel setting only
     out="$root/patch4/$name-seed$seed"
     [ -f "$out/all_results.json" ] || python -m ttt_hf.training "${common[@]}" --seed "$seed" --output_dir "$out" \
       --config_overrides "$model,patch_size=4,${mixers[$name]}" --num_train_epochs 5 --horizontal_flip true

@@ -32,7 +32,8 @@ def main(root: str, mixer: str, tokens: int, width: int = 192, heads: int = 3, b
     layers = importlib.import_module("modeling.ttt_layers")
     config = modeling.TTTViTConfig(hidden_size=width, num_attention_heads=heads, intermediate_size=4 * width,
                                    mixer=mixer)  # fmt: skip
-    layer = layers.MIXERS[mixer](config)
+    classes = getattr(layers, "MIXER_CLASSES", None) or layers.MIXERS  # MIXERS before the rename
+    layer = classes[mixer](config)
     x = torch.randn(batch, tokens, width, requires_grad=True)
 
     def forward():

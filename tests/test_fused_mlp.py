@@ -300,14 +300,14 @@ def test_the_fused_layer_keeps_no_hidden_activations_for_the_backward():
     """What the kernels are for: no [B, H, N, m] tensor is saved for the backward (the PyTorch path saves several),
     and with the decoder-LN gradient recomputed the saved bytes shrink 3x at this size (4.6x at 12,544 tokens)."""
     from ttt_hf.benchmark import layer_config, memory_of
-    from ttt_hf.modeling.ttt_layers import MIXERS
+    from ttt_hf.modeling.ttt_layers import MIXER_CLASSES
 
     batch, tokens, width, heads = 1, 40, 48, 3
     hidden = batch * heads * tokens * 4 * (width // heads)  # elements of one [B, H, N, m] tensor
 
     def saved(kernel):
         torch.manual_seed(0)
-        layer = MIXERS["ttt_mlp"](layer_config({"mixer": "ttt_mlp", "inner_kernel": kernel}, width, heads))
+        layer = MIXER_CLASSES["ttt_mlp"](layer_config({"mixer": "ttt_mlp", "inner_kernel": kernel}, width, heads))
         x = torch.randn(batch, tokens, width, requires_grad=True)
         sizes = []
         with torch.autograd.graph.saved_tensors_hooks(lambda t: sizes.append(t.numel()) or t, lambda t: t):

@@ -5,22 +5,14 @@ import math
 import pytest
 import torch
 
-from ttt_hf import TTTViTConfig, TTTViTForImageClassification, TTTViTModel
+from ttt_hf import MIXER_PRESETS, TTTViTConfig, TTTViTForImageClassification, TTTViTModel
 from ttt_hf.modeling.modeling_ttt_vit import sincos_2d_position_embedding
 
 from .conftest import tiny_config
 
-ALL_MIXERS = [
-    dict(mixer="ttt_mlp"),
-    dict(mixer="ttt_linear"),
-    dict(mixer="ttt_mlp", inner_steps=4, inner_batching="shuffled"),
-    dict(mixer="self_attention"),
-    dict(mixer="linear_attention"),
-    dict(
-        mixer="linear_attention", linear_attention_feature_map="elu_plus_one", linear_attention_normalizer="adaptive"
-    ),
-]
-MIXER_IDS = ["mlp", "linear", "mlp-shuffled4", "attn", "linattn", "linattn-elu"]
+MIXER_IDS = list(MIXER_PRESETS)  # every mixer of the registry, by preset suffix
+ALL_MIXERS = [MIXER_PRESETS[suffix].fields for suffix in MIXER_IDS]
+TTT_IDS = [suffix for suffix in MIXER_IDS if MIXER_PRESETS[suffix].fields["mixer"].startswith("ttt_")]
 
 
 def classifier(**overrides):
@@ -280,7 +272,7 @@ def test_torch_compile_sees_one_graph_without_breaks(overrides):
         assert (explanation.graph_count, explanation.graph_break_count) == (1, 0), explanation.break_reasons
 
 
-@pytest.mark.parametrize("overrides", ALL_MIXERS[:3], ids=MIXER_IDS[:3])
+@pytest.mark.parametrize("overrides", [MIXER_PRESETS[s].fields for s in TTT_IDS], ids=TTT_IDS)
 def test_bf16_autocast_stays_close_to_float32(overrides):
     """bf16 logits within 5 % of float32 (of the largest logit) for the median of 16 random models: the tiny
     MTTT-MLP's bf16 error is heavy-tailed (2-3 % typically, above 5 % for about one initialisation in four)."""
@@ -296,7 +288,7 @@ def test_bf16_autocast_stays_close_to_float32(overrides):
     assert sorted(errors)[len(errors) // 2] < 0.05, errors
 
 
-@pytest.mark.parametrize("overrides", ALL_MIXERS[:2], ids=MIXER_IDS[:2])
+@pytest.mark.parametrize("overrides", [MIXER_PRESETS[s].fields for s in ("mlp", "linear")], ids=["mlp", "linear"])
 def test_compiled_model_equals_eager(overrides):
     """torch.compile's fused (inductor) kernels compute what the eager PyTorch path computes: the logits and
     every parameter gradient of a training step."""

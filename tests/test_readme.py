@@ -22,6 +22,8 @@ def test_readme_has_exactly_two_setup_commands_and_ci_runs_the_test_one():
 
 def test_readme_lists_real_presets():
     from ttt_hf import TTTViTConfig
+    from ttt_hf.zoo import ZOO
 
     names = set(re.findall(r"`(ttt-vit-[a-z0-9-]+)`", (ROOT / "README.md").read_text()))
-    assert names and names <= set(TTTViTConfig.presets()), names - set(TTTViTConfig.presets())
+    known = set(TTTViTConfig.presets()) | set(ZOO)  # presets, and the zoo's models
+    assert names and names <= known, names - known

@@ -10,6 +10,7 @@ from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelFor
 from transformers.pipelines import PIPELINE_REGISTRY
 
 from .modeling import (
+    MIXER_PRESETS,
     PRESETS,
     TTTViTConfig,
     TTTViTForImageClassification,
@@ -31,6 +32,7 @@ AutoImageProcessor.register(TTTViTConfig, image_processor_classes={"pil": TTTViT
 PIPELINE_REGISTRY.supported_tasks["image-classification"]["impl"] = TTTViTImageClassificationPipeline
 
 __all__ = [
+    "MIXER_PRESETS",
     "PRESETS",
     "TTTViTConfig",
     "TTTViTForImageClassification",

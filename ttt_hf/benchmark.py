@@ -25,10 +25,12 @@ from contextlib import contextmanager, nullcontext
 
 import torch
 
-from .modeling import TTTViTConfig, TTTViTForImageClassification
+from .modeling import MIXER_PRESETS, TTTViTConfig, TTTViTForImageClassification
 from .modeling.fused_mlp import fused_mlp_available
-from .modeling.ttt_layers import MIXERS
+from .modeling.ttt_layers import MIXER_CLASSES
 
+# one preset per kind of mixer, at its plain settings (mlp, linear, linattn, attn): the registry's one-field entries
+BASE_MIXER_SUFFIXES = tuple(suffix for suffix, preset in MIXER_PRESETS.items() if len(preset.fields) == 1)
 LAYER_TOKENS = (196, 784, 3136, 12544, 50176)
 # name -> config overrides of a mixer
 LAYER_MIXERS = {
@@ -122,7 +124,7 @@ def layer_config(overrides: dict, width: int = 192, heads: int = 3) -> TTTViTCon
 def benchmark_layer(name, overrides, tokens, *, batch=1, width=192, heads=3, device="cpu", dtype=torch.float32,
                     compile=False, repeats=5, warmup=2, profile_path=None) -> dict:  # fmt: skip
     config = layer_config(overrides, width, heads)
-    mixer = MIXERS[config.mixer](config).to(device)
+    mixer = MIXER_CLASSES[config.mixer](config).to(device)
     x = torch.randn(batch, tokens, width, device=device, requires_grad=True)
     forward = torch.compile(mixer) if compile else mixer
 
@@ -239,7 +241,7 @@ def model_suite(quick: bool, model_batch: int = 8, pixel_batch: int = 1, pixel_s
             for mixer in ("ttt_mlp", "ttt_linear")
         ]
     suite = [("transformers ViT-S/16 (SDPA)", hf_vit_small, 224, 3, model_batch)]
-    for suffix in ("mlp", "linear", "linattn", "attn"):
+    for suffix in BASE_MIXER_SUFFIXES:
         name = f"ttt-vit-small16-{suffix}"
         suite.append((name, lambda n=name: TTTViTForImageClassification(TTTViTConfig.from_preset(n)), 224, 3,
                       model_batch))  # fmt: skip

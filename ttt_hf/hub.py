@@ -5,7 +5,8 @@ What goes up, in one commit (`repo_files`, the single list a dry run writes and 
 - config.json (with `auto_map`) and preprocessor_config.json;
 - the model code: every module that the `auto_map` of config.json (and of preprocessor_config.json, and
   `custom_pipelines`) names, with every file it imports by single-dot relative import, found the way transformers
-  finds them when it loads remote code (`get_relative_import_files`) — i.e. the files `save_pretrained` copied;
+  finds them when it loads remote code (`get_relative_import_files`) — i.e. the files `save_pretrained` copied, or,
+  for a folder kept without code (the zoo's model_cards/<name>/), the same files of the installed package;
 - all_results.json, training_args.json (the run's arguments as JSON) and the run's PNG plots;
 - README.md, the model card written from those files (`ttt_hf.model_card`), validated offline (dry runs too) and
   then by the Hub's validate-yaml endpoint before anything is created.
@@ -89,9 +90,18 @@ def weight_files(run: Path) -> list[str]:
     return ["model.safetensors"]
 
 
-def code_files(run: Path, config: dict, processor_config: dict) -> list[str]:
-    """The model code of the run: the modules `auto_map` names and every file they import relatively — what
-    transformers downloads for `trust_remote_code=True`, and what `save_pretrained` copied into the run."""
+def package_code_folder() -> Path:
+    """The installed model code (ttt_hf.modeling's folder): what `save_pretrained` would copy into a run."""
+    from . import modeling
+
+    return Path(modeling.__file__).resolve().parent
+
+
+def code_files(run: Path, config: dict, processor_config: dict) -> dict[str, Path]:
+    """The model code of the run, path in the repo -> file: the modules `auto_map` names and every file they import
+    relatively — what transformers downloads for `trust_remote_code=True`. They come from the run, where
+    `save_pretrained` copied them; a folder with no .py file at all (a zoo folder in model_cards/, kept without
+    code) gets them from the installed package instead, found the same way."""
     from transformers.dynamic_module_utils import get_relative_import_files
 
     modules = _modules(config.get("auto_map") or {}) | _modules(processor_config.get("auto_map") or {})
@@ -101,15 +111,16 @@ def code_files(run: Path, config: dict, processor_config: dict) -> list[str]:
             f"{run / 'config.json'} has no auto_map, so the repo could not load without ttt_hf: save the model with "
             "`TTTViTForImageClassification.save_pretrained` (ttt-hf train does)."
         )
+    root = run if any(run.glob("*.py")) else package_code_folder()
     files = {f"{module.replace('.', '/')}.py" for module in modules}
-    missing = sorted(name for name in files if not (run / name).is_file())
+    missing = sorted(name for name in files if not (root / name).is_file())
     if missing:
         raise FileNotFoundError(
-            f"{run} is incomplete: missing {', '.join(missing)} (named by config.json's auto_map)."
+            f"{root} is incomplete: missing {', '.join(missing)} (named by config.json's auto_map)."
         )
     for name in list(files):
-        files |= {os.path.relpath(path, run) for path in get_relative_import_files(run / name)}
-    return sorted(files)
+        files |= {os.path.relpath(path, root) for path in get_relative_import_files(root / name)}
+    return {name: root / name for name in sorted(files)}
 
 
 def repo_files(run_dir, repo_id: str) -> dict[str, Path | bytes]:
@@ -130,15 +141,16 @@ def repo_files(run_dir, repo_id: str) -> dict[str, Path | bytes]:
     config = _read_json(run / "config.json")
     processor_config = _read_json(run / "preprocessor_config.json")
     results, arguments = _read_json(run / RESULTS_FILE), _read_json(run / TRAINING_ARGS_FILE)
-    names = weight_files(run) + code_files(run, config, processor_config)
-    names += ["config.json", "preprocessor_config.json", RESULTS_FILE, TRAINING_ARGS_FILE]
+    code = code_files(run, config, processor_config)
+    names = weight_files(run) + ["config.json", "preprocessor_config.json", RESULTS_FILE, TRAINING_ARGS_FILE]
     names += sorted(path.name for path in run.glob("*.png") if path.is_file())
     missing = [name for name in names if not (run / name).is_file()]
+    missing += [name for name, path in code.items() if not path.is_file()]
     if missing:
         raise FileNotFoundError(f"{run} is incomplete: missing {', '.join(missing)}.")
     card = build_card(repo_id, config, results, arguments)
     check_card(card, results)
-    files: dict[str, Path | bytes] = {name: run / name for name in sorted(set(names))}
+    files: dict[str, Path | bytes] = dict(sorted({**{name: run / name for name in names}, **code}.items()))
     files[CARD_FILE] = str(card).encode("utf-8")
     return files
 
@@ -335,4 +347,13 @@ if __name__ == "__main__":
     main()
 
 
-__all__ = ["HubPublishError", "Published", "check_repo_id", "code_files", "main", "publish", "repo_files"]
+__all__ = [
+    "HubPublishError",
+    "Published",
+    "check_repo_id",
+    "code_files",
+    "package_code_folder",
+    "main",
+    "publish",
+    "repo_files",
+]

@@ -15,6 +15,8 @@ import re
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
+from .modeling.configuration_ttt_vit import MIXER_PRESETS, mixer_preset_of
+
 LICENSE = "apache-2.0"
 # --dataset value -> (Hub dataset id or None, display name, where the images came from)
 KNOWN_DATASETS = {
@@ -115,18 +117,20 @@ def dataset_facts(name: str) -> tuple[str | None, str, str]:
 
 
 def paper_mixer_name(config: dict) -> str:
-    """The paper's name for the token mixer of `config`."""
+    """The paper's name for the token mixer of `config`: its `MIXER_PRESETS` entry's, else one in the same style."""
+    suffix = mixer_preset_of(config)
+    if suffix is not None:
+        return MIXER_PRESETS[suffix].paper_name
     mixer = config.get("mixer", "ttt_mlp")
     if mixer == "ttt_mlp":
         steps = config.get("inner_steps", 1)
         shuffled = config.get("inner_batching") == "shuffled"
         return f"MTTT-MLP ({'shuffled, ' if shuffled else ''}T={steps})"
-    if mixer == "ttt_linear":
-        return "MTTT-Linear"
     if mixer == "linear_attention":
         elu = config.get("linear_attention_feature_map") == "elu_plus_one"
-        return "linear attention (Katharopoulos)" if elu else "linear attention (identity map)"
-    return "self-attention"
+        normalizer = config.get("linear_attention_normalizer", "constant")
+        return f"linear attention ({'elu+1' if elu else 'identity'} features, {normalizer} normaliser)"
+    return {"ttt_linear": "MTTT-Linear", "self_attention": "self-attention"}.get(mixer, mixer)
 
 
 def _mixer_sentence(config: dict) -> str:
@@ -218,6 +222,9 @@ def _results_table(results: dict) -> str:
         top_k = _top_k_key(results, prefix)
         k_text = f"{_percent(results[top_k[1]])} (top-{top_k[0]})" if top_k else "—"
         rows.append(f"| {split} | {_percent(results.get(f'{prefix}_accuracy'))} | {k_text} |")
+    if "test_slice_accuracy" in results:  # recorded by `ttt-hf zoo store`; the zoo's tests recompute it
+        rows += ["", f"Test slice ({results.get('test_slice', 'a fixed slice of the test split')}): top-1 "
+                 f"{_percent(results['test_slice_accuracy'])}."]  # fmt: skip
     return "\n".join(rows)
 
 

@@ -13,13 +13,13 @@ import argparse
 import torch
 
 from .benchmark import LAYER_MIXERS, layer_config, machine_description, precision, repeats_another_row
-from .modeling.ttt_layers import MIXERS
+from .modeling.ttt_layers import MIXER_CLASSES
 
 
 def random_mixer(overrides: dict, width: int, heads: int, seed: int = 0):
     """A mixer whose every parameter is random (not the zero/one initialisations), so no term vanishes."""
     config = layer_config(overrides, width, heads)
-    mixer = MIXERS[config.mixer](config)
+    mixer = MIXER_CLASSES[config.mixer](config)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in mixer.named_parameters():

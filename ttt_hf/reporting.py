@@ -5,14 +5,9 @@ import statistics
 from collections import defaultdict
 from pathlib import Path
 
-MIXER_NAMES = {
-    "mlp": "MTTT-MLP (T=1)",
-    "mlp-shuffled4": "MTTT-MLP (shuffled, T=4)",
-    "linear": "MTTT-Linear",
-    "linattn": "linear attention (identity)",
-    "linattn-elu": "linear attention (elu+1)",
-    "attn": "self-attention",
-}
+from .modeling.configuration_ttt_vit import MIXER_PRESETS
+
+MIXER_NAMES = {suffix: preset.paper_name for suffix, preset in MIXER_PRESETS.items()}  # run name -> paper name
 
 
 def collect(root) -> dict[tuple[str, str], list[dict]]:

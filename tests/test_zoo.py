@@ -1,0 +1,243 @@
+"""The model zoo: one registry of mixers (everything else derives from it), the zoo table's commands, a test per
+trained model in model_cards/ (its weights reproduce its card and all_results.json), and `ttt-hf zoo publish`."""
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import torch
+from huggingface_hub import ModelCard
+from safetensors.torch import load_file, save_file
+from transformers import AutoModelForImageClassification, pipeline
+
+from ttt_hf import MIXER_PRESETS, PRESETS, TTTViTConfig, benchmark, cli, reporting, training, zoo
+from ttt_hf.hub import CARD_FILE, package_code_folder, repo_files
+from ttt_hf.model_card import PAPER_IMAGENET, paper_mixer_name
+from ttt_hf.modeling import configuration_ttt_vit, ttt_layers
+from ttt_hf.modeling.configuration_ttt_vit import MIXER_TYPES, mixer_preset_of
+
+from .conftest import HIDE_TTT_HF
+from .test_training import COMMON, NO_AUGMENTATION
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAINED = [name for name in zoo.ZOO if zoo.is_trained(name)]
+PICKLES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+
+
+# ------------------------------------------------------------------------------------- one registry
+
+
+def test_mixer_presets_are_the_one_source():
+    mixer_fields = {suffix: preset.fields for suffix, preset in MIXER_PRESETS.items()}
+    # presets: every size x tokeniser x registry mixer, and each preset's mixer is its suffix's
+    for name, fields in PRESETS.items():
+        suffix = mixer_preset_of(fields)
+        assert suffix is not None and name.endswith(f"-{suffix}"), name
+        assert {key: fields[key] for key in mixer_fields[suffix]} == mixer_fields[suffix]
+    assert len(PRESETS) == len(configuration_ttt_vit._SIZES) * len(configuration_ttt_vit._TOKENIZERS) * len(
+        MIXER_PRESETS
+    )
+    # the config's valid mixers, the layer classes and the registry name the same mixers; one `MIXERS` no more
+    assert set(MIXER_TYPES) == set(ttt_layers.MIXER_CLASSES) == {f["mixer"] for f in mixer_fields.values()}
+    assert not hasattr(ttt_layers, "MIXERS") and not hasattr(configuration_ttt_vit, "MIXERS")
+    # names: the results tables', the cards' and the paper table's are the registry's
+    assert reporting.MIXER_NAMES == {suffix: preset.paper_name for suffix, preset in MIXER_PRESETS.items()}
+    for preset in MIXER_PRESETS.values():
+        assert paper_mixer_name(preset.fields) == preset.paper_name
+        assert paper_mixer_name(TTTViTConfig(**preset.fields).to_dict()) == preset.paper_name
+    paper_rows = {name for _, rows in PAPER_IMAGENET.values() for name, _ in rows}
+    assert paper_rows == {preset.paper_name for preset in MIXER_PRESETS.values()}
+    # the benchmark's model rows and the tests' mixer list
+    assert set(benchmark.BASE_MIXER_SUFFIXES) == {"mlp", "linear", "linattn", "attn"}
+    assert {f"ttt-vit-small16-{s}" for s in benchmark.BASE_MIXER_SUFFIXES} <= {
+        row[0] for row in benchmark.model_suite(quick=False)
+    }
+    from .test_modeling import ALL_MIXERS, MIXER_IDS
+
+    assert MIXER_IDS == list(MIXER_PRESETS) and ALL_MIXERS == list(mixer_fields.values())
+
+
+def test_the_grid_script_reads_the_mixers_from_python(capsys):
+    script = (ROOT / "scripts" / "fashion_mnist_grid.sh").read_text()
+    assert "python -m ttt_hf.zoo mixers" in script and "mixer=" not in script  # no copy of the presets
+    zoo.main(["mixers"])
+    lines = capsys.readouterr().out.splitlines()
+    parsed = {suffix: training.parse_overrides(fields) for suffix, fields in (line.split(" ") for line in lines)}
+    assert parsed == {suffix: preset.fields for suffix, preset in MIXER_PRESETS.items()}
+    result = subprocess.run(["bash", "-n", str(ROOT / "scripts" / "fashion_mnist_grid.sh")], capture_output=True)
+    assert result.returncode == 0, result.stderr
+
+
+# --------------------------------------------------------------------------------------- the zoo table
+
+
+def test_zoo_entries_are_train_commands_of_the_intended_models():
+    assert {"ttt-vit-mlp-digits", "ttt-vit-mlp-mnist-5k"} <= set(zoo.ZOO)
+    assert zoo.ZOO["ttt-vit-mlp-digits"].command() == "ttt-hf train --dataset digits"
+    fmnist = [entry for entry in zoo.ZOO.values() if entry.dataset == "fashion-mnist"]
+    for setting in ("fashion-mnist patch", "fashion-mnist pixel"):
+        entries = [entry for entry in fmnist if entry.setting == setting]
+        mixers = {entry.mixer for entry in entries}
+        assert mixers >= set(MIXER_PRESETS) - {"mlp-shuffled4"}
+        for suffix in ("mlp", "linattn"):  # the paper's key comparison: two seeds each
+            assert len({entry.seed for entry in entries if entry.mixer == suffix}) >= 2
+        assert len({(entry.flags, entry.recipe, entry.overrides) for entry in entries}) == 1  # same budget
+    assert "mlp-shuffled4" in {entry.mixer for entry in fmnist if entry.setting == "fashion-mnist pixel"}
+    for entry in zoo.ZOO.values():
+        model_args, data_args, training_args = training.parse_arguments(entry.train_arguments())
+        assert (data_args.dataset, training_args.seed, training_args.recipe) == (
+            entry.dataset, entry.seed, entry.recipe)  # fmt: skip
+        fields = PRESETS.get(model_args.preset, {"mixer": "ttt_mlp"})
+        assert mixer_preset_of({**fields, **training.parse_overrides(model_args.config_overrides)}) == entry.mixer
+    folders = {path.name for path in (ROOT / "model_cards").iterdir() if path.is_dir()}
+    assert folders <= set(zoo.ZOO), folders - set(zoo.ZOO)  # every folder is a registry entry
+
+
+def test_zoo_list_says_what_is_trained(capsys):
+    zoo.main(["list"])
+    out = capsys.readouterr().out
+    for name in zoo.ZOO:
+        assert f"\n{name}  [" in f"\n{out}"
+    assert out.count("trained: model_cards/") == len(TRAINED)
+    assert out.count("not trained yet") == len(zoo.ZOO) - len(TRAINED)
+
+
+# ---------------------------------------------------------------------------- a test per zoo model
+
+
+def check_zoo_folder(folder: Path, entry: zoo.ZooEntry, with_pipeline: bool = True) -> None:
+    """The folder is a complete, code-free, pickle-free zoo folder whose weights reproduce the test-slice accuracy
+    its all_results.json and card record, and whose card is the one its results make (AssertionError if not)."""
+    names = {p.name for p in folder.iterdir()}
+    assert {"README.md", "config.json", "model.safetensors", "preprocessor_config.json", zoo.RESULTS_FILE,
+            "training_args.json", "training_curves.png"} <= names, names  # fmt: skip
+    assert not any(name.endswith((".py", *PICKLES)) for name in names), names
+    assert sum(p.stat().st_size for p in folder.iterdir()) <= zoo.MAX_FOLDER_BYTES
+    results = json.loads((folder / zoo.RESULTS_FILE).read_text())
+    arguments = json.loads((folder / "training_args.json").read_text())
+    assert arguments["data"]["dataset"] == entry.dataset
+    images, labels, description = zoo.fixed_test_slice(arguments)
+    assert (results["test_slice"], results["test_slice_size"]) == (description, len(labels))
+
+    model = AutoModelForImageClassification.from_pretrained(folder)
+    assert type(model).__name__ == "TTTViTForImageClassification"
+    assert mixer_preset_of(model.config) == entry.mixer
+    found = zoo.predictions(folder, images)
+    assert zoo.accuracy(found, labels) == results["test_slice_accuracy"]
+    if with_pipeline:
+        classify = pipeline("image-classification", model=str(folder))
+        top = [answer[0]["label"] for answer in classify(images, top_k=1)]
+        assert zoo.accuracy([model.config.label2id[label] for label in top], labels) == results["test_slice_accuracy"]
+
+    card = ModelCard.load(folder / "README.md")
+    recorded = {(r.dataset_split, r.metric_name): r.metric_value for r in card.data.eval_results}
+    assert recorded[("test", "top-1 accuracy")] == results["test_accuracy"]
+    assert f"top-1 {100 * results['test_slice_accuracy']:.2f} %" in card.text
+    repo_id = re.search(r'from_pretrained\("([^"]+)"\)', card.text).group(1)
+    assert (folder / "README.md").read_bytes() == repo_files(folder, repo_id)[CARD_FILE]  # the card its files make
+
+
+@pytest.mark.parametrize("name", TRAINED or [pytest.param(None, marks=pytest.mark.skip("no trained zoo model"))])
+def test_zoo_model_reproduces_its_card(name):
+    check_zoo_folder(zoo.folder(name), zoo.ZOO[name])
+
+
+@pytest.fixture(scope="module")
+def stored(tmp_path_factory):
+    """A tiny digits run kept by `ttt-hf zoo store` as the digits entry, in a model_cards folder of its own."""
+    root = tmp_path_factory.mktemp("zoo")
+    run = root / "run"
+    training.main([*COMMON, *NO_AUGMENTATION, "--output_dir", str(run), "--max_steps", "3", "--max_train_samples",
+                   "64", "--save_strategy", "steps", "--save_steps", "3"])  # fmt: skip
+    assert cli.main(["zoo", "--model_cards", str(root / "cards"), "store", "ttt-vit-mlp-digits", str(run)]) == 0
+    return root / "cards"
+
+
+def test_store_keeps_a_checked_folder_and_drift_fails(stored, tmp_path):
+    folder, entry = stored / "ttt-vit-mlp-digits", zoo.ZOO["ttt-vit-mlp-digits"]
+    check_zoo_folder(folder, entry)
+    assert not (folder / "checkpoint-3").exists()
+
+    # weights drift: the head votes for one class whose share of the slice differs from the recorded accuracy
+    results = json.loads((folder / zoo.RESULTS_FILE).read_text())
+    _, labels, _ = zoo.fixed_test_slice(json.loads((folder / "training_args.json").read_text()))
+    k = next(c for c in range(10) if labels.count(c) / len(labels) != results["test_slice_accuracy"])
+    drifted = shutil.copytree(folder, tmp_path / "weights")
+    weights = load_file(drifted / "model.safetensors")
+    weights["classifier.bias"] = torch.zeros_like(weights["classifier.bias"])
+    weights["classifier.bias"][k] = 1e4
+    save_file(weights, drifted / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(AssertionError):
+        check_zoo_folder(drifted, entry, with_pipeline=False)
+
+    # results drift: all_results.json says another test accuracy than the card
+    drifted = shutil.copytree(folder, tmp_path / "results")
+    (drifted / zoo.RESULTS_FILE).write_text(json.dumps({**results, "test_accuracy": 0.99}))
+    with pytest.raises(AssertionError):
+        check_zoo_folder(drifted, entry, with_pipeline=False)
+
+
+def test_zoo_publish_dry_run_adds_the_model_code(stored, tmp_path, capsys):
+    cards = [stored, *([ROOT / "model_cards"] if TRAINED else [])]
+    for index, model_cards in enumerate(cards):
+        out = tmp_path / f"dry{index}"
+        assert cli.main(["zoo", "--model_cards", str(model_cards), "publish", "--org", "tester", "--dry-run",
+                         str(out)]) == 0  # fmt: skip
+        trained = [name for name in zoo.ZOO if zoo.is_trained(name, model_cards)]
+        assert sorted(p.name for p in out.iterdir()) == sorted(trained)
+        for name in trained:
+            source, written = model_cards / name, out / name
+            code = {p.name for p in written.glob("*.py")}
+            assert {"modeling_ttt_vit.py", "configuration_ttt_vit.py", "ttt_layers.py"} <= code
+            for file in code:  # the installed package's model code
+                assert (written / file).read_bytes() == (package_code_folder() / file).read_bytes()
+            for file in source.iterdir():
+                if file.name != "README.md":
+                    assert (written / file.name).read_bytes() == file.read_bytes(), file.name
+            assert f'from_pretrained("tester/{name}"' in (written / "README.md").read_text()
+    assert "tester/ttt-vit-mlp-digits" in capsys.readouterr().out
+
+
+def test_zoo_table_lists_the_trained_entries(stored, capsys):
+    zoo.main(["--model_cards", str(stored), "table"])
+    table = capsys.readouterr().out.splitlines()
+    results = json.loads((stored / "ttt-vit-mlp-digits" / zoo.RESULTS_FILE).read_text())
+    assert len(table) == 3 and table[2].startswith("| `ttt-vit-mlp-digits` | digits | MTTT-MLP (T=1) |")
+    assert f"| {100 * results['test_accuracy']:.2f} |" in table[2]
+
+
+def test_zoo_publish_round_trip_through_the_hub_protocol(stored, hub_server, tmp_path):
+    """Publish the stored folder, then load it in a fresh process without ttt_hf (remote code from the package)."""
+    (published,) = zoo.publish_zoo(hub_server.user, ["ttt-vit-mlp-digits"], model_cards=stored)
+    repo = f"{hub_server.user}/ttt-vit-mlp-digits"
+    files = hub_server.files(repo)
+    planned = repo_files(stored / "ttt-vit-mlp-digits", repo)
+    assert set(files) == set(planned) | {".gitattributes"} and "ttt_layers.py" in files
+    x = torch.rand(2, 1, 8, 8) * 2 - 1
+    torch.save(x, tmp_path / "x.pt")
+    with torch.no_grad():
+        local = AutoModelForImageClassification.from_pretrained(stored / "ttt-vit-mlp-digits")(x).logits
+    code = (
+        HIDE_TTT_HF
+        + f"""
+import torch
+from transformers import AutoModelForImageClassification
+model = AutoModelForImageClassification.from_pretrained({repo!r}, trust_remote_code=True).eval()
+with torch.no_grad():
+    print("RESULT", json.dumps(model(torch.load({str(tmp_path / "x.pt")!r})).logits.tolist()))
+"""
+    )
+    result = hub_server.python(code, tmp_path / "hf_home")
+    remote = torch.tensor(json.loads(result.stdout.split("RESULT ", 1)[1]))
+    torch.testing.assert_close(remote, local, rtol=0, atol=1e-5)
+    assert published.commit == hub_server.head(repo)
+
+
+def test_readme_zoo_table_is_the_commands_output():
+    readme = (ROOT / "README.md").read_text()
+    match = re.search(r"<!-- zoo table: ttt-hf zoo table -->\n(.*?)\n<!-- end zoo table -->", readme, flags=re.S)
+    assert match, "README lacks the generated zoo table"
+    assert match.group(1).strip() == zoo.results_table().strip()

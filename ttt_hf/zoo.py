@@ -1,0 +1,326 @@
+"""The model zoo: every model ttt-hf trains and publishes, written once (`ZOO`), and `ttt-hf zoo ...`.
+
+An entry is a `ttt-hf train` command (preset or "auto", config overrides, dataset, recipe, extra flags, seed); its
+trained model lives in `model_cards/<name>/` as a ready-to-push Hub folder without the model code, which
+`ttt_hf.hub` adds from the installed package at publish time. The mixers are `MIXER_PRESETS`'s.
+
+    ttt-hf zoo list                               the entries, their commands, and which are trained
+    ttt-hf zoo train NAME [--output_dir DIR] [flags]   run the entry's `ttt-hf train` (flags are appended)
+    ttt-hf zoo store NAME RUN_DIR                 keep a finished run as model_cards/NAME/ (with its test-slice score)
+    ttt-hf zoo publish --org ORG [--dry-run DIR] [NAME ...]   publish trained entries to ORG/NAME
+    ttt-hf zoo table                              the README's results table, from model_cards/*/all_results.json
+    ttt-hf zoo mixers                             the mixer presets: `suffix field=value,...` (for shell scripts)
+"""
+
+import argparse
+import json
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from .modeling.configuration_ttt_vit import MIXER_PRESETS
+from .recipes import DEFAULT_RECIPE
+
+MODEL_CARDS = Path(__file__).resolve().parents[1] / "model_cards"  # the repository's folder (editable install)
+MAX_FOLDER_BYTES = 5 * 1024 * 1024  # a zoo folder lives in git
+SLICE_SIZE = 200  # the test slice: the first images of the test split (all of it when smaller: digits has 180)
+RESULTS_FILE = "all_results.json"
+DEFAULT_SEED = 42  # TrainingArguments' default: `ttt-hf train` without --seed
+
+
+@dataclass(frozen=True)
+class ZooEntry:
+    name: str
+    dataset: str
+    preset: str = "auto"
+    overrides: str | None = None  # --config_overrides
+    recipe: str = DEFAULT_RECIPE
+    flags: tuple[str, ...] = ()  # further `ttt-hf train` flags
+    seed: int = DEFAULT_SEED
+    setting: str = ""  # what the results table groups by
+    mixer: str = "mlp"  # the MIXER_PRESETS suffix
+    plan: str = "CPU, minutes"  # where and how long it is meant to train
+
+    def train_arguments(self) -> list[str]:
+        """The `ttt-hf train` flags of this entry (defaults left out, so the recorded command stays short)."""
+        arguments = ["--dataset", self.dataset]
+        if self.preset != "auto":
+            arguments += ["--preset", self.preset]
+        if self.overrides:
+            arguments += ["--config_overrides", self.overrides]
+        if self.recipe != DEFAULT_RECIPE:
+            arguments += ["--recipe", self.recipe]
+        arguments += list(self.flags)
+        if self.seed != DEFAULT_SEED:
+            arguments += ["--seed", str(self.seed)]
+        return arguments
+
+    def command(self) -> str:
+        import shlex
+
+        return shlex.join(["ttt-hf", "train", *self.train_arguments()])
+
+
+# Fashion-MNIST, all 60,000 training images (54,000 train / 6,000 validation; test = the official 10,000): one
+# small ViT for every mixer, one recipe and budget per setting. Patches: 28x28 input, 4x4 patches (49 tokens),
+# sin-cos positions. Pixels: 14x14 input, 1x1 patches (196 tokens), learned positions. Meant for a GPU (about
+# 7 CPU-minutes per epoch for MTTT-MLP patches on 2 cores).
+FMNIST_MODEL = "hidden_size=96,num_hidden_layers=6,num_attention_heads=3,intermediate_size=384"
+FMNIST_FLAGS = ("--num_train_epochs", "30", "--global_batch_size", "128", "--crop_min_scale", "0.5",
+                "--horizontal_flip", "true", "--torch_compile", "true")  # fmt: skip
+FMNIST_SETTINGS = {  # setting -> (preset prefix, overrides, flags, mixers)
+    "patch": ("ttt-vit-tiny16", f"{FMNIST_MODEL},patch_size=4", ("--image_size", "28"),
+              [s for s in MIXER_PRESETS if s != "mlp-shuffled4"]),
+    "pixel": ("ttt-vit-tiny-pixel", FMNIST_MODEL, ("--image_size", "14"), list(MIXER_PRESETS)),
+}  # fmt: skip
+FMNIST_SEEDS = {"mlp": (0, 1), "linattn": (0, 1)}  # the paper's key comparison gets two seeds; the others one
+
+
+def _zoo() -> dict[str, ZooEntry]:
+    entries = [
+        ZooEntry("ttt-vit-mlp-digits", "digits", setting="digits"),
+        ZooEntry("ttt-vit-mlp-mnist-5k", "mnist-5k", setting="mnist-5k"),
+    ]
+    for setting, (prefix, overrides, flags, mixers) in FMNIST_SETTINGS.items():
+        for suffix in mixers:
+            for seed in FMNIST_SEEDS.get(suffix, (0,)):
+                entries.append(
+                    ZooEntry(
+                        f"ttt-vit-{suffix}-fmnist-{setting}" + (f"-seed{seed}" if seed else ""),
+                        "fashion-mnist",
+                        preset=f"{prefix}-{suffix}",
+                        overrides=overrides,
+                        flags=FMNIST_FLAGS + flags,
+                        seed=seed,
+                        setting=f"fashion-mnist {setting}",
+                        mixer=suffix,
+                        plan="GPU (or hours on CPU)",
+                    )
+                )
+    return {entry.name: entry for entry in entries}
+
+
+ZOO = _zoo()
+
+
+def get_entry(name: str) -> ZooEntry:
+    if name not in ZOO:
+        raise ValueError(f"unknown zoo model {name!r}; `ttt-hf zoo list` lists them: {', '.join(ZOO)}.")
+    return ZOO[name]
+
+
+def folder(name: str, model_cards=None) -> Path:
+    return Path(model_cards or MODEL_CARDS) / name
+
+
+def is_trained(name: str, model_cards=None) -> bool:
+    return (folder(name, model_cards) / RESULTS_FILE).is_file()
+
+
+# ------------------------------------------------------------------------------------------ the test slice
+
+
+def fixed_test_slice(arguments: dict):
+    """(images, labels, description) of the fixed test slice of a run, from its training_args.json: the first
+    SLICE_SIZE images of the test split that `ttt-hf train` drew (same dataset, fractions and split seed)."""
+    from .data import load_image_dataset
+
+    data = arguments.get("data") or {}
+    split = load_image_dataset(
+        data["dataset"],
+        data_dir=data.get("data_dir"),
+        validation_fraction=data.get("validation_fraction", 0.1),
+        seed=data.get("split_seed", 0),
+        max_train_samples=data.get("max_train_samples"),
+        max_eval_samples=data.get("max_eval_samples"),
+        check_images=False,
+    )["test"]
+    rows = split.select(range(min(SLICE_SIZE, len(split))))
+    description = (
+        f"the first {len(rows)} of the {len(split)} images of the test split of "
+        f"load_image_dataset({data['dataset']!r}, validation_fraction={data.get('validation_fraction', 0.1)}, "
+        f"seed={data.get('split_seed', 0)})"
+    )
+    return list(rows["image"]), list(rows["label"]), description
+
+
+def predictions(model_dir, images, batch_size: int = 50) -> list[int]:
+    """Top-1 class indices of `images` by the model and image processor saved in `model_dir` (Auto classes)."""
+    import torch
+    from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+    model = AutoModelForImageClassification.from_pretrained(model_dir).eval()
+    processor = AutoImageProcessor.from_pretrained(model_dir)
+    found = []
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            pixels = processor(images[start : start + batch_size], return_tensors="pt")["pixel_values"]
+            found += model(pixel_values=pixels).logits.argmax(-1).tolist()
+    return found
+
+
+def accuracy(found: list[int], labels: list[int]) -> float:
+    return sum(int(a == b) for a, b in zip(found, labels, strict=True)) / len(labels)
+
+
+# ------------------------------------------------------------------------------------------------ commands
+
+
+def store(name: str, run_dir, model_cards=None, org: str | None = None) -> Path:
+    """Copy a finished run into model_cards/<name>/: the files a publish uploads except the model code, with
+    all_results.json extended by the test slice's accuracy, and README.md, the card (`ttt_hf.model_card`)."""
+    from .hub import CARD_FILE, repo_files
+
+    get_entry(name)
+    run, target = Path(run_dir), folder(name, model_cards)
+    repo_id = f"{org}/{name}" if org else name
+    files = repo_files(run, repo_id)  # checks the run is complete and its card valid
+    images, labels, description = fixed_test_slice(json.loads((run / "training_args.json").read_text()))
+    slice_accuracy = accuracy(predictions(run, images), labels)
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir(parents=True)
+    for path_in_repo, source in files.items():
+        if path_in_repo.endswith(".py") or path_in_repo == CARD_FILE:
+            continue
+        (target / path_in_repo).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target / path_in_repo)
+    results = json.loads((target / RESULTS_FILE).read_text())
+    results.update(test_slice=description, test_slice_size=len(labels), test_slice_accuracy=slice_accuracy)
+    (target / RESULTS_FILE).write_text(json.dumps(results, indent=4, sort_keys=True) + "\n")
+    (target / CARD_FILE).write_bytes(repo_files(target, repo_id)[CARD_FILE])
+    size = sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
+    if size > MAX_FOLDER_BYTES:
+        raise ValueError(f"{target} holds {size / 2**20:.1f} MB, over the zoo's 5 MB: use a smaller model.")
+    return target
+
+
+def publish_zoo(org: str, names=(), dry_run=None, model_cards=None) -> list:
+    """Publish each trained entry (all of them, or `names`) from model_cards/<name>/ to ORG/<name>; with `dry_run`,
+    write each into DIR/<name> instead."""
+    from .hub import publish
+
+    names = list(names) or [name for name in ZOO if is_trained(name, model_cards)]
+    for name in names:
+        get_entry(name)
+        if not is_trained(name, model_cards):
+            raise FileNotFoundError(f"{name} is not trained: {folder(name, model_cards)} has no {RESULTS_FILE}.")
+    return [
+        publish(folder(name, model_cards), f"{org}/{name}", dry_run=None if dry_run is None else Path(dry_run) / name)
+        for name in names
+    ]
+
+
+def listing(model_cards=None) -> str:
+    lines = []
+    for name, entry in ZOO.items():
+        if is_trained(name, model_cards):
+            results = json.loads((folder(name, model_cards) / RESULTS_FILE).read_text())
+            status = f"trained: model_cards/{name}/, test top-1 {100 * results['test_accuracy']:.2f} %"
+        else:
+            status = f"not trained yet (planned: {entry.plan}; `ttt-hf zoo train {name}`)"
+        lines += [f"{name}  [{MIXER_PRESETS[entry.mixer].paper_name}, {entry.dataset}, seed {entry.seed}]",
+                  f"    {status}", f"    {entry.command()}"]  # fmt: skip
+    return "\n".join(lines)
+
+
+def _percent(value) -> str:
+    return "—" if value is None else f"{100 * value:.2f}"
+
+
+def results_table(model_cards=None) -> str:
+    """A markdown table of every trained entry, from its all_results.json and config.json."""
+    lines = [
+        "| model | setting | mixer (paper's name) | params | tokens | test top-1 % | test top-5 % | test slice % "
+        "| epochs | training time | device |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, entry in ZOO.items():
+        if not is_trained(name, model_cards):
+            continue
+        results = json.loads((folder(name, model_cards) / RESULTS_FILE).read_text())
+        config = json.loads((folder(name, model_cards) / "config.json").read_text())
+        grid = config["image_size"] // config["patch_size"]
+        top5 = next((v for k, v in results.items() if k.startswith("test_top") and k.endswith("_accuracy")), None)
+        minutes = results.get("train_runtime")
+        lines.append(
+            f"| `{name}` | {entry.setting} | {MIXER_PRESETS[entry.mixer].paper_name} "
+            f"| {results['num_parameters'] / 1e6:.2f} M | {grid * grid} | {_percent(results['test_accuracy'])} "
+            f"| {_percent(top5)} | {_percent(results.get('test_slice_accuracy'))} "
+            f"| {results.get('epoch', '—'):g} | {'—' if minutes is None else f'{minutes / 60:.1f} min'} "
+            f"| {results.get('device', 'not recorded')} |"
+        )
+    return "\n".join(lines)
+
+
+def mixers() -> str:
+    """`suffix field=value,...` per mixer preset: the --config_overrides of each, for shell scripts."""
+    return "\n".join(
+        f"{suffix} {','.join(f'{key}={value}' for key, value in preset.fields.items())}"
+        for suffix, preset in MIXER_PRESETS.items()
+    )
+
+
+def argument_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ttt-hf zoo", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model_cards", "--model-cards", default=None, help=f"zoo folders (default {MODEL_CARDS})")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("list", help="the entries, their commands, and which are trained")
+    train = commands.add_parser("train", help="run the entry's `ttt-hf train`; further flags are appended")
+    train.add_argument("name")
+    train.add_argument("--output_dir", "--output-dir", help="default: outputs/zoo/NAME")
+    stored = commands.add_parser("store", help="keep a finished run as model_cards/NAME/ (no model code)")
+    stored.add_argument("name")
+    stored.add_argument("run_dir")
+    stored.add_argument("--org", help="the namespace the card's usage examples name (default: none)")
+    published = commands.add_parser("publish", help="publish trained entries to ORG/NAME")
+    published.add_argument("names", nargs="*", metavar="NAME", help="default: every trained entry")
+    published.add_argument("--org", required=True)
+    published.add_argument("--dry-run", "--dry_run", metavar="DIR", help="write DIR/NAME/ for each; upload nothing")
+    commands.add_parser("table", help="the results table of the trained entries (markdown)")
+    commands.add_parser("mixers", help="the mixer presets as `suffix field=value,...` lines")
+    return parser
+
+
+def main(argv: list[str] | None = None):
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args, extra = argument_parser().parse_known_args(argv)
+    if extra and args.command != "train":
+        argument_parser().parse_args(argv)  # the usual error for unknown flags
+    if args.command == "list":
+        print(listing(args.model_cards))
+    elif args.command == "train":
+        from . import training
+
+        entry = get_entry(args.name)
+        output_dir = args.output_dir or f"outputs/zoo/{entry.name}"
+        return training.main([*entry.train_arguments(), "--output_dir", output_dir, *extra])
+    elif args.command == "store":
+        target = store(args.name, args.run_dir, args.model_cards, args.org)
+        print(f"stored {args.run_dir} as {target}:\n" + "\n".join(f"  {p.name}" for p in sorted(target.iterdir())))
+    elif args.command == "publish":
+        for result in publish_zoo(args.org, args.names, args.dry_run, args.model_cards):
+            where = f"dry run in {result.url}" if result.commit is None else f"commit {result.commit}: {result.url}"
+            print(f"{result.repo_id}: {len(result.files)} files ({where})")
+    elif args.command == "table":
+        print(results_table(args.model_cards))
+    else:
+        print(mixers())
+
+
+if __name__ == "__main__":
+    main()
+
+
+__all__ = [
+    "ZOO",
+    "ZooEntry",
+    "accuracy",
+    "fixed_test_slice",
+    "get_entry",
+    "predictions",
+    "publish_zoo",
+    "results_table",
+    "store",
+]
