@@ -241,3 +241,12 @@ def test_readme_zoo_table_is_the_commands_output():
     match = re.search(r"<!-- zoo table: ttt-hf zoo table -->\n(.*?)\n<!-- end zoo table -->", readme, flags=re.S)
     assert match, "README lacks the generated zoo table"
     assert match.group(1).strip() == zoo.results_table().strip()
+
+
+def test_zoo_train_runs_the_entrys_command_with_extra_flags(monkeypatch):
+    calls = []
+    monkeypatch.setattr(training, "main", calls.append)
+    assert cli.main(["zoo", "train", "ttt-vit-mlp-fmnist-pixel-seed1", "--max_steps", "2"]) == 0
+    entry = zoo.ZOO["ttt-vit-mlp-fmnist-pixel-seed1"]
+    assert calls == [[*entry.train_arguments(), "--output_dir", f"outputs/zoo/{entry.name}", "--max_steps", "2"]]
+    assert cli.main(["zoo", "train", "no-such-model"]) == 1  # a user error, one line
