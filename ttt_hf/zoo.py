@@ -81,6 +81,9 @@ def _zoo() -> dict[str, ZooEntry]:
     entries = [
         ZooEntry("ttt-vit-mlp-digits", "digits", setting="digits"),
         ZooEntry("ttt-vit-mlp-mnist-5k", "mnist-5k", setting="mnist-5k"),
+        # the trainer's defaults on Fashion-MNIST (7x7 patches, 16 tokens, 10 epochs): the base of the fine-tuning
+        # example; the comparison of the mixers is the fmnist-patch / fmnist-pixel entries below
+        ZooEntry("ttt-vit-mlp-fashion-mnist", "fashion-mnist", setting="fashion-mnist auto", plan="CPU, 25 min"),
     ]
     for setting, (prefix, overrides, flags, mixers) in FMNIST_SETTINGS.items():
         for suffix in mixers:
