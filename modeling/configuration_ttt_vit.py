@@ -118,8 +118,9 @@ class TTTViTConfig(PreTrainedConfig):
             out as tensor ops, fast) or `"autograd"` (`torch.autograd.grad(create_graph=True)`, the reference).
         inner_kernel (`str`, defaults to `"torch"`): how MTTT-MLP's learner runs: `"torch"` (tensor ops; the
             [B, H, N, m] hidden activations are stored for the backward) or `"triton"` (fused kernels of
-            `fused_mlp.py` that recompute them on chip; eager and under `torch.compile`). `"triton"` needs
-            Triton >= 3.4 and a GPU; elsewhere it runs `"torch"`'s ops. Analytic gradient and `ttt_mlp` only.
+            `fused_mlp.py` that recompute them on chip; eager and under `torch.compile`). Where the kernels cannot
+            run (`fused_mlp.fused_mlp_available`: Triton, GPU, head width) it runs `"torch"`'s ops. Analytic
+            gradient and `ttt_mlp` only.
         decoder_layer_norm (`bool`, *optional*): LayerNorm on the inner decoder's output. Defaults to `True`
             for `ttt_mlp` and `False` for `ttt_linear` (the paper's settings).
         learn_inner_init (`bool`, *optional*): whether the inner learner's initial weights W_0 are trained by

@@ -18,9 +18,10 @@ sums that PyTorch adds up.
 The launches are PyTorch operators (`torch.ops.ttt_hf_<hash>.*`, with their backwards registered), so eager autograd
 and `torch.compile` (which keeps them as calls and fuses the PyTorch code around them) both use them.
 
-PyTorch fallback: `MLPLearner` in ttt_layers.py computes the same thing with tensor ops; it runs whenever
-these kernels cannot (no Triton >= 3.4, tensors not on a GPU). Tests check the kernels against it in float64
-under Triton's CPU interpreter (`TRITON_INTERPRET=1`), forward and backward, eager and compiled.
+PyTorch fallback: `MLPLearner` in ttt_layers.py computes the same thing with tensor ops; it runs wherever
+`fused_mlp_available` (the one statement of the conditions) says these kernels cannot. Tests check the kernels
+against it in float64 under Triton's CPU interpreter (`TRITON_INTERPRET=1`), forward and backward, eager and
+compiled.
 """
 
 import contextlib
@@ -233,13 +234,14 @@ if triton is not None:
         _store_partials(dw1_ptr, db1_ptr, dw2_ptr, dw1, db1, dw2, ms, ks, in_m, in_k, M, K)
 
 
-# Launch settings per kernel: token tile, hidden slice, warps. Chosen so that ptxas reports no register spills
-# for sm_90 at head width 64, hidden width 256 in bfloat16 (`python scripts/fused_kernel_report.py` compiles
-# them without a GPU); not yet timed on one.
+# Launch settings per kernel: token tile, hidden slice, warps. The fastest of a sweep on an H200 at head width 64,
+# hidden width 256, 50,176 tokens, bfloat16 (`python scripts/tune_fused_kernels.py`; docs/performance.md): 2.1-2.6x
+# faster than the spill-free settings, though ptxas spills a few bytes in two of them
+# (`python scripts/fused_kernel_report.py` compiles them without a GPU).
 LAUNCH = {
-    "forward": {"BLOCK_N": 64, "BLOCK_M": 64, "num_warps": 8},
-    "backward": {"BLOCK_N": 64, "BLOCK_M": 32, "num_warps": 8},  # also the inner gradient (no dx)
-    "param_grad_backward": {"BLOCK_N": 32, "BLOCK_M": 32, "num_warps": 8},
+    "forward": {"BLOCK_N": 128, "BLOCK_M": 64, "num_warps": 8},
+    "backward": {"BLOCK_N": 32, "BLOCK_M": 64, "num_warps": 8},  # also the inner gradient (no dx)
+    "param_grad_backward": {"BLOCK_N": 32, "BLOCK_M": 128, "num_warps": 8},
 }
 
 
@@ -345,89 +347,102 @@ def _namespace() -> str:
         return "ttt_hf_fused_mlp"
 
 
+def _mlp_forward_op(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor,
+                    b2: torch.Tensor) -> torch.Tensor:  # fmt: skip
+    return _forward(x, w1, b1, w2, b2)
+
+
+def _mlp_backward_op(x: torch.Tensor, g: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor,
+                     with_dx: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    outs, dw1, db1, dw2 = _weight_side("backward", x, g, w1, b1, w2, token_outputs=int(with_dx), WITH_DX=with_dx)
+    return (outs[0] if with_dx else x.new_empty(0, dtype=_acc_dtype(x))), dw1, db1, dw2
+
+
+def _mlp_param_grad_backward_op(
+    z: torch.Tensor, g: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, dg1: torch.Tensor,
+    dgb1: torch.Tensor, dg2: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
+    (dz, dg), dw1, db1, dw2 = _weight_side("param_grad_backward", z, g, w1, b1, w2,
+                                           extra_inputs=(dg1, dgb1, dg2), token_outputs=2)  # fmt: skip
+    return dz, dg, dw1, db1, dw2
+
+
+def _weight_grads_like(x, w1):
+    return tuple(x.new_empty(shape, dtype=_acc_dtype(x)) for shape in _weight_grad_shapes(x, w1.shape[-1]))
+
+
+def _mlp_forward_fake(x, w1, b1, w2, b2):
+    return x.new_empty(x.shape, dtype=_acc_dtype(x))
+
+
+def _mlp_backward_fake(x, g, w1, b1, w2, with_dx):
+    return x.new_empty(x.shape if with_dx else (0,), dtype=_acc_dtype(x)), *_weight_grads_like(x, w1)
+
+
+def _mlp_param_grad_backward_fake(z, g, w1, b1, w2, dg1, dgb1, dg2):
+    return (
+        z.new_empty(z.shape, dtype=_acc_dtype(z)),
+        z.new_empty(z.shape, dtype=_acc_dtype(z)),
+        *_weight_grads_like(z, w1),
+    )
+
+
+def _forward_setup(ctx, inputs, output):
+    x, w1, b1, w2, b2 = inputs
+    ctx.save_for_backward(x, w1, b1, w2)
+    ctx.b2 = (b2.shape, b2.dtype)
+
+
+def _forward_backward(ctx, grad_out):
+    """f's backward: the MLP backward, with dx when x needs it (once differentiable: see `_refuse`)."""
+    x, w1, b1, w2 = ctx.saved_tensors
+    with_dx = ctx.needs_input_grad[0]
+    dx, dw1, db1, dw2 = _ops.mlp_backward(x, grad_out.to(x.dtype), w1, b1, w2, with_dx)
+    return (dx.to(x.dtype) if with_dx else None, _reduce(dw1, w1.shape, w1.dtype),
+            _reduce(db1, b1.shape, b1.dtype), _reduce(dw2, w2.shape, w2.dtype),
+            _reduce(grad_out.sum(-2), *ctx.b2))  # fmt: skip
+
+
+def _grad_setup(ctx, inputs, output):
+    x, g, w1, b1, w2, ctx.with_dx = inputs
+    ctx.save_for_backward(x, g, w1, b1, w2)
+
+
+def _grad_backward(ctx, _, dg1, dgb1, dg2):
+    """The inner gradient's backward (the outer loop's second order), for the op without dx."""
+    if ctx.with_dx:
+        _refuse()
+    z, g, w1, b1, w2 = ctx.saved_tensors
+    shapes = _weight_grad_shapes(z, w1.shape[-1])
+    cotangents = [z.new_zeros(shape, dtype=_acc_dtype(z)) if c is None else c.contiguous()
+                  for c, shape in zip((dg1, dgb1, dg2), shapes)]  # fmt: skip
+    dz, dg, dw1, db1, dw2 = _ops.mlp_param_grad_backward(z, g, w1, b1, w2, *cotangents)
+    return (dz.to(z.dtype), dg.to(g.dtype), _reduce(dw1, w1.shape, w1.dtype), _reduce(db1, b1.shape, b1.dtype),
+            _reduce(dw2, w2.shape, w2.dtype), None)  # fmt: skip
+
+
+def _refuse(*_):
+    raise RuntimeError("inner_kernel='triton' differentiates the learner twice, not three times: a gradient "
+                       "of the outer loop's gradient needs inner_kernel='torch'")  # fmt: skip
+
+
+# name: (implementation, fake for torch.compile, backward, its setup_context)
+_OPS = {
+    "mlp_forward": (_mlp_forward_op, _mlp_forward_fake, _forward_backward, _forward_setup),
+    "mlp_backward": (_mlp_backward_op, _mlp_backward_fake, _grad_backward, _grad_setup),
+    "mlp_param_grad_backward": (_mlp_param_grad_backward_op, _mlp_param_grad_backward_fake, _refuse,
+                                lambda ctx, inputs, output: None),
+}  # fmt: skip
+
+
 def _register_ops():
+    """Register `_OPS` under this file's namespace, once per process (a second identical copy reuses them)."""
     ns = getattr(torch.ops, _NAMESPACE)
-    if hasattr(ns, "mlp_forward"):
-        return ns
-
-    @torch.library.custom_op(f"{_NAMESPACE}::mlp_forward", mutates_args=())
-    def mlp_forward_op(x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor,
-                       b2: torch.Tensor) -> torch.Tensor:  # fmt: skip
-        return _forward(x, w1, b1, w2, b2)
-
-    @torch.library.custom_op(f"{_NAMESPACE}::mlp_backward", mutates_args=())
-    def mlp_backward_op(x: torch.Tensor, g: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor,
-                        with_dx: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
-        outs, dw1, db1, dw2 = _weight_side("backward", x, g, w1, b1, w2, token_outputs=int(with_dx), WITH_DX=with_dx)
-        return (outs[0] if with_dx else x.new_empty(0, dtype=_acc_dtype(x))), dw1, db1, dw2
-
-    @torch.library.custom_op(f"{_NAMESPACE}::mlp_param_grad_backward", mutates_args=())
-    def mlp_param_grad_backward_op(
-        z: torch.Tensor, g: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, dg1: torch.Tensor,
-        dgb1: torch.Tensor, dg2: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
-        (dz, dg), dw1, db1, dw2 = _weight_side("param_grad_backward", z, g, w1, b1, w2,
-                                               extra_inputs=(dg1, dgb1, dg2), token_outputs=2)  # fmt: skip
-        return dz, dg, dw1, db1, dw2
-
-    def weight_grads_like(x, w1):
-        return tuple(x.new_empty(shape, dtype=_acc_dtype(x)) for shape in _weight_grad_shapes(x, w1.shape[-1]))
-
-    @mlp_forward_op.register_fake
-    def _(x, w1, b1, w2, b2):
-        return x.new_empty(x.shape, dtype=_acc_dtype(x))
-
-    @mlp_backward_op.register_fake
-    def _(x, g, w1, b1, w2, with_dx):
-        return x.new_empty(x.shape if with_dx else (0,), dtype=_acc_dtype(x)), *weight_grads_like(x, w1)
-
-    @mlp_param_grad_backward_op.register_fake
-    def _(z, g, w1, b1, w2, dg1, dgb1, dg2):
-        return (
-            z.new_empty(z.shape, dtype=_acc_dtype(z)),
-            z.new_empty(z.shape, dtype=_acc_dtype(z)),
-            *weight_grads_like(z, w1),
-        )
-
-    def forward_setup(ctx, inputs, output):
-        x, w1, b1, w2, b2 = inputs
-        ctx.save_for_backward(x, w1, b1, w2)
-        ctx.b2 = (b2.shape, b2.dtype)
-
-    def forward_backward(ctx, grad_out):
-        """f's backward: the MLP backward, with dx when x needs it (once differentiable: see `refuse`)."""
-        x, w1, b1, w2 = ctx.saved_tensors
-        with_dx = ctx.needs_input_grad[0]
-        dx, dw1, db1, dw2 = ns.mlp_backward(x, grad_out.to(x.dtype), w1, b1, w2, with_dx)
-        return (dx.to(x.dtype) if with_dx else None, _reduce(dw1, w1.shape, w1.dtype),
-                _reduce(db1, b1.shape, b1.dtype), _reduce(dw2, w2.shape, w2.dtype),
-                _reduce(grad_out.sum(-2), *ctx.b2))  # fmt: skip
-
-    mlp_forward_op.register_autograd(forward_backward, setup_context=forward_setup)
-
-    def grad_setup(ctx, inputs, output):
-        x, g, w1, b1, w2, ctx.with_dx = inputs
-        ctx.save_for_backward(x, g, w1, b1, w2)
-
-    def grad_backward(ctx, _, dg1, dgb1, dg2):
-        """The inner gradient's backward (the outer loop's second order), for the op without dx."""
-        if ctx.with_dx:
-            refuse()
-        z, g, w1, b1, w2 = ctx.saved_tensors
-        shapes = _weight_grad_shapes(z, w1.shape[-1])
-        cotangents = [z.new_zeros(shape, dtype=_acc_dtype(z)) if c is None else c.contiguous()
-                      for c, shape in zip((dg1, dgb1, dg2), shapes)]  # fmt: skip
-        dz, dg, dw1, db1, dw2 = ns.mlp_param_grad_backward(z, g, w1, b1, w2, *cotangents)
-        return (dz.to(z.dtype), dg.to(g.dtype), _reduce(dw1, w1.shape, w1.dtype), _reduce(db1, b1.shape, b1.dtype),
-                _reduce(dw2, w2.shape, w2.dtype), None)  # fmt: skip
-
-    mlp_backward_op.register_autograd(grad_backward, setup_context=grad_setup)
-
-    def refuse(*_):
-        raise RuntimeError("inner_kernel='triton' differentiates the learner twice, not three times: a gradient "
-                           "of the outer loop's gradient needs inner_kernel='torch'")  # fmt: skip
-
-    mlp_param_grad_backward_op.register_autograd(refuse, setup_context=lambda ctx, inputs, output: None)
+    if not hasattr(ns, "mlp_forward"):
+        for name, (impl, fake, backward, setup) in _OPS.items():
+            op = torch.library.custom_op(f"{_NAMESPACE}::{name}", impl, mutates_args=())
+            op.register_fake(fake)
+            op.register_autograd(backward, setup_context=setup)
     return ns
 
 

@@ -105,9 +105,8 @@ class MLPLearner:
 
 class FusedMLPLearner(MLPLearner):
     """MLPLearner on the fused Triton kernels of fused_mlp.py (`inner_kernel="triton"`): the [B, H, N, m]
-    hidden activations are recomputed on chip, never stored. Falls back to MLPLearner's tensor ops where the
-    kernels cannot run (`fused_mlp_available`: no Triton >= 3.4, CPU tensors, a GPU before sm_80, head width
-    above 64, deterministic algorithms).
+    hidden activations are recomputed on chip, never stored. Falls back to MLPLearner's tensor ops wherever
+    `fused_mlp_available` says the kernels cannot run.
 
     `lean`: where the kernels run, the decoder-LN gradient's [B, H, N, k] intermediates are recomputed in the
     backward too (about a dozen fewer tensors of that size saved; the PyTorch path keeps them, for speed)."""
@@ -164,8 +163,11 @@ class ReconstructionTask:
         gamma2 = gamma.square()  # [H, d]
         vectors = g_c @ torch.stack([b_c.expand_as(gamma), gamma2 * b_c, gamma * beta], -1)  # [H, k, 3]
         # f @ forms -> f g_c g_c^T | f g_c diag(gamma^2) g_c^T | f.(g_c b_c) | f.(g_c gamma^2 b_c) | f.(g_c gamma beta)
-        self.forms = torch.cat([g_c @ g_c.transpose(-1, -2), (g_c * gamma2.unsqueeze(-2)) @ g_c.transpose(-1, -2),
-                                vectors], -1)  # [H, k, 2k + 3]  # fmt: skip
+        # [H, k, 2k + 3], zero-padded to a multiple of 8 columns: cuBLAS has only slow kernels for float32 products
+        # with an odd row stride (2k + 3 cost 0.6 ms per product at 50,176 tokens on an H200)
+        forms = [g_c @ g_c.transpose(-1, -2), (g_c * gamma2.unsqueeze(-2)) @ g_c.transpose(-1, -2), vectors]
+        pad = -(2 * g.shape[-2] + 3) % 8
+        self.forms = torch.cat([*forms, vectors.new_zeros(*vectors.shape[:-1], pad)], -1)  # [H, k, 2k + 3 + pad]
         self.vectors = vectors.transpose(-1, -2).unsqueeze(
             -2
         )  # g_c b_c, g_c gamma^2 b_c, g_c gamma beta: [H, 3, 1, k]
@@ -203,8 +205,8 @@ class ReconstructionTask:
             f = f.to(self.forms.dtype)
             d, k = self.value_weight.shape[-1], f.shape[-1]
             proj, x_b = target[..., :k].to(f.dtype), target[..., k].to(f.dtype)  # (x gamma) g_c^T, x.(gamma b_c)
-            fm = f @ self.forms  # [B, H, n, 2k + 3]
-            f_gram, f_a, f_vec = fm[..., :k], fm[..., k : 2 * k], fm[..., 2 * k :]
+            fm = f @ self.forms  # [B, H, n, 2k + 3 + pad]
+            f_gram, f_a, f_vec = fm[..., :k], fm[..., k : 2 * k], fm[..., 2 * k : 2 * k + 3]
             c_b, c_gb, c_bb = self.constants.unbind(-1)  # |b_c|^2, sum gamma^2 b_c^2, sum gamma beta b_c: [H, 1]
             var = ((f_gram * f).sum(-1) + 2 * f_vec[..., 0] + c_b) / d  # [B, H, n]
             rstd = (var.clamp_min(0) + self.eps).rsqrt().unsqueeze(-1)  # [B, H, n, 1]

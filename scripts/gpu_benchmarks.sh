@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU half of docs/performance.md: precision, layer and model benchmarks, profiles.
-# usage: bash scripts/gpu_benchmarks.sh OUTPUT_DIR STAGE...  (stages: precision layers compiled_layers models
-#        reference compiled_models profile_models mlp_layers mlp_models sdpa_profile triton)
+# usage: bash scripts/gpu_benchmarks.sh OUTPUT_DIR STAGE...  (stages: cuda_test precision layers compiled_layers
+#        models reference compiled_models profile_models mlp_layers mlp_models sdpa_profile triton)
 # Every stage appends its table to OUTPUT_DIR/log.txt and writes CSV/PNG/profile files next to it.
 set -uo pipefail
 out=${1:?output directory}; shift
@@ -10,6 +10,8 @@ bench() { python3 -m ttt_hf.cli benchmark --verbose --output_dir "$out" "$@" 2>&
 for stage in "$@"; do
   echo "## stage $stage ($(date -u +%T))" | tee -a "$out/log.txt"
   case $stage in
+    cuda_test)  # the fused kernels compiled for this GPU against the PyTorch ops (float64, float32, bf16, compile)
+      python3 -m pytest -q -x tests/test_fused_mlp.py -k cuda 2>&1 | tee -a "$out/log.txt" ;;
     precision)
       python3 -m ttt_hf.cli precision --tokens 12544 --batch 2 2>&1 | tee -a "$out/log.txt" ;;
     layers)

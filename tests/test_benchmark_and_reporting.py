@@ -5,7 +5,7 @@ import json
 
 import torch
 
-from ttt_hf import benchmark
+from ttt_hf import benchmark, measure
 from ttt_hf.modeling import fused_mlp
 from ttt_hf.reporting import results_table
 
@@ -24,10 +24,10 @@ def test_quick_benchmark_writes_table_csv_and_plot(tmp_path, capsys):
 
 
 def test_fused_kernel_rows_run_only_where_the_kernels_do(monkeypatch):
-    assert not benchmark.repeats_another_row("ttt_mlp (triton)", "cpu")  # the tests' interpreter
+    assert not measure.repeats_another_row("ttt_mlp (triton)", "cpu")  # the tests' interpreter
     monkeypatch.setattr(fused_mlp, "_INTERPRETED", False)
-    assert benchmark.repeats_another_row("ttt_mlp (triton)", "cpu")  # CPU: the fallback, a repeat of "ttt_mlp"
-    assert not benchmark.repeats_another_row("ttt_mlp", "cpu")
+    assert measure.repeats_another_row("ttt_mlp (triton)", "cpu")  # CPU: the fallback, a repeat of "ttt_mlp"
+    assert not measure.repeats_another_row("ttt_mlp", "cpu")
 
 
 def test_activation_memory_counts_saved_storages_once():
@@ -38,7 +38,7 @@ def test_activation_memory_counts_saved_storages_once():
         y = x * w  # saves x and w
         (y * y).sum().backward()  # saves y
 
-    assert benchmark.memory_of(step, "cpu", [w]) == 2 * 4000  # x and y; the parameter w is excluded
+    assert measure.memory_of(step, "cpu", [w]) == 2 * 4000  # x and y; the parameter w is excluded
 
 
 def test_results_table_means_and_spreads(tmp_path):

@@ -299,7 +299,7 @@ def test_a_second_copy_of_the_module_reuses_the_registered_operators():
 def test_the_fused_layer_keeps_no_hidden_activations_for_the_backward():
     """What the kernels are for: no [B, H, N, m] tensor is saved for the backward (the PyTorch path saves several),
     and with the decoder-LN gradient recomputed the saved bytes shrink 3x at this size (4.6x at 12,544 tokens)."""
-    from ttt_hf.benchmark import layer_config, memory_of
+    from ttt_hf.measure import layer_config, memory_of
     from ttt_hf.modeling.ttt_layers import MIXER_CLASSES
 
     batch, tokens, width, heads = 1, 40, 48, 3

@@ -17,108 +17,26 @@ with N. Results go to stdout (a table), CSV, and a log-log PNG of time and memor
 import argparse
 import csv
 import os
-import platform
 import re
-import statistics
-import time
-from contextlib import contextmanager, nullcontext
 
 import torch
 
+from .measure import (
+    LAYER_MIXERS,
+    autocast_context,
+    layer_config,
+    machine_description,
+    memory_of,
+    repeats_another_row,
+    sync,
+    time_call,
+)
 from .modeling import MIXER_PRESETS, TTTViTConfig, TTTViTForImageClassification
-from .modeling.fused_mlp import fused_mlp_available
 from .modeling.ttt_layers import MIXER_CLASSES
 
 # one preset per kind of mixer, at its plain settings (mlp, linear, linattn, attn): the registry's one-field entries
 BASE_MIXER_SUFFIXES = tuple(suffix for suffix, preset in MIXER_PRESETS.items() if len(preset.fields) == 1)
 LAYER_TOKENS = (196, 784, 3136, 12544, 50176)
-# name -> config overrides of a mixer
-LAYER_MIXERS = {
-    "ttt_mlp": dict(mixer="ttt_mlp"),
-    "ttt_mlp (autograd)": dict(mixer="ttt_mlp", inner_gradient="autograd"),
-    "ttt_mlp (triton)": dict(mixer="ttt_mlp", inner_kernel="triton"),  # GPU only: fused_mlp.py's kernels
-    "ttt_linear": dict(mixer="ttt_linear"),
-    "linear_attention": dict(mixer="linear_attention"),
-    "self_attention (SDPA)": dict(mixer="self_attention"),
-}
-
-
-def machine_description(device: str) -> str:
-    if device.startswith("cuda"):
-        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}, CUDA {torch.version.cuda}"
-    return (
-        f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads "
-        f"({os.cpu_count()} CPUs), torch {torch.__version__}"
-    )
-
-
-def precision(device: str, dtype: torch.dtype):
-    """The context of a measured call: bfloat16 is autocast mixed precision (float32 weights), as in training."""
-    if dtype not in (torch.bfloat16, torch.float16):
-        return nullcontext()
-    return torch.autocast(device.split(":")[0], dtype=dtype)
-
-
-def _sync(device):
-    if device.startswith("cuda"):
-        torch.cuda.synchronize(device)
-
-
-def time_call(fn, device: str, repeats: int, warmup: int) -> float:
-    """Median seconds of `fn()` over `repeats` after `warmup` calls (CUDA events on GPU)."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        if device.startswith("cuda"):
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            torch.cuda.synchronize(device)
-            times.append(start.elapsed_time(end) / 1000)
-        else:
-            tic = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - tic)
-    return statistics.median(times)
-
-
-@contextmanager
-def _saved_tensor_bytes(exclude: set[int], counter: dict):
-    """Count unique storages autograd saves for backward inside the block (excluding `exclude` data_ptrs)."""
-    seen = set()
-
-    def pack(t):
-        ptr = t.untyped_storage().data_ptr()
-        if ptr not in seen and ptr not in exclude:
-            seen.add(ptr)
-            counter["bytes"] += t.untyped_storage().nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        yield
-
-
-def memory_of(step, device: str, params) -> int:
-    """Peak CUDA bytes of `step()` above what was allocated before, or CPU activation bytes (module doc)."""
-    if device.startswith("cuda"):
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        before = torch.cuda.memory_allocated(device)
-        step()
-        torch.cuda.synchronize(device)
-        return torch.cuda.max_memory_allocated(device) - before
-    counter = {"bytes": 0}
-    with _saved_tensor_bytes({p.untyped_storage().data_ptr() for p in params}, counter):
-        step()
-    return counter["bytes"]
-
-
-def layer_config(overrides: dict, width: int = 192, heads: int = 3) -> TTTViTConfig:
-    config = TTTViTConfig(hidden_size=width, num_attention_heads=heads, intermediate_size=4 * width, **overrides)
-    config._attn_implementation = "sdpa"
-    return config
 
 
 def benchmark_layer(name, overrides, tokens, *, batch=1, width=192, heads=3, device="cpu", dtype=torch.float32,
@@ -129,15 +47,15 @@ def benchmark_layer(name, overrides, tokens, *, batch=1, width=192, heads=3, dev
     forward = torch.compile(mixer) if compile else mixer
 
     def fwd():
-        with torch.no_grad(), precision(device, dtype):
+        with torch.no_grad(), autocast_context(device, dtype):
             forward(x)
-        _sync(device)
+        sync(device)
 
     def fwd_bwd():
-        with precision(device, dtype):
+        with autocast_context(device, dtype):
             out, _ = forward(x)
         out.float().square().mean().backward()
-        _sync(device)
+        sync(device)
 
     params = list(mixer.parameters())
     result = {"level": "layer", "name": name, "tokens": tokens, "batch": batch, "width": width}
@@ -200,16 +118,16 @@ def benchmark_model(name, model, image_size, channels=3, *, batch=8, device="cpu
     labels = torch.randint(0, model.config.num_labels, (batch,), device=device)
 
     def train_step():
-        with precision(device, dtype):
+        with autocast_context(device, dtype):
             loss = forward(pixel_values=x, labels=labels).loss
         loss.backward()
         model.zero_grad(set_to_none=True)
-        _sync(device)
+        sync(device)
 
     def infer():
-        with torch.no_grad(), precision(device, dtype):
+        with torch.no_grad(), autocast_context(device, dtype):
             forward(pixel_values=x)
-        _sync(device)
+        sync(device)
 
     train_s = time_call(train_step, device, repeats, warmup)
     infer_s = time_call(infer, device, repeats, warmup)
@@ -303,29 +221,6 @@ def write_csv(rows: list[dict], path: str, machine: str) -> None:
             writer.writerow({**{k: row.get(k, "") for k in keys}, "machine": machine})
 
 
-def plot_layers(rows: list[dict], path: str, title: str) -> None:
-    from .plots import plt
-
-    layer_rows = [r for r in rows if r["level"] == "layer"]
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
-    for name in dict.fromkeys(r["name"] for r in layer_rows):
-        points = sorted(
-            (r["tokens"], r["forward_backward_ms"], r["memory_mb"]) for r in layer_rows if r["name"] == name
-        )
-        tokens, ms, mb = zip(*points)
-        axes[0].loglog(tokens, ms, "o-", label=name)
-        axes[1].loglog(tokens, mb, "o-", label=name)
-    axes[0].set(xlabel="tokens N", ylabel="forward + backward (ms)", title="time")
-    axes[1].set(xlabel="tokens N", ylabel="memory (MB)", title="memory")
-    for ax in axes:
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=8)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
 def _fresh_compile(args) -> None:
     """Every measured module gets its own compilation: dynamo's recompile limit counts across models."""
     if args.compile:
@@ -339,13 +234,6 @@ def profile_path(args, name: str, tokens: int) -> str | None:
     slug = re.sub(r"[^A-Za-z0-9]+", "_", f"{name}_{tokens}").strip("_")
     return os.path.join(args.output_dir, f"profile_{args.device.split(':')[0]}_{args.dtype}"
                         f"{'_compiled' if args.compile else ''}_{slug}.txt")  # fmt: skip
-
-
-def repeats_another_row(name: str, device: str) -> bool:
-    """Whether row `name` would only repeat another: the fused kernels fall back to PyTorch's ops off the GPU,
-    so their "(triton)" rows run on CUDA with Triton installed — or on the CPU under TRITON_INTERPRET=1, where
-    only the memory column means something (bytes saved for backward)."""
-    return "(triton)" in name and not fused_mlp_available(torch.empty(0, device=device))
 
 
 def _skip_row(args, name: str) -> bool:
@@ -435,6 +323,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
     tag += f"_{args.tag}" if args.tag else ""
     write_csv(rows, os.path.join(args.output_dir, f"benchmark_{tag}.csv"), machine)
     if any(r["level"] == "layer" for r in rows):
+        from .plots import plot_layers  # matplotlib only when plotting
+
         plot_layers(rows, os.path.join(args.output_dir, f"layers_{tag}.png"), f"{machine}; {args.dtype}")
     return rows
 

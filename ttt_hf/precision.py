@@ -12,7 +12,7 @@ import argparse
 
 import torch
 
-from .benchmark import LAYER_MIXERS, layer_config, machine_description, precision, repeats_another_row
+from .measure import LAYER_MIXERS, autocast_context, layer_config, machine_description, repeats_another_row
 from .modeling.ttt_layers import MIXER_CLASSES
 
 
@@ -42,7 +42,7 @@ def run_precision(mixer, x, dtype):
     compute = torch.float32 if dtype == torch.bfloat16 else dtype
     mixer = mixer.to(compute)
     x = x.detach().to(compute).requires_grad_()
-    with precision(x.device.type, dtype):
+    with autocast_context(x.device.type, dtype):
         out, losses = mixer(x, return_inner_losses=True)
     probe = torch.linspace(-1, 1, out.numel(), device=x.device, dtype=torch.float64).view_as(out)
     (out.double() * probe).sum().backward()
