@@ -215,6 +215,33 @@ def publish_zoo(org: str, names=(), dry_run=None, model_cards=None) -> list:
     ]
 
 
+def measure_speed(model_cards=None, batch_size: int = 256, repeats: int = 5) -> dict[str, float]:
+    """Inference images/s of every trained entry on this machine (eval mode, no grad, one batch of random images at
+    the model's size; median of `repeats` after a warm-up), written into its all_results.json with the machine, so
+    that the results table compares models measured on one machine."""
+    import torch
+    from transformers import AutoModelForImageClassification
+
+    from .measure import machine_description, time_call
+
+    speeds = {}
+    for name in ZOO:
+        if not is_trained(name, model_cards):
+            continue
+        target = folder(name, model_cards)
+        model = AutoModelForImageClassification.from_pretrained(target).eval()
+        config = model.config
+        pixels = torch.randn(batch_size, config.num_channels, config.image_size, config.image_size)
+        with torch.no_grad():
+            seconds = time_call(lambda m=model, x=pixels: m(pixel_values=x), "cpu", repeats, warmup=2)
+        speeds[name] = batch_size / seconds
+        results = json.loads((target / RESULTS_FILE).read_text())
+        results.update(inference_images_per_s=speeds[name], inference_batch_size=batch_size,
+                       inference_machine=machine_description("cpu"))  # fmt: skip
+        (target / RESULTS_FILE).write_text(json.dumps(results, indent=4, sort_keys=True) + "\n")
+    return speeds
+
+
 def listing(model_cards=None) -> str:
     lines = []
     for name, entry in ZOO.items():
@@ -236,9 +263,10 @@ def results_table(model_cards=None) -> str:
     """A markdown table of every trained entry, from its all_results.json and config.json."""
     lines = [
         "| model | setting | mixer (paper's name) | params | tokens | test top-1 % | test top-5 % | test slice % "
-        "| epochs | training time | device |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "| inference img/s | epochs | training time | device | paper: ImageNet top-1 of this mixer (rank) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    machines = set()
     for name, entry in ZOO.items():
         if not is_trained(name, model_cards):
             continue
@@ -247,14 +275,35 @@ def results_table(model_cards=None) -> str:
         grid = config["image_size"] // config["patch_size"]
         top5 = next((v for k, v in results.items() if k.startswith("test_top") and k.endswith("_accuracy")), None)
         minutes = results.get("train_runtime")
+        speed = results.get("inference_images_per_s")
+        machines.add(results.get("inference_machine"))
         lines.append(
             f"| `{name}` | {entry.setting} | {MIXER_PRESETS[entry.mixer].paper_name} "
             f"| {results['num_parameters'] / 1e6:.2f} M | {grid * grid} | {_percent(results['test_accuracy'])} "
             f"| {_percent(top5)} | {_percent(results.get('test_slice_accuracy'))} "
+            f"| {'—' if speed is None else f'{speed:,.0f}'} "
             f"| {results.get('epoch', '—'):g} | {'—' if minutes is None else f'{minutes / 60:.1f} min'} "
-            f"| {results.get('device', 'not recorded')} |"
+            f"| {results.get('device', 'not recorded')} | {_paper_rank(config, entry.mixer)} |"
         )
+    machines.discard(None)
+    if machines:
+        lines += [
+            "",
+            f"Inference images/s: `ttt-hf zoo speed` (batch 256, eager float32) on {', '.join(sorted(machines))}.",
+        ]
     return "\n".join(lines)
+
+
+def _paper_rank(config: dict, mixer: str) -> str:
+    """The paper's ImageNet top-1 of this model's mixer in its setting (patches or pixels) and its rank there."""
+    from .model_card import PAPER_IMAGENET
+
+    _, rows = PAPER_IMAGENET["pixels" if config.get("patch_size") == 1 else "patches"]
+    ranked = [name for name, value in sorted(rows, key=lambda row: -(row[1] or 0)) if value is not None]
+    value = dict(rows).get(MIXER_PRESETS[mixer].paper_name)
+    if value is None:
+        return "—"
+    return f"{value} % ({ranked.index(MIXER_PRESETS[mixer].paper_name) + 1} of {len(ranked)})"
 
 
 def mixers() -> str:
@@ -282,6 +331,7 @@ def argument_parser() -> argparse.ArgumentParser:
     published.add_argument("--org", required=True)
     published.add_argument("--dry-run", "--dry_run", metavar="DIR", help="write DIR/NAME/ for each; upload nothing")
     commands.add_parser("table", help="the results table of the trained entries (markdown)")
+    commands.add_parser("speed", help="measure every trained entry's inference images/s here, into its results")
     commands.add_parser("mixers", help="the mixer presets as `suffix field=value,...` lines")
     return parser
 
@@ -308,6 +358,9 @@ def main(argv: list[str] | None = None):
             print(f"{result.repo_id}: {len(result.files)} files ({where})")
     elif args.command == "table":
         print(results_table(args.model_cards))
+    elif args.command == "speed":
+        for name, speed in measure_speed(args.model_cards).items():
+            print(f"{name}: {speed:,.0f} images/s")
     else:
         print(mixers())
 
@@ -322,6 +375,7 @@ __all__ = [
     "accuracy",
     "fixed_test_slice",
     "get_entry",
+    "measure_speed",
     "predictions",
     "publish_zoo",
     "results_table",
