@@ -306,12 +306,7 @@ class TTTViTPreTrainedModel(PreTrainedModel):
             if self.config.decoder_layer_norm:
                 init.ones_(module.decoder_norm_weight)
                 init.zeros_(module.decoder_norm_bias)
-            for param in module.inner_init_params():
-                if param.ndim == 3 and self.config.mixer == "ttt_mlp":
-                    bound = (6.0 / (param.shape[1] + param.shape[2])) ** 0.5  # xavier-uniform per head
-                    init.uniform_(param, -bound, bound)
-                else:  # MLP biases, and a learned MTTT-Linear W_0 (starts at 0)
-                    init.zeros_(param)
+            module.learner.init_(module.inner_init_params())  # MLP: xavier-uniform per head; linear: 0
 
 
 class TTTViTModel(TTTViTPreTrainedModel):

@@ -58,40 +58,84 @@ def gelu_tanh_grad(grad, a):
     return _GeluTanhGrad.apply(grad, a)
 
 
-class LinearLearner:
-    """MTTT-Linear's learner f(z; W) = z W with W [.., H, k, k]; W_0 = 0 in the paper."""
+class Learner:
+    """The learner f(z; W) that an inner loop trains, per image and head: its parameter shapes for head width k,
+    their init, the forward and the backward (d loss / d W from d loss / d f, summed over tokens).
 
-    @staticmethod
-    def init_shapes(k: int, hidden_ratio: int) -> list[tuple[int, ...]]:
-        return [(k, k)]
+    `starts_at_zero`: W_0 = 0 and frozen (MTTT-Linear in the paper). W_0 is then structural: no tensor, and the
+    inner loop passes params=None, which `forward` and `backward` read as W = 0 (f(z; 0) = 0 costs nothing)."""
 
-    @staticmethod
-    def forward(z, params):
+    starts_at_zero = False
+
+    def __init__(self, k: int):
+        self.k = k
+
+    @property
+    def shapes(self) -> list[tuple[int, ...]]:
+        raise NotImplementedError
+
+    def zeros(self, like: torch.Tensor) -> list[torch.Tensor]:
+        """W = 0 as tensors [1, H, ...] for keys `like` [B, H, n, k]."""
+        return [like.new_zeros(1, like.shape[1], *shape) for shape in self.shapes]
+
+    def init_(self, params) -> None:
+        """Initialise a learned W_0 (each tensor [H, ...]) in place."""
+        for param in params:
+            nn.init.zeros_(param)
+
+    def lean(self, z) -> bool:
+        """Whether to recompute, not store, the [B, H, n, k] intermediates of the decoder-LN gradient."""
+        return False
+
+
+class LinearLearner(Learner):
+    """MTTT-Linear's learner f(z; W) = z W with W [.., H, k, k]; W_0 = 0 and frozen in the paper."""
+
+    def __init__(self, k: int, learned_init: bool = False):
+        super().__init__(k)
+        self.starts_at_zero = not learned_init
+
+    @property
+    def shapes(self):
+        return [(self.k, self.k)]
+
+    def forward(self, z, params):
+        if params is None:  # W = 0: f = 0, not computed (the task reads f = None so)
+            return None, None
         (w,) = params
         return z @ w, None  # [B, H, n, k]
 
-    @staticmethod
-    def backward(grad_out, z, cache, params):
+    def backward(self, grad_out, z, cache, params):
         return (z.transpose(-1, -2) @ grad_out,)  # [B, H, k, k]
 
 
-class MLPLearner:
+class MLPLearner(Learner):
     """MTTT-MLP's learner f(z; W) = gelu(z W1 + b1) W2 + b2, widths k -> m -> k, no residual, no norm."""
 
-    @staticmethod
-    def init_shapes(k: int, hidden_ratio: int) -> list[tuple[int, ...]]:
-        m = hidden_ratio * k
-        return [(k, m), (m,), (m, k), (k,)]
+    def __init__(self, k: int, m: int):
+        super().__init__(k)
+        self.m = m
 
-    @staticmethod
-    def forward(z, params):
+    @property
+    def shapes(self):
+        return [(self.k, self.m), (self.m,), (self.m, self.k), (self.k,)]
+
+    def init_(self, params):
+        """The official init: xavier-uniform per head for the matrices, zero biases."""
+        for param in params:
+            if param.ndim == 3:  # [H, a, b]
+                bound = (6.0 / (param.shape[1] + param.shape[2])) ** 0.5
+                nn.init.uniform_(param, -bound, bound)
+            else:
+                nn.init.zeros_(param)
+
+    def forward(self, z, params):
         w1, b1, w2, b2 = params
         a = z @ w1 + b1.unsqueeze(-2)  # [B, H, n, m]
         u = F.gelu(a, approximate="tanh")
         return u @ w2 + b2.unsqueeze(-2), (a, u)  # [B, H, n, k]
 
-    @staticmethod
-    def backward(grad_out, z, cache, params):
+    def backward(self, grad_out, z, cache, params):
         _, _, w2, _ = params
         a, u = cache
         grad_a = gelu_tanh_grad(grad_out @ w2.transpose(-1, -2), a)  # [B, H, n, m]
@@ -106,29 +150,32 @@ class MLPLearner:
 class FusedMLPLearner(MLPLearner):
     """MLPLearner on the fused Triton kernels of fused_mlp.py (`inner_kernel="triton"`): the [B, H, N, m]
     hidden activations are recomputed on chip, never stored. Falls back to MLPLearner's tensor ops wherever
-    `fused_mlp_available` says the kernels cannot run.
+    `fused_mlp_available` says the kernels cannot run (the same answer in forward and backward: same z).
 
     `lean`: where the kernels run, the decoder-LN gradient's [B, H, N, k] intermediates are recomputed in the
     backward too (about a dozen fewer tensors of that size saved; the PyTorch path keeps them, for speed)."""
 
-    @staticmethod
-    def lean(z):
+    def lean(self, z):
         return fused_mlp_available(z)
 
-    @staticmethod
-    def forward(z, params):
+    def forward(self, z, params):
         if fused_mlp_available(z):
             return mlp_forward(z, params), None
-        return MLPLearner.forward(z, params)
+        return super().forward(z, params)
 
-    @staticmethod
-    def backward(grad_out, z, cache, params):
-        if cache is None:  # the forward ran fused
+    def backward(self, grad_out, z, cache, params):
+        if fused_mlp_available(z):
             return mlp_param_grad(z, grad_out, params)
-        return MLPLearner.backward(grad_out, z, cache, params)
+        return super().backward(grad_out, z, cache, params)
 
 
-LEARNERS = {"ttt_mlp": MLPLearner, "ttt_linear": LinearLearner}
+def make_learner(config) -> Learner:
+    """The learner of a TTT mixer from its config: mixer, head width, hidden ratio, learned W_0, kernel."""
+    k = config.hidden_size // config.num_attention_heads
+    if config.mixer == "ttt_linear":
+        return LinearLearner(k, learned_init=config.learn_inner_init)
+    mlp = FusedMLPLearner if getattr(config, "inner_kernel", "torch") == "triton" else MLPLearner
+    return mlp(k, config.inner_hidden_ratio * k)
 
 
 class ReconstructionTask:
@@ -192,8 +239,8 @@ class ReconstructionTask:
     def loss(self, params, z, tokens):
         """Per-head loss [B, H] of the learner `params` on keys z [B, H, n, k] against tokens [B, 1 or H, n, d]
         (decodes to full width: the definition, used for reporting and as the autograd reference)."""
-        f, _ = self.learner.forward(z, params)
-        y = self._decode(f)
+        f, _ = self.learner.forward(z, params)  # params None: W = 0, f None = 0
+        y = self._decode(torch.zeros_like(z) if f is None else f)
         return 0.5 * (y - tokens).pow(2).sum((-2, -1)) / (z.shape[-2] * z.shape[-1])
 
     def _ln_grad_f(self, f, target, scale):
@@ -218,23 +265,23 @@ class ReconstructionTask:
             ) / d  # mean_d(h xhat)/scale
             return scale * rstd * (h_g - h_xhat.unsqueeze(-1) * rstd * (f_gram + v_b))
 
-    def grad(self, params, z, target, at_zero: bool = False):
-        """d loss / d params for targets from `targets` (the sum over B x H of `loss`, per image and head).
-
-        at_zero: the params are a linear learner's frozen W_0 = 0, so f(z) = 0 costs nothing (MTTT-Linear's
-        single step is then exactly linear attention's work)."""
-        if at_zero and self.learner is not LinearLearner:
-            raise ValueError("at_zero applies to the linear learner only")
-        f, cache = (None, None) if at_zero else self.learner.forward(z, params)
+    def output_grad(self, f, z, target):
+        """d loss / d f [B, H, n, k] per token, for the learner's output f on keys z [B, H, n, k] and targets from
+        `targets` (f None: f = 0, whose products are skipped: MTTT-Linear's first step is linear attention's work)."""
         scale = 1.0 / (z.shape[-2] * z.shape[-1])
         if self.ln_weight is None:
-            grad_f = (-target if at_zero else f @ self.gram - target) * scale  # [B, H, n, k]
-        elif torch.is_grad_enabled() and getattr(self.learner, "lean", lambda z: False)(z):  # recompute it later
+            return (-target if f is None else f @ self.gram - target) * scale
+        f = torch.zeros_like(z) if f is None else f
+        if torch.is_grad_enabled() and self.learner.lean(z):  # recompute it in the backward
             grad_f = checkpoint(self._ln_grad_f, f, target, scale, use_reentrant=False, preserve_rng_state=False)
-            grad_f = grad_f.to(z.dtype)
-        else:
-            grad_f = self._ln_grad_f(torch.zeros_like(z) if at_zero else f, target, scale).to(z.dtype)
-        return self.learner.backward(grad_f, z, cache, params)
+            return grad_f.to(z.dtype)
+        return self._ln_grad_f(f, target, scale).to(z.dtype)
+
+    def grad(self, params, z, target):
+        """d loss / d params for targets from `targets` (the sum over B x H of `loss`, per image and head);
+        params None: the learner's structural W = 0."""
+        f, cache = self.learner.forward(z, params)
+        return self.learner.backward(self.output_grad(f, z, target), z, cache, params)
 
 
 def _full_precision(reference: torch.Tensor):
@@ -242,14 +289,15 @@ def _full_precision(reference: torch.Tensor):
     return torch.autocast(reference.device.type, enabled=False)
 
 
-def analytic_step(task, params, z, target, lr, at_zero=False):
-    grads = task.grad(params, z, target, at_zero)
-    return [-lr * g for g in grads] if at_zero else [p - lr * g for p, g in zip(params, grads)]
+def analytic_step(task, params, z, target, lr):
+    grads = task.grad(params, z, target)
+    return [-lr * g for g in grads] if params is None else [p - lr * g for p, g in zip(params, grads)]
 
 
-def autograd_step(task, params, z, tokens, lr, at_zero=False):
+def autograd_step(task, params, z, tokens, lr):
     """The reference: autograd.grad of the loss (create_graph=True when the outer loop needs it)."""
     outer = torch.is_grad_enabled()
+    params = task.learner.zeros(z) if params is None else params
     with torch.enable_grad():
         params = [p.expand(z.shape[0], *p.shape[1:]) for p in params]  # [B, H, ...]: a gradient per image
         params = [p if p.requires_grad and outer else p.detach().requires_grad_() for p in params]
@@ -258,7 +306,7 @@ def autograd_step(task, params, z, tokens, lr, at_zero=False):
 
 
 def inner_loop(task, init_params, keys, x, lrs, perm=None, return_losses=False, gradient="analytic"):
-    """Train the learner from `init_params` ([1 or B, H, ...] each; None: a linear learner's W_0 = 0) on keys
+    """Train the learner from `init_params` ([1 or B, H, ...] each; None: the learner's structural W_0 = 0) on keys
     [B, H, N, k] to reconstruct x [B, N, d].
 
     perm [1 or B, H, N] (token order per head) switches on shuffled mini-batches: step t of T uses tokens
@@ -276,21 +324,16 @@ def inner_loop(task, init_params, keys, x, lrs, perm=None, return_losses=False, 
         idx = perm.expand(batch, heads, -1)[..., : n * num_steps].unsqueeze(-1)  # [B, H, T*n, 1]
         keys_s = keys.gather(2, idx.expand(-1, -1, -1, keys.shape[-1]))  # [B, H, T*n, k]
         targets_s = targets.expand(-1, heads, -1, -1).gather(2, idx.expand(-1, -1, -1, targets.shape[-1]))
-    at_zero = init_params is None
-    if at_zero:
-        shapes = task.learner.init_shapes(keys.shape[-1], 1)
-        init_params = [keys.new_zeros(1, keys.shape[1], *shape) for shape in shapes]  # [1, H, k, k]
-    params, losses = list(init_params), []
+    params, losses = init_params, []
     for t, lr in enumerate(lrs):
         if return_losses:
             with torch.no_grad():
                 losses.append(task.loss(params, keys, tokens))
-        first = at_zero and t == 0
         if perm is None:
-            params = step(task, params, keys, targets, lr, first)
+            params = step(task, params, keys, targets, lr)
         else:
             window = slice(t * n, (t + 1) * n)
-            params = step(task, params, keys_s[:, :, window], targets_s[:, :, window], lr, first)
+            params = step(task, params, keys_s[:, :, window], targets_s[:, :, window], lr)
     if return_losses:
         with torch.no_grad():
             losses.append(task.loss(params, keys, tokens))
@@ -325,7 +368,7 @@ class TTTMixer(nn.Module):
         d, heads = config.hidden_size, config.num_attention_heads
         k = d // heads
         self.config, self.layer_idx, self.num_heads = config, layer_idx, heads
-        self.learner = FusedMLPLearner if config.inner_kernel == "triton" else LEARNERS[config.mixer]
+        self.learner = make_learner(config)
         self.key = nn.Linear(d, d)  # phi_h for all heads
         self.query = nn.Linear(d, d)  # psi_h for all heads
         self.value_weight = nn.Parameter(torch.empty(heads, k, d))  # g_h
@@ -337,9 +380,7 @@ class TTTMixer(nn.Module):
         # W_0 of every head: trained parameters, or frozen buffers saved with the weights; MTTT-Linear's frozen
         # W_0 = 0 is structural (no tensor), which lets its first step skip computing f(z; 0) = 0.
         self.inner_init_names = []
-        self.zero_init = self.learner is LinearLearner and not config.learn_inner_init
-        shapes = [] if self.zero_init else self.learner.init_shapes(k, config.inner_hidden_ratio)
-        for i, shape in enumerate(shapes):
+        for i, shape in enumerate([] if self.learner.starts_at_zero else self.learner.shapes):
             name = f"inner_init_{i}"
             tensor = torch.zeros(heads, *shape)
             if config.learn_inner_init:
@@ -387,7 +428,7 @@ class TTTMixer(nn.Module):
         batch, tokens, _ = x.shape
         keys = _split_heads(self.key(x), self.num_heads)  # [B, H, N, k]
         queries = _split_heads(self.query(x), self.num_heads)  # [B, H, N, k]
-        init = None if self.zero_init else [p.unsqueeze(0) for p in self.inner_init_params()]  # [1, H, ...]
+        init = None if self.learner.starts_at_zero else [p.unsqueeze(0) for p in self.inner_init_params()]
         perm = None
         if self.config.inner_batching == "shuffled":
             if self.config.inner_steps > tokens:

@@ -45,7 +45,7 @@ def test_ttt_linear_from_zero_equals_linear_attention(dtype, tol):
         False,
     )
     ttt = _randomise(TTTMixer(config).to(dtype))
-    assert ttt.zero_init  # W_0 = 0, frozen: the first step starts from f = 0
+    assert ttt.learner.starts_at_zero  # W_0 = 0, frozen: the first step starts from f = 0
     attn = linear_attention_from_ttt_linear(ttt)
     x = torch.randn(3, 16, 12, dtype=dtype)
     out_ttt, _ = ttt(x)

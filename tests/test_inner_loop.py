@@ -18,13 +18,18 @@ from .conftest import tiny_config
 B, H, N, K, D = 2, 3, 7, 4, 12
 
 
-def random_task(learner, decoder_ln, dtype=torch.float64):
+def make(learner_class):
+    """A learner of head width K (MLP hidden width 4K) whose W_0 is a tensor (learned), as the tests give it."""
+    return LinearLearner(K, learned_init=True) if learner_class is LinearLearner else MLPLearner(K, 4 * K)
+
+
+def random_task(learner_class, decoder_ln, dtype=torch.float64):
+    learner = make(learner_class)
     g = torch.Generator().manual_seed(1)
     rand = lambda *shape: torch.randn(*shape, generator=g, dtype=dtype)  # noqa: E731
     ln = (1 + 0.3 * rand(H, D), 0.3 * rand(H, D)) if decoder_ln else (None, None)
     task = ReconstructionTask(learner, 0.5 * rand(H, K, D), 0.3 * rand(D), *ln, eps=1e-6)
-    shapes = learner.init_shapes(K, 4)
-    params = [0.5 * rand(B, H, *shape) for shape in shapes]  # per image and head, as after a first step
+    params = [0.5 * rand(B, H, *shape) for shape in learner.shapes]  # per image and head, as after a first step
     return task, params, rand(B, H, N, K), rand(B, 1, N, D)
 
 
@@ -77,7 +82,7 @@ def test_inner_loop_equals_naive_autograd_loop(learner, steps, lrs, shuffled):
     task, _, keys, _ = random_task(learner, decoder_ln=learner is MLPLearner)
     g = torch.Generator().manual_seed(2)
     targets = torch.randn(B, N, D, generator=g, dtype=torch.float64)
-    init = [0.3 * torch.randn(1, H, *s, generator=g, dtype=torch.float64) for s in learner.init_shapes(K, 4)]
+    init = [0.3 * torch.randn(1, H, *s, generator=g, dtype=torch.float64) for s in make(learner).shapes]
     perm = torch.rand(B, H, N, generator=g).argsort(-1) if shuffled else None
     fast, _ = inner_loop(task, init, keys, targets, lrs, perm)
     naive = naive_inner_loop(task, init, keys, targets, lrs, perm)

@@ -67,7 +67,7 @@ def test_paper_architecture_choices():
     assert isinstance(mlp.inner_init_0, torch.nn.Parameter) and hasattr(mlp, "decoder_norm_weight")
     assert mlp.inner_init_0.shape == (3, 4, 16) and mlp.inner_init_2.shape == (3, 16, 4)
     linear = TTTViTModel(tiny_config(mixer="ttt_linear")).layers[0].mixer
-    assert linear.zero_init and linear.inner_init_params() == []  # W_0 = 0 is structural, nothing to train
+    assert linear.learner.starts_at_zero and linear.inner_init_params() == []  # W_0 = 0: structural
     assert not hasattr(linear, "decoder_norm_weight")
 
 
