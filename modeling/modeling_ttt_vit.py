@@ -300,13 +300,7 @@ class TTTViTPreTrainedModel(PreTrainedModel):
                     module.position_embeddings, sincos_2d_position_embedding(grid, self.config.hidden_size)[None]
                 )
         elif isinstance(module, TTTMixer):
-            d = module.value_weight.shape[-1]  # [H, k, d]: fan_out = d (the head axis is a batch axis)
-            init.uniform_(module.value_weight, -((3.0 / d) ** 0.5), (3.0 / d) ** 0.5)
-            init.zeros_(module.value_bias)
-            if self.config.decoder_layer_norm:
-                init.ones_(module.decoder_norm_weight)
-                init.zeros_(module.decoder_norm_bias)
-            module.learner.init_(module.inner_init_params())  # MLP: xavier-uniform per head; linear: 0
+            module.init_inner_weights()
 
 
 class TTTViTModel(TTTViTPreTrainedModel):

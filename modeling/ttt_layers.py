@@ -22,6 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.autograd.function import once_differentiable
 from torch.utils.checkpoint import checkpoint
+from transformers import initialization as init  # skips tensors a checkpoint loaded
 
 from .fused_mlp import fused_mlp_available, mlp_forward, mlp_param_grad
 
@@ -81,11 +82,17 @@ class Learner:
     def init_(self, params) -> None:
         """Initialise a learned W_0 (each tensor [H, ...]) in place."""
         for param in params:
-            nn.init.zeros_(param)
+            init.zeros_(param)
 
     def lean(self, z) -> bool:
         """Whether to recompute, not store, the [B, H, n, k] intermediates of the decoder-LN gradient."""
         return False
+
+    def causal_forward(self, q, z, cache, grad_out, params, lr):
+        """The dual form of one mini-batch (Sun et al. 2024, arXiv 2407.04620): f(q_t; W_t) for every t, where
+        W_t = W - lr * (the gradient of the tokens i <= t only), from keys z [B, H, b, k], the forward's
+        `cache` and the per-token d loss / d f `grad_out` at W; with triangular masks, no loop over tokens."""
+        raise NotImplementedError
 
 
 class LinearLearner(Learner):
@@ -108,6 +115,11 @@ class LinearLearner(Learner):
     def backward(self, grad_out, z, cache, params):
         return (z.transpose(-1, -2) @ grad_out,)  # [B, H, k, k]
 
+    def causal_forward(self, q, z, cache, grad_out, params, lr):
+        # q_t (W - lr sum_{i<=t} z_i^T g_i) = q_t W - lr sum_{i<=t} (q_t . z_i) g_i
+        update = _causal(q @ z.transpose(-1, -2)) @ grad_out  # [B, H, b, k]
+        return -lr * update if params is None else q @ params[0] - lr * update
+
 
 class MLPLearner(Learner):
     """MTTT-MLP's learner f(z; W) = gelu(z W1 + b1) W2 + b2, widths k -> m -> k, no residual, no norm."""
@@ -125,9 +137,9 @@ class MLPLearner(Learner):
         for param in params:
             if param.ndim == 3:  # [H, a, b]
                 bound = (6.0 / (param.shape[1] + param.shape[2])) ** 0.5
-                nn.init.uniform_(param, -bound, bound)
+                init.uniform_(param, -bound, bound)
             else:
-                nn.init.zeros_(param)
+                init.zeros_(param)
 
     def forward(self, z, params):
         w1, b1, w2, b2 = params
@@ -145,6 +157,21 @@ class MLPLearner(Learner):
             u.transpose(-1, -2) @ grad_out,  # [B, H, m, k]
             grad_out.sum(-2),  # [B, H, k]
         )
+
+    def causal_forward(self, q, z, cache, grad_out, params, lr):
+        # each layer's W_t = W - lr sum_{i<=t} (input_i^T grad_i) and b_t = b - lr sum_{i<=t} grad_i, so its output
+        # at t is input_t W + b - lr sum_{i<=t} (input_t . input_i + 1) grad_i: once for a, once for f
+        w1, b1, w2, b2 = params
+        a, u = cache
+        grad_a = gelu_tanh_grad(grad_out @ w2.transpose(-1, -2), a)  # [B, H, b, m]
+        a_q = q @ w1 + b1.unsqueeze(-2) - lr * (_causal(q @ z.transpose(-1, -2) + 1) @ grad_a)  # [B, H, b, m]
+        u_q = F.gelu(a_q, approximate="tanh")
+        return u_q @ w2 + b2.unsqueeze(-2) - lr * (_causal(u_q @ u.transpose(-1, -2) + 1) @ grad_out)  # [B, H, b, k]
+
+
+def _causal(scores):
+    """Zero the entries of scores [.., b, b] above the diagonal: row t keeps the tokens i <= t."""
+    return scores.tril()
 
 
 class FusedMLPLearner(MLPLearner):
@@ -392,6 +419,17 @@ class TTTMixer(nn.Module):
     def inner_init_params(self):
         return [getattr(self, name) for name in self.inner_init_names]
 
+    def init_inner_weights(self) -> None:
+        """The official init of this mixer's own tensors (inner_loop.py): g is variance_scaling(1, fan_out,
+        uniform), bound sqrt(3 / d); g_bias 0; decoder LN 1 and 0; W_0 as its learner says."""
+        d = self.value_weight.shape[-1]  # [H, k, d]: fan_out = d (the head axis is a batch axis)
+        init.uniform_(self.value_weight, -((3.0 / d) ** 0.5), (3.0 / d) ** 0.5)
+        init.zeros_(self.value_bias)
+        if self.config.decoder_layer_norm:
+            init.ones_(self.decoder_norm_weight)
+            init.zeros_(self.decoder_norm_bias)
+        self.learner.init_(self.inner_init_params())
+
     def kernel_names(self) -> list[str]:
         """This module's own parameters that the official code calls kernels: g_h (`g/kernel`) and the learned
         W_0's matrices (`inner_Dense_*/kernel`, [H, a, b]); W_0's biases ([H, a]) are not. phi, psi and h
@@ -428,7 +466,7 @@ class TTTMixer(nn.Module):
         batch, tokens, _ = x.shape
         keys = _split_heads(self.key(x), self.num_heads)  # [B, H, N, k]
         queries = _split_heads(self.query(x), self.num_heads)  # [B, H, N, k]
-        init = None if self.learner.starts_at_zero else [p.unsqueeze(0) for p in self.inner_init_params()]
+        w0 = None if self.learner.starts_at_zero else [p.unsqueeze(0) for p in self.inner_init_params()]
         perm = None
         if self.config.inner_batching == "shuffled":
             if self.config.inner_steps > tokens:
@@ -439,7 +477,7 @@ class TTTMixer(nn.Module):
             perm = self._permutation(batch, tokens, x.device)
         params, losses = inner_loop(
             self.reconstruction_task(),
-            init,
+            w0,
             keys,
             x,
             self.config.inner_lrs(),

@@ -1,4 +1,5 @@
-"""ttt-hf: test-time-training vision transformers for the Hugging Face ecosystem.
+"""ttt-hf: test-time-training vision transformers and general-purpose in-context learners for the Hugging Face
+ecosystem.
 
 Importing the package registers the TTT-ViT classes with transformers' Auto classes, so that
 `AutoConfig`, `AutoModel`, `AutoModelForImageClassification`, `AutoImageProcessor` and
@@ -6,12 +7,23 @@ Importing the package registers the TTT-ViT classes with transformers' Auto clas
 reads images in their own mode (see modeling/pipeline_ttt_vit.py) and is the stock one for every other model.
 """
 
-from transformers import AutoConfig, AutoImageProcessor, AutoModel, AutoModelForImageClassification
+from transformers import (
+    AutoConfig,
+    AutoImageProcessor,
+    AutoModel,
+    AutoModelForImageClassification,
+    AutoModelForTokenClassification,
+)
 from transformers.pipelines import PIPELINE_REGISTRY
 
 from .modeling import (
     MIXER_PRESETS,
     PRESETS,
+    GPICLConfig,
+    GPICLForInContextClassification,
+    GPICLModel,
+    GPICLOutput,
+    GPICLPreTrainedModel,
     TTTViTConfig,
     TTTViTForImageClassification,
     TTTViTImageClassificationPipeline,
@@ -27,11 +39,20 @@ __version__ = "0.1.0"
 AutoConfig.register(TTTViTConfig.model_type, TTTViTConfig, exist_ok=True)
 AutoModel.register(TTTViTConfig, TTTViTModel, exist_ok=True)
 AutoModelForImageClassification.register(TTTViTConfig, TTTViTForImageClassification, exist_ok=True)
+AutoConfig.register(GPICLConfig.model_type, GPICLConfig, exist_ok=True)
+AutoModel.register(GPICLConfig, GPICLModel, exist_ok=True)
+# GPICL predicts a class at every position of a sequence: transformers' token classification
+AutoModelForTokenClassification.register(GPICLConfig, GPICLForInContextClassification, exist_ok=True)
 AutoImageProcessor.register(TTTViTConfig, image_processor_classes={"pil": TTTViTImageProcessor}, exist_ok=True)
 # Not register_pipeline: that would tag the class so that Pipeline.save_pretrained writes `custom_pipelines`.
 PIPELINE_REGISTRY.supported_tasks["image-classification"]["impl"] = TTTViTImageClassificationPipeline
 
 __all__ = [
+    "GPICLConfig",
+    "GPICLForInContextClassification",
+    "GPICLModel",
+    "GPICLOutput",
+    "GPICLPreTrainedModel",
     "MIXER_PRESETS",
     "PRESETS",
     "TTTViTConfig",
