@@ -42,44 +42,29 @@ class GPICLConfig(PreTrainedConfig):
 
     model_type = "gpicl"
 
-    def __init__(
-        self,
-        backbone: str = "transformer",
-        input_dim: int = 196,
-        num_classes: int = 10,
-        hidden_size: int = 256,
-        num_hidden_layers: int = 4,
-        num_attention_heads: int = 8,
-        intermediate_size: int | None = None,
-        max_position_embeddings: int = 1024,
-        position_embedding_type: str = "learned",
-        layer_norm_eps: float = 1e-6,
-        initializer_range: float = 0.02,
-        ttt_mini_batch_size: int = 16,
-        inner_lr: float = 1.0,
-        inner_hidden_ratio: int = 4,
-        learn_inner_init: bool = True,
-        decoder_layer_norm: bool = True,
-        **kwargs,
-    ):
-        self.backbone = backbone
-        self.input_dim = input_dim
-        self.num_classes = num_classes
-        self.hidden_size = hidden_size
-        self.num_hidden_layers = num_hidden_layers
-        self.num_attention_heads = num_attention_heads
-        self.intermediate_size = 4 * hidden_size if intermediate_size is None else intermediate_size
-        self.max_position_embeddings = max_position_embeddings
-        self.position_embedding_type = position_embedding_type
-        self.layer_norm_eps = layer_norm_eps
-        self.initializer_range = initializer_range
-        self.ttt_mini_batch_size = ttt_mini_batch_size
-        self.inner_lr = inner_lr
-        self.inner_hidden_ratio = inner_hidden_ratio
-        self.learn_inner_init = learn_inner_init
-        self.decoder_layer_norm = decoder_layer_norm
-        kwargs.setdefault("num_labels", num_classes)
-        super().__init__(**kwargs)
+    backbone: str = "transformer"
+    input_dim: int = 196
+    num_classes: int = 10
+    hidden_size: int = 256
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 8
+    intermediate_size: int | None = None
+    max_position_embeddings: int = 1024
+    position_embedding_type: str = "learned"
+    layer_norm_eps: float = 1e-6
+    initializer_range: float = 0.02
+    ttt_mini_batch_size: int = 16
+    inner_lr: float = 1.0
+    inner_hidden_ratio: int = 4
+    learn_inner_init: bool = True
+    decoder_layer_norm: bool = True
+
+    def __post_init__(self, **kwargs):
+        if self.intermediate_size is None:
+            self.intermediate_size = 4 * self.hidden_size
+        super().__post_init__(**kwargs)
+        if self.num_labels != self.num_classes:  # the classifier's outputs: one per class of a task
+            self.num_labels = self.num_classes
         self.validate_fields()
 
     def validate_fields(self):

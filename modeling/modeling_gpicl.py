@@ -183,6 +183,14 @@ class GPICLForInContextClassification(GPICLPreTrainedModel):
         return GPICLOutput(loss=loss, logits=logits)
 
 
+def random_task(seed: int, input_dim: int, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Task `seed` of GPICL's task family: a projection [N_x, N_x] with entries N(0, 1 / N_x) applied to every
+    input (x A^T), and a permutation of the labels [C]."""
+    g = torch.Generator().manual_seed(seed % 2**63)
+    projection = torch.randn(input_dim, input_dim, generator=g) / input_dim**0.5
+    return projection, torch.randperm(num_classes, generator=g)
+
+
 def _check_inputs(config: GPICLConfig, inputs, labels):
     if not isinstance(inputs, torch.Tensor) or inputs.dim() != 3 or inputs.shape[-1] != config.input_dim:
         shape = tuple(inputs.shape) if isinstance(inputs, torch.Tensor) else type(inputs).__name__
@@ -215,4 +223,11 @@ GPICLConfig.register_for_auto_class()
 GPICLModel.register_for_auto_class("AutoModel")
 GPICLForInContextClassification.register_for_auto_class("AutoModelForTokenClassification")
 
-__all__ = ["GPICLForInContextClassification", "GPICLModel", "GPICLModelOutput", "GPICLOutput", "GPICLPreTrainedModel"]
+__all__ = [
+    "GPICLForInContextClassification",
+    "GPICLModel",
+    "GPICLModelOutput",
+    "GPICLOutput",
+    "GPICLPreTrainedModel",
+    "random_task",
+]

@@ -33,6 +33,7 @@ from .modeling import (
     TTTViTModelOutput,
     TTTViTPreTrainedModel,
 )
+from .modeling.pipeline_gpicl import InContextClassificationPipeline
 
 __version__ = "0.1.0"
 
@@ -44,6 +45,13 @@ AutoModel.register(GPICLConfig, GPICLModel, exist_ok=True)
 # GPICL predicts a class at every position of a sequence: transformers' token classification
 AutoModelForTokenClassification.register(GPICLConfig, GPICLForInContextClassification, exist_ok=True)
 AutoImageProcessor.register(TTTViTConfig, image_processor_classes={"pil": TTTViTImageProcessor}, exist_ok=True)
+# GPICL's own task: support examples with labels and queries in, predictions out (modeling/pipeline_gpicl.py)
+PIPELINE_REGISTRY.register_pipeline(
+    "in-context-classification",
+    pipeline_class=InContextClassificationPipeline,
+    pt_model=AutoModelForTokenClassification,
+    type="multimodal",
+)
 # Not register_pipeline: that would tag the class so that Pipeline.save_pretrained writes `custom_pipelines`.
 PIPELINE_REGISTRY.supported_tasks["image-classification"]["impl"] = TTTViTImageClassificationPipeline
 
@@ -53,6 +61,7 @@ __all__ = [
     "GPICLModel",
     "GPICLOutput",
     "GPICLPreTrainedModel",
+    "InContextClassificationPipeline",
     "MIXER_PRESETS",
     "PRESETS",
     "TTTViTConfig",

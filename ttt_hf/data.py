@@ -313,6 +313,37 @@ def load_image_dataset(
     return DatasetDict(drop_unreadable_images(selected, skip_corrupt_images) if check_images else selected)
 
 
+def load_image_arrays(
+    name_or_path: str,
+    split: str,
+    *,
+    size: int | None = None,
+    seed: int = 0,
+    data_dir: str | None = None,
+    validation_fraction: float = 0.1,
+) -> tuple[np.ndarray, np.ndarray]:
+    """One split of `load_image_dataset`'s (the same examples) as arrays: grey uint8 images [n, size, size] (resized
+    with PIL's bilinear filter when `size` is given) and int64 labels [n]. The bundled datasets skip the `datasets`
+    encoding; any other source is decoded image by image."""
+    split = _SPLIT_ALIASES.get(split, split)
+    if name_or_path in _BUNDLED_LOADERS:
+        arrays, _ = _BUNDLED_LOADERS[name_or_path](data_dir if name_or_path == "fashion-mnist" else None)
+        plan = _plan_splits({name: labels for name, (_, labels) in arrays.items()}, validation_fraction, None, seed,
+                            None, None)  # fmt: skip
+        source, indices = plan[split]
+        images, labels = arrays[source][0][indices], arrays[source][1][indices]
+        pictures = [PIL.Image.fromarray(image) for image in images] if size and images.shape[1] != size else None
+    else:
+        rows = load_image_dataset(name_or_path, data_dir=data_dir, seed=seed, validation_fraction=validation_fraction,
+                                  check_images=False)[split]  # fmt: skip
+        pictures, labels = [image.convert("L") for image in rows["image"]], np.asarray(rows["label"], dtype=np.int64)
+        images = None
+    if pictures is not None:
+        images = np.stack([np.asarray(p.convert("L").resize((size, size), PIL.Image.BILINEAR)) if size
+                           else np.asarray(p) for p in pictures])  # fmt: skip
+    return images.astype(np.uint8), labels.astype(np.int64)
+
+
 @dataclass(frozen=True)
 class ImageInfo:
     """What a model needs to know about a dataset's images: the first image's size and the channel count."""

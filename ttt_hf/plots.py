@@ -97,3 +97,45 @@ def plot_layers(rows: list[dict], path: str, title: str) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def plot_in_context_accuracy(results: dict, path) -> None:
+    """Accuracy against examples seen, on each set of unseen tasks: the meta-trained learner (its final evaluation)
+    and the SGD row on the same sequences."""
+    curves = results["curves"][-1]
+    names = [name for name in curves if name != "step"]
+    fig, axes = plt.subplots(1, len(names), figsize=(5 * len(names), 4), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        ax.plot(range(len(curves[name])), curves[name], label=f"{results['backbone']} (in context)")
+        sgd = results.get("sgd", {}).get(name)
+        if sgd:
+            ax.plot([int(t) for t in sgd], list(sgd.values()), "s--", label="SGD on the same examples")
+        ax.axhline(0.1, color="grey", lw=0.8, ls=":", label="chance")
+        ax.set(xlabel="examples seen", ylabel="accuracy", title=name, ylim=(0, 1))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_meta_training(results: dict, path) -> None:
+    """Meta-training loss and, per evaluated task set, the accuracy at the last position against steps."""
+    train = [(e["step"], e["loss"]) for e in results["log_history"] if "loss" in e]
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    if train:
+        ax_loss.plot(*zip(*train))
+    names = [name for name in results["curves"][0] if name != "step"] if results["curves"] else []
+    for name in names:
+        points = [(c["step"], c[name][-1]) for c in results["curves"] if name in c]
+        ax_acc.plot(*zip(*points), "o-", ms=3, label=name)
+    ax_acc.axhline(0.1, color="grey", lw=0.8, ls=":")
+    ax_loss.set(xlabel="step", ylabel="meta-training loss", title=f"{results['backbone']}: loss")
+    ax_acc.set(xlabel="step", ylabel="accuracy at the last position", title="in-context accuracy", ylim=(0, 1))
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+    if names:
+        ax_acc.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

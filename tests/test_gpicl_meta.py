@@ -1,0 +1,160 @@
+"""GPICL's tasks, in-context evaluation, the SGD row, meta-training with Trainer and the pipeline."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from transformers import AutoModelForTokenClassification, pipeline
+
+from ttt_hf import InContextClassificationPipeline
+from ttt_hf.gpicl_evaluation import _sgd_linear, in_context_accuracy, sgd_accuracy
+from ttt_hf.gpicl_tasks import FIXED_TASK_SEED, UNSEEN_TASK_OFFSET, TaskSampler, TaskStream, base_inputs, task_of
+from ttt_hf.meta_training import main as meta_train
+from ttt_hf.meta_training import steps_to_leave_plateau
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return base_inputs("digits", "train", image_size=8)
+
+
+def test_base_inputs_are_flat_and_z_normalised(digits):
+    x, y = digits
+    assert x.shape == (1437, 64) and y.shape == (1437,) and x.dtype == torch.float32
+    assert abs(float(x.mean())) < 1e-5 and abs(float(x.std()) - 1) < 1e-4  # over all examples and pixels
+    assert set(y.tolist()) == set(range(10))
+
+
+def test_a_task_is_a_gaussian_projection_and_a_label_permutation():
+    projection, permutation = task_of(7, 196, 10)
+    assert projection.shape == (196, 196) and sorted(permutation.tolist()) == list(range(10))
+    assert abs(float(projection.var()) * 196 - 1) < 0.05 and abs(float(projection.mean())) < 0.01  # N(0, 1/N_x)
+    again = task_of(7, 196, 10)
+    assert torch.equal(again[0], projection) and torch.equal(again[1], permutation)
+    assert not torch.equal(task_of(8, 196, 10)[0], projection)
+
+
+def test_sampler_builds_sequences_of_one_task_and_reproduces(digits):
+    x, y = digits
+    sampler = TaskSampler(x, y, sequence_length=30, num_tasks=4, fixed_task_fraction=0.25, seed=3)
+    batch = sampler.batch(5, 8)
+    assert batch["inputs"].shape == (8, 30, 64) and batch["labels"].shape == (8, 30)
+    seeds = batch["task_seeds"].tolist()
+    assert seeds[:2] == [FIXED_TASK_SEED] * 2 and all(0 <= s < 4 for s in seeds[2:])  # 25 % fixed, pool of 4
+    for i, seed in enumerate(seeds):  # every example is x A^T of a base example, labelled by the permutation
+        projection, permutation = task_of(seed, 64, 10)
+        base = batch["inputs"][i] @ torch.linalg.inv(projection.T)
+        rows = torch.cdist(base, x).argmin(-1)
+        torch.testing.assert_close(base, x[rows], rtol=1e-3, atol=1e-3)
+        assert torch.equal(batch["labels"][i], permutation[y[rows]])
+    again = TaskSampler(x, y, sequence_length=30, num_tasks=4, fixed_task_fraction=0.25, seed=3).batch(5, 8)
+    assert all(torch.equal(batch[k], again[k]) for k in batch)
+    assert not torch.equal(sampler.batch(6, 8)["inputs"], batch["inputs"])
+    unseen = TaskSampler(x, y, sequence_length=30, unseen=True).batch(0, 4)["task_seeds"]
+    assert (unseen >= UNSEEN_TASK_OFFSET).all()
+    fresh = TaskSampler(x, y, sequence_length=30).batch(0, 64)["task_seeds"]
+    assert len(set(fresh.tolist())) == 64  # unlimited tasks: a new one per sequence
+    stream = iter(TaskStream(sampler, 8))
+    first = [next(stream) for _ in range(8)]
+    assert torch.equal(torch.stack([f["inputs"] for f in first]), sampler.batch(0, 8)["inputs"])
+
+
+@pytest.mark.parametrize("kwargs,message", [(dict(num_tasks=0), "`num_tasks`"), (dict(fixed_task_fraction=1.5), "in")])
+def test_sampler_refuses_bad_settings(digits, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        TaskSampler(*digits, **kwargs)
+
+
+def test_sgd_row_is_minibatch_sgd_on_cross_entropy():
+    """One epoch with one minibatch covering all examples = one step of torch.optim.SGD on the mean CE."""
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(3, 5, 4, generator=g), torch.randint(0, 3, (3, 5), generator=g)
+    weight, bias = _sgd_linear(x, y, 3, learning_rate=0.5, epochs=1, batch_size=5, seed=0)
+    for i in range(3):
+        linear = torch.nn.Linear(4, 3)
+        torch.nn.init.zeros_(linear.weight)
+        torch.nn.init.zeros_(linear.bias)
+        optimizer = torch.optim.SGD(linear.parameters(), lr=0.5)
+        torch.nn.functional.cross_entropy(linear(x[i]), y[i]).backward()
+        optimizer.step()
+        torch.testing.assert_close(weight[i], linear.weight.detach().T)
+        torch.testing.assert_close(bias[i], linear.bias.detach())
+
+
+def test_sgd_row_learns_an_easy_task(digits):
+    sampler = TaskSampler(*digits, sequence_length=60, seed=1)
+    accuracy = sgd_accuracy(sampler, [1, 59], num_sequences=64)
+    assert accuracy[1] < 0.4 < 0.75 < accuracy[59]  # 8x8 digits: SGD on 59 examples is far above chance
+
+
+def test_in_context_accuracy_reads_every_position(digits):
+    from ttt_hf import GPICLConfig, GPICLForInContextClassification
+
+    model = GPICLForInContextClassification(
+        GPICLConfig(backbone="lstm", input_dim=64, hidden_size=8, num_hidden_layers=1)
+    )
+    result = in_context_accuracy(model, TaskSampler(*digits, sequence_length=12), num_sequences=40, batch_size=16)
+    assert len(result["accuracy"]) == len(result["loss"]) == 12
+    assert all(0 <= a <= 1 for a in result["accuracy"]) and all(loss > 0 for loss in result["loss"])
+
+
+def test_steps_to_leave_the_plateau():
+    curves = [{"step": 100, "u": [0.1, 0.12]}, {"step": 200, "u": [0.1, 0.19]}, {"step": 300, "u": [0.3, 0.25]}]
+    assert steps_to_leave_plateau(curves, "u") == 300
+    assert steps_to_leave_plateau(curves[:2], "u") is None
+
+
+@pytest.fixture(scope="module")
+def meta_trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("gpicl") / "run"
+    results = meta_train([
+        "--backbone", "ttt_linear", "--dataset", "digits", "--eval_datasets", "digits", "--image_size", "8",
+        "--hidden_size", "16", "--num_hidden_layers", "1", "--num_attention_heads", "2", "--sequence_length", "12",
+        "--num_tasks", "4", "--max_steps", "4", "--eval_steps", "2", "--per_device_train_batch_size", "8",
+        "--eval_sequences", "16", "--final_eval_sequences", "16", "--output_dir", str(out),
+    ])  # fmt: skip
+    return out, results
+
+
+def test_a_tiny_meta_training_run_writes_model_results_and_plots(meta_trained):
+    out, results = meta_trained
+    for name in ("config.json", "model.safetensors", "all_results.json", "in_context_accuracy.png",
+                 "meta_training_curves.png", "modeling_gpicl.py", "causal_ttt_layers.py"):  # fmt: skip
+        assert (out / name).exists(), name
+    saved = json.loads((out / "all_results.json").read_text())
+    assert saved["train_steps"] == 4 and saved["backbone"] == "ttt_linear"
+    assert [c["step"] for c in saved["curves"]] == [2, 4, 4]  # two evaluations, then the final one
+    assert set(saved["curves"][-1]) == {"step", "seen", "unseen-digits"} and len(saved["curves"][-1]["seen"]) == 12
+    assert saved["state_size_after_99"] == 2 * 8 * 8  # TTT-Linear: W [k, k] per head, 2 heads of width 8
+    assert set(saved["sgd"]["unseen-digits"]) == {"1", "2", "5", "10", "11"}
+    assert 0 <= saved["final_unseen-digits_accuracy_last"] <= 1
+    model = AutoModelForTokenClassification.from_pretrained(out)
+    assert model.config.backbone == "ttt_linear" and model.config.input_dim == 64
+
+
+def test_pipeline_classifies_queries_from_labelled_support(meta_trained):
+    out, _ = meta_trained
+    classify = pipeline("in-context-classification", model=str(out))
+    assert isinstance(classify, InContextClassificationPipeline)
+    rng = np.random.default_rng(0)
+    support = [Image.fromarray(rng.integers(0, 255, (8, 8), dtype=np.uint8)) for _ in range(6)]
+    labels = ["cat", "dog", "cat", "bird", "dog", "cat"]
+    result = classify(support[:2], support=support, support_labels=labels, top_k=3)
+    assert len(result) == 2 and all(len(r) == 3 for r in result)
+    assert {r["label"] for r in result[0]} == {"cat", "dog", "bird"}  # only the support's classes
+    assert abs(sum(r["score"] for r in result[0]) - 1) < 1e-5
+    # the pipeline is the model on the documented preprocessing
+    x = torch.stack([torch.from_numpy(np.asarray(i, dtype=np.float32).reshape(-1)) for i in support])
+    mean, std = x.mean(), x.std()
+    projection, _ = task_of(0, 64, 10)
+    z = (x - mean) / std @ projection.T
+    inputs = torch.cat([z, z[:1]])[None]
+    label_ids = torch.tensor([[0, 1, 0, 2, 1, 0, -100]])
+    logits = classify.model(inputs=inputs, labels=label_ids).logits[0, -1, :3].softmax(-1)
+    torch.testing.assert_close(torch.tensor(sorted(r["score"] for r in result[0])), logits.sort().values)
+    with pytest.raises(ValueError, match="support_labels"):
+        classify(support[0], support=support, support_labels=labels[:3])
+    with pytest.raises(ValueError, match="at most 10"):
+        classify(support[0], support=support * 2, support_labels=[str(i) for i in range(12)])

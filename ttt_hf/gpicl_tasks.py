@@ -1,0 +1,111 @@
+"""Tasks for general-purpose in-context learning (Kirsch et al., arXiv 2212.04458, section 3).
+
+A base dataset (flattened grey images, z-normalised over all its examples and pixels) becomes many tasks: task s
+is a random linear projection A_s (N_x x N_x, entries N(0, 1 / N_x)) of every input and a random permutation
+rho_s of the labels, both drawn from the integer seed s. A sequence is `sequence_length` examples of one task.
+Meta-training draws from the base dataset's train split and either a pool of `num_tasks` tasks (seeds
+0 .. num_tasks - 1: the memorisation-to-learning transition) or fresh seeds forever (`num_tasks=None`);
+meta-testing draws unseen tasks (seeds from a disjoint range) on a test split, of the same or another dataset.
+Everything is a function of the sampler's seed and the step, so runs reproduce.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset
+
+from .data import load_image_arrays
+from .modeling.modeling_gpicl import random_task as task_of  # the task family, shared with the pipeline
+
+UNSEEN_TASK_OFFSET = 2**40  # meta-test task seeds start here: never one of the meta-training tasks
+FIXED_TASK_SEED = -1  # the task of the biased fraction of every batch (the paper's intervention)
+
+
+def base_inputs(dataset: str, split: str, image_size: int = 14, data_dir: str | None = None):
+    """(inputs float32 [n, image_size^2] z-normalised over all examples and pixels, labels int64 [n])."""
+    images, labels = load_image_arrays(dataset, split, size=image_size, data_dir=data_dir)
+    x = images.reshape(len(images), -1).astype(np.float32)
+    x = (x - x.mean()) / max(float(x.std()), 1e-8)
+    return torch.from_numpy(x), torch.from_numpy(labels)
+
+
+@dataclass
+class TaskSampler:
+    """Draws batches of sequences [B, T, N_x] with labels [B, T] from a base dataset (see the module docstring).
+
+    num_tasks: the pool size (seeds 0 .. num_tasks - 1), or None for a fresh task per sequence.
+    fixed_task_fraction: the share of every batch drawn from one fixed task (the paper's biasing intervention).
+    unseen: draw meta-test tasks (seeds from UNSEEN_TASK_OFFSET on) instead of meta-training ones."""
+
+    inputs: torch.Tensor  # [n, N_x]
+    labels: torch.Tensor  # [n]
+    sequence_length: int = 100
+    num_tasks: int | None = None
+    fixed_task_fraction: float = 0.0
+    num_classes: int = 10
+    seed: int = 0
+    unseen: bool = False
+
+    def __post_init__(self):
+        if self.num_tasks is not None and self.num_tasks < 1:
+            raise ValueError(
+                f"`num_tasks` must be a positive number of tasks or None (unlimited), got {self.num_tasks}."
+            )
+        if not 0.0 <= self.fixed_task_fraction <= 1.0:
+            raise ValueError(f"`fixed_task_fraction` must be in [0, 1], got {self.fixed_task_fraction}.")
+        if int(self.labels.max()) >= self.num_classes:
+            raise ValueError(f"the base dataset has labels up to {int(self.labels.max())}, above num_classes - 1.")
+
+    @property
+    def input_dim(self) -> int:
+        return self.inputs.shape[1]
+
+    def task_seeds(self, step: int, batch_size: int) -> list[int]:
+        """The task seed of every sequence of batch `step`."""
+        g = _generator(self.seed, step, stream=0)
+        fixed = round(self.fixed_task_fraction * batch_size)
+        free = batch_size - fixed
+        if self.unseen:
+            seeds = (UNSEEN_TASK_OFFSET + step * batch_size + torch.arange(free)).tolist()
+        elif self.num_tasks is None:
+            seeds = torch.randint(0, 2**62, (free,), generator=g).tolist()
+        else:
+            seeds = torch.randint(0, self.num_tasks, (free,), generator=g).tolist()
+        return [FIXED_TASK_SEED] * fixed + seeds
+
+    def batch(self, step: int, batch_size: int) -> dict[str, torch.Tensor]:
+        """Batch `step`: {"inputs": [B, T, N_x], "labels": [B, T], "task_seeds": [B]}."""
+        g = _generator(self.seed, step, stream=1)
+        seeds = self.task_seeds(step, batch_size)
+        rows = torch.randint(0, len(self.labels), (batch_size, self.sequence_length), generator=g)
+        x, y = self.inputs[rows], self.labels[rows]  # [B, T, N_x], [B, T]
+        tasks = [task_of(s, self.input_dim, self.num_classes) for s in seeds]
+        projections = torch.stack([a for a, _ in tasks])  # [B, N_x, N_x]
+        permutations = torch.stack([p for _, p in tasks])  # [B, C]
+        return {
+            "inputs": x @ projections.transpose(1, 2),  # x A^T per sequence
+            "labels": permutations.gather(1, y),
+            "task_seeds": torch.tensor(seeds),
+        }
+
+
+def _generator(seed: int, step: int, stream: int) -> torch.Generator:
+    """A generator for one step and stream of a sampler (a fixed formula: Python's hash() varies by process)."""
+    return torch.Generator().manual_seed(((seed * 1_000_003 + step) * 2 + stream) % 2**63)
+
+
+class TaskStream(IterableDataset):
+    """Sequences of a TaskSampler one by one, forever, for `Trainer` (its dataloader batches them again): batch
+    `step` of size `batch_size` is cut into its sequences, so a run sees exactly the sampler's batches."""
+
+    def __init__(self, sampler: TaskSampler, batch_size: int):
+        self.sampler, self.batch_size = sampler, batch_size
+
+    def __iter__(self):
+        step = 0
+        while True:
+            batch = self.sampler.batch(step, self.batch_size)
+            for i in range(self.batch_size):
+                yield {"inputs": batch["inputs"][i], "labels": batch["labels"][i]}
+            step += 1

@@ -1,0 +1,198 @@
+"""Meta-train a general-purpose in-context learner with Trainer (`ttt-hf meta-train --help`).
+
+Each training step is a batch of sequences of tasks drawn from a base dataset (ttt_hf.gpicl_tasks): the outer
+loop is Trainer's, the learning algorithm is the model's forward pass. Evaluation reads unseen tasks of the
+training dataset's test split and of other datasets, position by position, and, at the end, the paper's SGD row
+on the same sequences. The output folder holds the model (save_pretrained, remote code), all_results.json with
+the accuracy curves and state size, and plots of accuracy against examples seen and against training steps.
+"""
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+
+from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
+
+from .gpicl_evaluation import in_context_accuracy, sgd_accuracy
+from .gpicl_tasks import TaskSampler, TaskStream, base_inputs
+from .modeling import GPICLConfig, GPICLForInContextClassification
+from .provenance import command_line, device_description
+from .training import check_override_keys, parse_overrides, setup_logging
+
+CHANCE_EXIT = 0.2  # "left the plateau": accuracy at the last position on unseen tasks above this (10 classes)
+
+
+@dataclass
+class MetaArguments:
+    """The tasks, the learner and its evaluation; every `TrainingArguments` flag applies too."""
+
+    dataset: str = field(
+        default="mnist-5k", metadata={"help": "base dataset of the meta-training tasks (train split)"}
+    )
+    eval_datasets: str = field(
+        default="mnist-5k,fashion-mnist",
+        metadata={"help": "comma-separated base datasets of the unseen evaluation tasks (their test splits)"},
+    )
+    image_size: int = field(default=14, metadata={"help": "images are resized to this side: N_x = image_size^2"})
+    sequence_length: int = field(default=100, metadata={"help": "examples per sequence (one task each)"})
+    num_tasks: int = field(
+        default=0, metadata={"help": "the pool of meta-training tasks (seeds 0..n-1); 0: unlimited"}
+    )
+    fixed_task_fraction: float = field(
+        default=0.0, metadata={"help": "share of every batch from one fixed task (the paper's biasing intervention)"}
+    )
+    backbone: str = field(default="transformer", metadata={"help": "transformer | lstm | ttt_linear | ttt_mlp"})
+    hidden_size: int = field(default=128)
+    num_hidden_layers: int = field(default=4)
+    num_attention_heads: int = field(default=4)
+    config_overrides: str | None = field(
+        default=None, metadata={"help": "more GPICLConfig fields, e.g. 'ttt_mini_batch_size=8,inner_lr=0.5'"}
+    )
+    eval_sequences: int = field(default=256, metadata={"help": "sequences per evaluation, per dataset"})
+    final_eval_sequences: int = field(default=1024, metadata={"help": "sequences of the final evaluation"})
+    sgd_baseline: bool = field(default=True, metadata={"help": "the SGD row at the end, on the same sequences"})
+    data_dir: str | None = field(default=None, metadata={"help": "where the fashion-mnist IDX files are"})
+
+
+def meta_training_defaults() -> dict:
+    """TrainingArguments values of a meta-training run unless given (a fixed number of steps of an endless stream)."""
+    return dict(max_steps=2000, per_device_train_batch_size=128, learning_rate=1e-3, weight_decay=0.0,
+                lr_scheduler_type="constant", warmup_steps=0, eval_strategy="steps", eval_steps=100,
+                logging_steps=25, save_strategy="no", report_to="none", dataloader_num_workers=0,
+                max_grad_norm=1.0, dataloader_pin_memory=False)  # fmt: skip
+
+
+class MetaTrainer(Trainer):
+    """Trainer whose evaluation is in-context accuracy on unseen (and seen) tasks, position by position."""
+
+    def __init__(self, *args, eval_samplers: dict[str, TaskSampler], eval_sequences: int, **kwargs):
+        super().__init__(*args, eval_dataset=eval_samplers, **kwargs)  # read by `evaluate` below only
+        self.eval_samplers, self.eval_sequences, self.curves = eval_samplers, eval_sequences, []
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval", sequences=None):
+        metrics, curves = {}, {}
+        for name, sampler in self.eval_samplers.items():
+            result = in_context_accuracy(self.model, sampler, sequences or self.eval_sequences)
+            curves[name] = result["accuracy"]
+            metrics[f"{metric_key_prefix}_{name}_accuracy_last"] = result["accuracy"][-1]
+            metrics[f"{metric_key_prefix}_{name}_accuracy_mean"] = sum(result["accuracy"]) / len(result["accuracy"])
+            metrics[f"{metric_key_prefix}_{name}_loss"] = sum(result["loss"]) / len(result["loss"])
+        self.curves.append({"step": self.state.global_step, **curves})
+        self.log(metrics)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, metrics)
+        return metrics
+
+
+def build_samplers(meta: MetaArguments, seed: int) -> tuple[TaskSampler, dict[str, TaskSampler]]:
+    """The meta-training sampler and the evaluation samplers: seen tasks (training pool, train split) and unseen
+    tasks of every evaluation dataset's test split."""
+    common = dict(sequence_length=meta.sequence_length)
+    x, y = base_inputs(meta.dataset, "train", meta.image_size, meta.data_dir)
+    num_tasks = meta.num_tasks or None
+    train = TaskSampler(x, y, num_tasks=num_tasks, fixed_task_fraction=meta.fixed_task_fraction, seed=seed, **common)
+    evals = {}
+    if num_tasks is not None:  # memorisation: the training tasks, fresh sequences
+        evals["seen"] = TaskSampler(x, y, num_tasks=num_tasks, seed=seed + 1, **common)
+    for name in filter(None, (n.strip() for n in meta.eval_datasets.split(","))):
+        xt, yt = base_inputs(name, "test", meta.image_size, meta.data_dir)
+        evals[f"unseen-{name}"] = TaskSampler(xt, yt, unseen=True, seed=seed + 2, **common)
+    return train, evals
+
+
+def build_model(meta: MetaArguments) -> GPICLForInContextClassification:
+    overrides = parse_overrides(meta.config_overrides)
+    check_override_keys(overrides, GPICLConfig)
+    config = GPICLConfig(backbone=meta.backbone, input_dim=meta.image_size**2, num_classes=10,
+                         hidden_size=meta.hidden_size, num_hidden_layers=meta.num_hidden_layers,
+                         num_attention_heads=meta.num_attention_heads,
+                         max_position_embeddings=max(1024, meta.sequence_length), **overrides)  # fmt: skip
+    return GPICLForInContextClassification(config)
+
+
+def steps_to_leave_plateau(curves: list[dict], name: str) -> int | None:
+    """The first evaluated step whose accuracy at the last position on `name` is above CHANCE_EXIT."""
+    return next((c["step"] for c in curves if name in c and c[name][-1] > CHANCE_EXIT), None)
+
+
+def run(meta: MetaArguments, args: TrainingArguments) -> dict:
+    set_seed(args.seed)
+    train, evals = build_samplers(meta, args.seed)
+    model = build_model(meta)
+    batch = args.per_device_train_batch_size * max(1, args.world_size) * args.gradient_accumulation_steps
+    trainer = MetaTrainer(model=model, args=args, train_dataset=TaskStream(train, batch), eval_samplers=evals,
+                          eval_sequences=meta.eval_sequences)  # fmt: skip
+    start = time.time()
+    trainer.train()
+    seconds = time.time() - start
+    final = trainer.evaluate(metric_key_prefix="final", sequences=meta.final_eval_sequences)
+    results = {
+        **final,
+        "train_runtime": seconds,
+        "train_steps": trainer.state.global_step,
+        "num_parameters": sum(p.numel() for p in model.parameters()),
+        "state_size_after_99": model.state_size(99),
+        "backbone": meta.backbone,
+        "meta_arguments": vars(meta),
+        "command": command_line(getattr(args, "command", sys.argv[1:])),
+        "device": device_description(args),
+        "curves": trainer.curves,
+        "log_history": trainer.state.log_history,
+    }
+    for name in evals:
+        results[f"steps_to_leave_plateau_{name}"] = steps_to_leave_plateau(trainer.curves, name)
+    if meta.sgd_baseline:
+        positions = sorted({t for t in (1, 2, 5, 10, 25, 50) if t < meta.sequence_length} | {meta.sequence_length - 1})
+        results["sgd"] = {
+            name: sgd_accuracy(sampler, positions, meta.final_eval_sequences)
+            for name, sampler in evals.items()
+            if name.startswith("unseen")
+        }
+    if args.process_index == 0:
+        trainer.save_model(args.output_dir)
+        with open(os.path.join(args.output_dir, "all_results.json"), "w") as f:
+            json.dump(results, f, indent=2, default=str)
+        from .plots import plot_in_context_accuracy, plot_meta_training
+
+        plot_in_context_accuracy(results, os.path.join(args.output_dir, "in_context_accuracy.png"))
+        plot_meta_training(results, os.path.join(args.output_dir, "meta_training_curves.png"))
+    return results
+
+
+def parse_arguments(argv: list[str]) -> tuple[MetaArguments, TrainingArguments]:
+    parser = HfArgumentParser((MetaArguments, TrainingArguments), allow_abbrev=False)
+    given = {token[2:].split("=", 1)[0].replace("-", "_") for token in argv if token.startswith("--")}
+    defaults = [f"--{key}={value}" for key, value in meta_training_defaults().items() if key not in given]
+    if "output_dir" not in given:
+        defaults.append("--output_dir=outputs/gpicl")
+    meta, args = parser.parse_args_into_dataclasses(args=[*defaults, *argv])
+    args.command = list(argv)
+    return meta, args
+
+
+def summary(results: dict, output_dir: str) -> str:
+    lines = []
+    for key, value in results.items():
+        if key.startswith("final_") and key.endswith("_accuracy_last"):
+            name = key[len("final_") : -len("_accuracy_last")]
+            sgd = results.get("sgd", {}).get(name, {})
+            sgd_text = f" (SGD on the same examples: {max(sgd.items())[1]:.4f})" if sgd else ""
+            lines.append(
+                f"{name}: accuracy after {len(results['curves'][-1][name]) - 1} examples {value:.4f}{sgd_text}"
+            )
+    lines.append(f"model, all_results.json and plots: {os.path.abspath(output_dir)}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    meta, args = parse_arguments(sys.argv[1:] if argv is None else argv)
+    setup_logging(args)
+    results = run(meta, args)
+    if args.process_index == 0:
+        print(summary(results, args.output_dir), flush=True)
+    return results
+
+
+if __name__ == "__main__":
+    main()
