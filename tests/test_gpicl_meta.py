@@ -1,18 +1,23 @@
 """GPICL's tasks, in-context evaluation, the SGD row, meta-training with Trainer and the pipeline."""
 
 import json
+import textwrap
 
 import numpy as np
 import pytest
 import torch
+from huggingface_hub import ModelCard
 from PIL import Image
 from transformers import AutoModelForTokenClassification, pipeline
 
 from ttt_hf import InContextClassificationPipeline
 from ttt_hf.gpicl_evaluation import _sgd_linear, in_context_accuracy, sgd_accuracy
 from ttt_hf.gpicl_tasks import FIXED_TASK_SEED, UNSEEN_TASK_OFFSET, TaskSampler, TaskStream, base_inputs, task_of
+from ttt_hf.hub import publish, repo_files
 from ttt_hf.meta_training import main as meta_train
 from ttt_hf.meta_training import steps_to_leave_plateau
+
+from .conftest import HIDE_TTT_HF
 
 
 @pytest.fixture(scope="module")
@@ -120,8 +125,9 @@ def meta_trained(tmp_path_factory):
 
 def test_a_tiny_meta_training_run_writes_model_results_and_plots(meta_trained):
     out, results = meta_trained
-    for name in ("config.json", "model.safetensors", "all_results.json", "in_context_accuracy.png",
-                 "meta_training_curves.png", "modeling_gpicl.py", "causal_ttt_layers.py"):  # fmt: skip
+    for name in ("config.json", "model.safetensors", "all_results.json", "training_args.json",
+                 "in_context_accuracy.png", "meta_training_curves.png", "modeling_gpicl.py",
+                 "causal_ttt_layers.py"):  # fmt: skip
         assert (out / name).exists(), name
     saved = json.loads((out / "all_results.json").read_text())
     assert saved["train_steps"] == 4 and saved["backbone"] == "ttt_linear"
@@ -158,3 +164,43 @@ def test_pipeline_classifies_queries_from_labelled_support(meta_trained):
         classify(support[0], support=support, support_labels=labels[:3])
     with pytest.raises(ValueError, match="at most 10"):
         classify(support[0], support=support * 2, support_labels=[str(i) for i in range(12)])
+
+
+REMOTE_LOAD = HIDE_TTT_HF + textwrap.dedent(
+    """
+    import torch
+    from transformers import AutoModelForTokenClassification
+    repo, x, labels = sys.argv[1:] if len(sys.argv) > 1 else {args}
+    model = AutoModelForTokenClassification.from_pretrained(repo, trust_remote_code=True).eval()
+    with torch.no_grad():
+        logits = model(torch.load(x), torch.load(labels)).logits
+    print("RESULT " + json.dumps({{"module": type(model).__module__, "logits": logits.tolist()}}))
+    """
+)
+
+
+def test_a_learner_publishes_with_its_card_and_loads_from_the_hub_as_remote_code(meta_trained, hub_server, tmp_path):
+    out, results = meta_trained
+    repo = f"{hub_server.user}/gpicl-digits"
+    files = repo_files(out, repo)
+    assert {"README.md", "config.json", "model.safetensors", "all_results.json", "training_args.json",
+            "modeling_gpicl.py", "causal_ttt_layers.py", "ttt_layers.py"} <= set(files)  # fmt: skip
+    assert not any(name.endswith(".bin") for name in files)  # no pickle
+    card = ModelCard(files["README.md"].decode())
+    [entry] = card.data.eval_results
+    assert entry.metric_value == results["final_unseen-digits_accuracy_last"] and entry.metric_name == (
+        "accuracy after 11 examples"
+    )
+    assert "ttt-hf meta-train --backbone ttt_linear" in card.text and "| unseen-digits |" in card.text
+    published = publish(out, repo)
+    assert published.commit == hub_server.head(repo) and set(hub_server.files(repo)) == set(files) | {".gitattributes"}
+    x, labels = torch.randn(2, 12, 64), torch.randint(0, 10, (2, 12))
+    torch.save(x, tmp_path / "x.pt")
+    torch.save(labels, tmp_path / "labels.pt")
+    args = json.dumps([repo, str(tmp_path / "x.pt"), str(tmp_path / "labels.pt")])
+    result = hub_server.python(REMOTE_LOAD.format(args=args), tmp_path / "hf_home")
+    report = json.loads(result.stdout.split("RESULT ", 1)[1])
+    assert report["module"].startswith("transformers_modules.")
+    with torch.no_grad():
+        expected = AutoModelForTokenClassification.from_pretrained(out)(x, labels).logits
+    torch.testing.assert_close(torch.tensor(report["logits"]), expected, rtol=1e-6, atol=1e-6)

@@ -33,6 +33,7 @@ from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, Mo
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError, RevisionNotFoundError
 from huggingface_hub.utils import validate_repo_id
 
+from .gpicl_card import build_gpicl_card, check_gpicl_card
 from .model_card import build_card, check_card
 
 try:  # the HTTP client under huggingface_hub: httpx2 from huggingface_hub 2, httpx before
@@ -129,7 +130,8 @@ def repo_files(run_dir, repo_id: str) -> dict[str, Path | bytes]:
     run = Path(run_dir)
     if not run.is_dir():
         raise FileNotFoundError(f"run directory {run} does not exist (give the --output_dir of a `ttt-hf train` run).")
-    required = ["config.json", "preprocessor_config.json", RESULTS_FILE, TRAINING_ARGS_FILE]
+    in_context = (run / "config.json").is_file() and _read_json(run / "config.json").get("model_type") == "gpicl"
+    required = ["config.json", RESULTS_FILE, TRAINING_ARGS_FILE] + ([] if in_context else ["preprocessor_config.json"])
     missing = [name for name in required if not (run / name).is_file()]
     if missing:
         hint = (
@@ -139,17 +141,21 @@ def repo_files(run_dir, repo_id: str) -> dict[str, Path | bytes]:
         )
         raise FileNotFoundError(f"{run} is not a complete training run: missing {', '.join(missing)}{hint}.")
     config = _read_json(run / "config.json")
-    processor_config = _read_json(run / "preprocessor_config.json")
+    processor_config = {} if in_context else _read_json(run / "preprocessor_config.json")
     results, arguments = _read_json(run / RESULTS_FILE), _read_json(run / TRAINING_ARGS_FILE)
     code = code_files(run, config, processor_config)
-    names = weight_files(run) + ["config.json", "preprocessor_config.json", RESULTS_FILE, TRAINING_ARGS_FILE]
+    names = weight_files(run) + [name for name in required if name != "config.json"] + ["config.json"]
     names += sorted(path.name for path in run.glob("*.png") if path.is_file())
     missing = [name for name in names if not (run / name).is_file()]
     missing += [name for name, path in code.items() if not path.is_file()]
     if missing:
         raise FileNotFoundError(f"{run} is incomplete: missing {', '.join(missing)}.")
-    card = build_card(repo_id, config, results, arguments)
-    check_card(card, results)
+    if in_context:  # a `ttt-hf meta-train` run: an in-context learner
+        card = build_gpicl_card(repo_id, config, results, arguments)
+        check_gpicl_card(card, results)
+    else:
+        card = build_card(repo_id, config, results, arguments)
+        check_card(card, results)
     files: dict[str, Path | bytes] = dict(sorted({**{name: run / name for name in names}, **code}.items()))
     files[CARD_FILE] = str(card).encode("utf-8")
     return files

@@ -135,7 +135,7 @@ def run(meta: MetaArguments, args: TrainingArguments) -> dict:
         "state_size_after_99": model.state_size(99),
         "backbone": meta.backbone,
         "meta_arguments": vars(meta),
-        "command": command_line(getattr(args, "command", sys.argv[1:])),
+        "command": command_line(getattr(args, "command", sys.argv[1:]), "meta-train"),
         "device": device_description(args),
         "curves": trainer.curves,
         "log_history": trainer.state.log_history,
@@ -153,6 +153,8 @@ def run(meta: MetaArguments, args: TrainingArguments) -> dict:
         trainer.save_model(args.output_dir)
         with open(os.path.join(args.output_dir, "all_results.json"), "w") as f:
             json.dump(results, f, indent=2, default=str)
+        with open(os.path.join(args.output_dir, "training_args.json"), "w") as f:  # no pickle: what publishing reads
+            json.dump({"meta": vars(meta), "training": args.to_dict()}, f, indent=2, default=str)
         from .plots import plot_in_context_accuracy, plot_meta_training
 
         plot_in_context_accuracy(results, os.path.join(args.output_dir, "in_context_accuracy.png"))

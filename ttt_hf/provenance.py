@@ -21,17 +21,19 @@ def mask_tokens(args: list[str]) -> list[str]:
     return out
 
 
-def _launcher(prefix: list[str]) -> list[str] | None:
-    """How the process was started, from `sys.orig_argv` minus the training flags, if it was a training command."""
+def _launcher(prefix: list[str], command: str = "train") -> list[str] | None:
+    """How the process was started, from `sys.orig_argv` minus the run's flags, if it was `command` (`train`,
+    `meta-train`) through the CLI, its module or a script."""
+    module = {"train": "ttt_hf.training", "meta-train": "ttt_hf.meta_training"}[command]
     i = 1  # skip the interpreter and its own options (-u, -X dev, ...)
     while i < len(prefix) and prefix[i].startswith("-") and prefix[i] != "-m":
         i += 2 if prefix[i] in ("-X", "-W") else 1
     target = prefix[i:]
-    if target[:2] == ["-m", "ttt_hf.training"] or (target[:1] and target[0].endswith(".py")):
+    if target[:2] == ["-m", module] or (target[:1] and target[0].endswith(".py")):
         launcher = ["python", *target]
-    elif target[:2] == ["-m", "ttt_hf.cli"] and target[-1] == "train":
+    elif target[:2] == ["-m", "ttt_hf.cli"] and target[-1] == command:
         launcher = ["python", *target]
-    elif target and os.path.basename(target[0]) == "ttt-hf" and target[-1] == "train":
+    elif target and os.path.basename(target[0]) == "ttt-hf" and target[-1] == command:
         return ["ttt-hf", *target[1:]]
     else:
         return None
@@ -42,17 +44,17 @@ def _launcher(prefix: list[str]) -> list[str] | None:
     return launcher
 
 
-def command_line(argv: list[str]) -> str:
+def command_line(argv: list[str], command: str = "train") -> str:
     """The command that started this run as it was typed — `ttt-hf train ...`, `python scripts/train.py ...`,
     `python -m ttt_hf.training ...`, or `torchrun --nproc_per_node=N scripts/train.py ...` for a torchrun worker —
     with token values hidden. When `ttt_hf.training.main` was called from Python with a list of its own, the
-    equivalent `ttt-hf train ...` command."""
+    equivalent `ttt-hf train ...` command. `command`: the ttt-hf subcommand of the run (`train`, `meta-train`)."""
     process = list(getattr(sys, "orig_argv", None) or [])
     start = len(process) - len(argv)
     launcher = None
     if start > 0 and process[start:] == list(argv):
-        launcher = _launcher(process[:start])
-    return shlex.join([*(launcher or ["ttt-hf", "train"]), *mask_tokens(argv)])
+        launcher = _launcher(process[:start], command)
+    return shlex.join([*(launcher or ["ttt-hf", command]), *mask_tokens(argv)])
 
 
 def device_description(training_args) -> str:

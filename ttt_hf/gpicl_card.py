@@ -1,0 +1,138 @@
+"""The model card of a meta-trained in-context learner (a `ttt-hf meta-train` run): Hub metadata with the in-context
+accuracies on unseen tasks as the model-index, how to use it, how it was meta-trained, results next to the SGD
+row and the paper's numbers, limits and citations."""
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from .model_card import LICENSE, _plural, dataset_facts
+
+GPICL_BIBTEX = """\
+@article{kirsch2022general,
+  title   = {General-Purpose In-Context Learning by Meta-Learning Transformers},
+  author  = {Kirsch, Louis and Harrison, James and Sohl-Dickstein, Jascha and Metz, Luke},
+  journal = {arXiv preprint arXiv:2212.04458},
+  year    = {2022}
+}
+@article{sun2024learning,
+  title   = {Learning to (Learn at Test Time): RNNs with Expressive Hidden States},
+  author  = {Sun, Yu and Li, Xinhao and Dalal, Karan and Xu, Jiarui and Vikram, Arjun and Zhang, Genghan and
+             Dubois, Yann and Chen, Xinlei and Wang, Xiaolong and Koyejo, Sanmi and Hashimoto, Tatsunori and
+             Guestrin, Carlos},
+  journal = {arXiv preprint arXiv:2407.04620},
+  year    = {2024}
+}"""
+BACKBONE_NAMES = {"transformer": "a causal Transformer", "lstm": "an LSTM", "ttt_linear": "causal TTT-Linear layers",
+                  "ttt_mlp": "causal TTT-MLP layers"}  # fmt: skip
+# Kirsch et al., Table 2: meta-trained on MNIST, accuracy on unseen tasks after 99 examples (%)
+PAPER_RESULTS = {"Transformer": (73.70, 62.24), "LSTM": (25.39, 28.12), "SGD": (70.31, 50.78)}  # MNIST, Fashion-MNIST
+
+
+def unseen_sets(results: dict) -> list[str]:
+    """The evaluated sets of unseen tasks, e.g. ["unseen-mnist-5k", "unseen-fashion-mnist"]."""
+    return [key[len("final_") : -len("_accuracy_last")] for key in sorted(results)
+            if key.startswith("final_unseen-") and key.endswith("_accuracy_last")]  # fmt: skip
+
+
+def gpicl_eval_results(results: dict) -> list[EvalResult]:
+    """Accuracy after the last context example on each set of unseen tasks, as model-index entries."""
+    examples = results["meta_arguments"]["sequence_length"] - 1
+    entries = []
+    for name in unseen_sets(results):
+        dataset = name[len("unseen-") :]
+        hub_id, display, _ = dataset_facts(dataset)
+        entries.append(EvalResult(
+            task_type="in-context-classification", task_name="In-context classification (unseen tasks)",
+            dataset_type=hub_id or dataset, dataset_name=display, dataset_split="test",
+            metric_type="accuracy", metric_name=f"accuracy after {examples} examples",
+            metric_value=float(results[f"final_{name}_accuracy_last"]),
+        ))  # fmt: skip
+    return entries
+
+
+def build_gpicl_card(repo_id: str, config: dict, results: dict, arguments: dict) -> ModelCard:
+    meta = results["meta_arguments"]
+    dataset = meta["dataset"]
+    hub_id, display, provenance = dataset_facts(dataset)
+    backbone = config["backbone"]
+    examples = meta["sequence_length"] - 1
+    data = ModelCardData(
+        library_name="transformers", license=LICENSE, model_name=repo_id.split("/")[-1],
+        tags=["in-context-learning", "meta-learning", "gpicl", "test-time-training", backbone.replace("_", "-")],
+        datasets=[hub_id] if hub_id else None, metrics=["accuracy"], eval_results=gpicl_eval_results(results),
+    )  # fmt: skip
+    rows = ["| tasks | this learner | SGD on the same examples |", "|---|---|---|"]
+    for name in unseen_sets(results):
+        sgd = (results.get("sgd") or {}).get(name) or {}
+        sgd_value = sgd.get(str(examples), sgd.get(examples))
+        rows.append(f"| {name} | {100 * results[f'final_{name}_accuracy_last']:.2f} % | "
+                    f"{'—' if sgd_value is None else f'{100 * sgd_value:.2f} %'} |")  # fmt: skip
+    minutes = results.get("train_runtime", 0) / 60
+    body = f"""# {repo_id.split("/")[-1]}
+
+A general-purpose in-context learner (GPICL; Kirsch et al., [arXiv 2212.04458](https://arxiv.org/abs/2212.04458))
+made with ttt-hf: {BACKBONE_NAMES[backbone]} meta-trained so that its forward pass learns a new classification task
+from the labelled examples in its context. It reads (x_1, –), (x_2, y_1), …, (x_T, y_{{T-1}}) and predicts y_t at every
+position; x is a {config["input_dim"]}-value vector, y one of {config["num_classes"]} classes.
+
+- Width {config["hidden_size"]}, {_plural(config["num_hidden_layers"], "layer")}{
+        "" if backbone == "lstm" else f", {config['num_attention_heads']} heads"
+    };
+  {results.get("num_parameters", 0):,} parameters; state carried between positions after 99 examples:
+  {results.get("state_size_after_99", 0):,} floats.
+- Meta-trained on tasks made from {display} ({provenance}): each task projects the flattened
+  {meta["image_size"]}×{meta["image_size"]} grey images by a random Gaussian matrix and permutes the labels;
+  {"a fresh task for every sequence" if not meta.get("num_tasks") else f"a pool of {meta['num_tasks']:,} tasks"}{
+        f", {100 * meta['fixed_task_fraction']:.0f} % of every batch from one fixed task"
+        if meta.get("fixed_task_fraction")
+        else ""
+    }.
+
+## How to use
+
+```python
+import ttt_hf  # registers GPICL with the Auto classes and the pipeline
+from transformers import AutoModelForTokenClassification, pipeline
+
+model = AutoModelForTokenClassification.from_pretrained("{repo_id}")  # without ttt_hf: trust_remote_code=True
+classify = pipeline("in-context-classification", model="{repo_id}")
+classify(query_images, support=support_images, support_labels=labels, top_k=1)
+```
+
+## Meta-training
+
+`{results.get("command", "ttt-hf meta-train")}`: {results.get("train_steps")} steps in {minutes:.1f} min on
+{results.get("device", "an unrecorded device")}.
+
+## Results
+
+Accuracy after {examples} examples on tasks never seen in meta-training (test splits):
+
+{chr(10).join(rows)}
+
+The paper (meta-trained on all of MNIST, with far more compute), unseen MNIST and Fashion-MNIST tasks:
+{"; ".join(f"{name} {mnist} % and {fashion} %" for name, (mnist, fashion) in PAPER_RESULTS.items())}.
+
+## Limits
+
+Tasks are {config["num_classes"]}-way with inputs of exactly {config["input_dim"]} values; other inputs must be brought
+to that form (the pipeline resizes images and projects them as in meta-training). Accuracy depends on the task
+family: inputs far from the meta-training data (colour photographs, other resolutions) are out of distribution.
+
+## Citation
+
+```bibtex
+{GPICL_BIBTEX}
+```
+"""
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
+
+
+def check_gpicl_card(card: ModelCard, results: dict) -> None:
+    """The metadata parses back unchanged and its model-index equals all_results.json. Raises `ValueError`."""
+    parsed = ModelCard(str(card))
+    if parsed.data.to_dict() != card.data.to_dict():
+        raise ValueError("invalid model card: the metadata does not survive a round trip.")
+    recorded = {(r.dataset_name, r.metric_value) for r in parsed.data.eval_results or []}
+    wanted = {(r.dataset_name, r.metric_value) for r in gpicl_eval_results(results)}
+    if not recorded or recorded != wanted:
+        raise ValueError(f"invalid model card: model-index {recorded} differs from all_results.json {wanted}.")
