@@ -12,7 +12,15 @@ from transformers import AutoModelForTokenClassification, pipeline
 
 from ttt_hf import InContextClassificationPipeline
 from ttt_hf.gpicl_evaluation import _sgd_linear, in_context_accuracy, sgd_accuracy
-from ttt_hf.gpicl_tasks import FIXED_TASK_SEED, UNSEEN_TASK_OFFSET, TaskSampler, TaskStream, base_inputs, task_of
+from ttt_hf.gpicl_tasks import (
+    FIXED_TASK_SEED,
+    UNSEEN_TASK_OFFSET,
+    TaskSampler,
+    TaskStream,
+    base_inputs,
+    parse_curriculum,
+    task_of,
+)
 from ttt_hf.hub import publish, repo_files
 from ttt_hf.meta_training import main as meta_train
 from ttt_hf.meta_training import steps_to_leave_plateau
@@ -204,3 +212,15 @@ def test_a_learner_publishes_with_its_card_and_loads_from_the_hub_as_remote_code
     with torch.no_grad():
         expected = AutoModelForTokenClassification.from_pretrained(out)(x, labels).logits
     torch.testing.assert_close(torch.tensor(report["logits"]), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_curriculum_gives_fewer_classes_per_task_first(digits):
+    sampler = TaskSampler(*digits, sequence_length=40, curriculum=parse_curriculum("2:5,5:10"))
+    assert [sampler.classes_per_task(s) for s in (0, 4, 5, 9, 10, 1000)] == [2, 2, 5, 5, 10, 10]
+    for step, k in ((0, 2), (7, 5)):
+        labels = sampler.batch(step, 16)["labels"]
+        assert all(len(set(row.tolist())) <= k for row in labels) and max(len(set(r.tolist())) for r in labels) == k
+    with pytest.raises(ValueError, match="classes:until_step"):
+        parse_curriculum("2-500")
+    with pytest.raises(ValueError, match="increasing"):
+        parse_curriculum("2:500,5:100")

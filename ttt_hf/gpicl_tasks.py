@@ -36,7 +36,9 @@ class TaskSampler:
 
     num_tasks: the pool size (seeds 0 .. num_tasks - 1), or None for a fresh task per sequence.
     fixed_task_fraction: the share of every batch drawn from one fixed task (the paper's biasing intervention).
-    unseen: draw meta-test tasks (seeds from UNSEEN_TASK_OFFSET on) instead of meta-training ones."""
+    unseen: draw meta-test tasks (seeds from UNSEEN_TASK_OFFSET on) instead of meta-training ones.
+    curriculum: until step s_1 every sequence uses k_1 classes of its task (drawn per sequence), until s_2 k_2, ...;
+    all classes after the last step (`parse_curriculum("2:500,5:1000")`)."""
 
     inputs: torch.Tensor  # [n, N_x]
     labels: torch.Tensor  # [n]
@@ -46,6 +48,7 @@ class TaskSampler:
     num_classes: int = 10
     seed: int = 0
     unseen: bool = False
+    curriculum: tuple[tuple[int, int], ...] = ()  # ((until_step, classes per task), ...): fewer classes first
 
     def __post_init__(self):
         if self.num_tasks is not None and self.num_tasks < 1:
@@ -56,6 +59,15 @@ class TaskSampler:
             raise ValueError(f"`fixed_task_fraction` must be in [0, 1], got {self.fixed_task_fraction}.")
         if int(self.labels.max()) >= self.num_classes:
             raise ValueError(f"the base dataset has labels up to {int(self.labels.max())}, above num_classes - 1.")
+        for _, k in self.curriculum:
+            if not 1 <= k <= self.num_classes:
+                raise ValueError(f"a curriculum stage has {k} classes per task; it must be 1 .. {self.num_classes}.")
+        self._by_class = self.labels.argsort(stable=True)  # row indices grouped by class
+        counts = torch.bincount(self.labels, minlength=self.num_classes)
+        self._class_counts, self._class_starts = counts, counts.cumsum(0) - counts
+
+    def classes_per_task(self, step: int) -> int:
+        return next((k for until, k in self.curriculum if step < until), self.num_classes)
 
     @property
     def input_dim(self) -> int:
@@ -78,7 +90,15 @@ class TaskSampler:
         """Batch `step`: {"inputs": [B, T, N_x], "labels": [B, T], "task_seeds": [B]}."""
         g = _generator(self.seed, step, stream=1)
         seeds = self.task_seeds(step, batch_size)
-        rows = torch.randint(0, len(self.labels), (batch_size, self.sequence_length), generator=g)
+        k = self.classes_per_task(step)
+        if k == self.num_classes:
+            rows = torch.randint(0, len(self.labels), (batch_size, self.sequence_length), generator=g)
+        else:  # k base classes per sequence, every example from one of them
+            chosen = torch.rand(batch_size, self.num_classes, generator=g).argsort(-1)[:, :k]  # [B, k]
+            pick = torch.randint(0, k, (batch_size, self.sequence_length), generator=g)
+            classes = chosen.gather(1, pick)  # [B, T]
+            offset = (torch.rand(batch_size, self.sequence_length, generator=g) * self._class_counts[classes]).long()
+            rows = self._by_class[self._class_starts[classes] + offset]
         x, y = self.inputs[rows], self.labels[rows]  # [B, T, N_x], [B, T]
         tasks = [task_of(s, self.input_dim, self.num_classes) for s in seeds]
         projections = torch.stack([a for a, _ in tasks])  # [B, N_x, N_x]
@@ -88,6 +108,22 @@ class TaskSampler:
             "labels": permutations.gather(1, y),
             "task_seeds": torch.tensor(seeds),
         }
+
+
+def parse_curriculum(text: str | None) -> tuple[tuple[int, int], ...]:
+    """'2:500,5:1000' -> ((500, 2), (1000, 5)): 2 classes per task before step 500, 5 before step 1000."""
+    stages = []
+    for item in filter(None, (part.strip() for part in (text or "").split(","))):
+        try:
+            classes, until = (int(v) for v in item.split(":"))
+        except ValueError:
+            raise ValueError(
+                f"--curriculum takes classes:until_step pairs such as '2:500,5:1000', got {item!r}."
+            ) from None
+        stages.append((until, classes))
+    if [until for until, _ in stages] != sorted(until for until, _ in stages):
+        raise ValueError(f"--curriculum stages must end at increasing steps, got {text!r}.")
+    return tuple(stages)
 
 
 def _generator(seed: int, step: int, stream: int) -> torch.Generator:

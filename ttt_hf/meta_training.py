@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
 
 from .gpicl_evaluation import in_context_accuracy, sgd_accuracy
-from .gpicl_tasks import TaskSampler, TaskStream, base_inputs
+from .gpicl_tasks import TaskSampler, TaskStream, base_inputs, parse_curriculum
 from .modeling import GPICLConfig, GPICLForInContextClassification
 from .provenance import command_line, device_description
 from .training import check_override_keys, parse_overrides, setup_logging
@@ -42,6 +42,9 @@ class MetaArguments:
     )
     fixed_task_fraction: float = field(
         default=0.0, metadata={"help": "share of every batch from one fixed task (the paper's biasing intervention)"}
+    )
+    curriculum: str | None = field(
+        default=None, metadata={"help": "fewer classes per task first: 'classes:until_step,...', e.g. '2:500,5:1000'"}
     )
     backbone: str = field(default="transformer", metadata={"help": "transformer | lstm | ttt_linear | ttt_mlp"})
     hidden_size: int = field(default=128)
@@ -91,7 +94,8 @@ def build_samplers(meta: MetaArguments, seed: int) -> tuple[TaskSampler, dict[st
     common = dict(sequence_length=meta.sequence_length)
     x, y = base_inputs(meta.dataset, "train", meta.image_size, meta.data_dir)
     num_tasks = meta.num_tasks or None
-    train = TaskSampler(x, y, num_tasks=num_tasks, fixed_task_fraction=meta.fixed_task_fraction, seed=seed, **common)
+    train = TaskSampler(x, y, num_tasks=num_tasks, fixed_task_fraction=meta.fixed_task_fraction, seed=seed,
+                        curriculum=parse_curriculum(meta.curriculum), **common)  # fmt: skip
     evals = {}
     if num_tasks is not None:  # memorisation: the training tasks, fresh sequences
         evals["seen"] = TaskSampler(x, y, num_tasks=num_tasks, seed=seed + 1, **common)
