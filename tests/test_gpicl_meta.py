@@ -224,3 +224,16 @@ def test_curriculum_gives_fewer_classes_per_task_first(digits):
         parse_curriculum("2-500")
     with pytest.raises(ValueError, match="increasing"):
         parse_curriculum("2:500,5:100")
+
+
+def test_report_tabulates_runs_and_plots(meta_trained, tmp_path):
+    from ttt_hf.gpicl_report import load_runs, main, table
+
+    out, results = meta_trained
+    text = table(load_runs([out]))
+    row = text.splitlines()[2]
+    accuracy = 100 * results["final_unseen-digits_accuracy_last"]
+    sgd = 100 * results["sgd"]["unseen-digits"][11]
+    assert row.startswith("| ttt_linear | 4 tasks |") and f"{accuracy:.1f} % ({sgd:.1f} %)" in row
+    main([str(out), "--plot", str(tmp_path / "cmp.png"), "--task_set", "unseen-digits"])
+    assert (tmp_path / "cmp.png").stat().st_size > 1000

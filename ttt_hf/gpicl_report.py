@@ -1,0 +1,93 @@
+"""The GPICL results table and comparison plot from meta-training runs (`python -m ttt_hf.gpicl_report RUN...`).
+
+Each RUN is the --output_dir of a `ttt-hf meta-train` run. The table gives, per run: backbone and interventions,
+parameters, the state a position carries after 99 examples, steps and time, accuracy after the last example on
+unseen tasks of every evaluated dataset next to the SGD row, and the step at which that accuracy first left
+chance (> 20 %), or "not within N".
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+from .meta_training import CHANCE_EXIT
+
+
+def load_runs(paths) -> list[dict]:
+    runs = []
+    for path in paths:
+        results = json.loads((Path(path) / "all_results.json").read_text())
+        results["path"] = str(path)
+        runs.append(results)
+    return runs
+
+
+def interventions(meta: dict) -> str:
+    parts = []
+    if meta.get("num_tasks"):
+        parts.append(f"{meta['num_tasks']:,} tasks")
+    if meta.get("fixed_task_fraction"):
+        parts.append(f"{100 * meta['fixed_task_fraction']:.0f} % fixed task")
+    if meta.get("curriculum"):
+        parts.append(f"curriculum {meta['curriculum']}")
+    return ", ".join(parts) or "fresh tasks"
+
+
+def table(runs: list[dict]) -> str:
+    sets = sorted({k[len("final_") : -len("_accuracy_last")] for r in runs for k in r
+                   if k.startswith("final_unseen-") and k.endswith("_accuracy_last")})  # fmt: skip
+    head = ["backbone", "meta-training", "params", "state after 99", "steps", "time"]
+    head += [f"{name} (SGD)" for name in sets] + [f"left chance ({sets[0]})" if sets else "left chance"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in runs:
+        meta, last = r["meta_arguments"], r["meta_arguments"]["sequence_length"] - 1
+        minutes = f"{r['train_runtime'] / 60:.0f} min"
+        cells = [r["backbone"], interventions(meta), f"{r['num_parameters'] / 1e6:.2f} M",
+                 f"{r['state_size_after_99']:,}", str(r["train_steps"]), minutes]  # fmt: skip
+        for name in sets:
+            value = r.get(f"final_{name}_accuracy_last")
+            sgd = (r.get("sgd") or {}).get(name, {}).get(str(last))
+            text = "—" if value is None else f"{100 * value:.1f} %"
+            cells.append(text + ("" if sgd is None else f" ({100 * sgd:.1f} %)"))
+        step = r.get(f"steps_to_leave_plateau_{sets[0]}") if sets else None
+        cells.append(f"step {step}" if step is not None else f"not within {r['train_steps']}")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", f"Accuracy after {last} examples on tasks never seen in meta-training (test splits; SGD: a linear "
+              f"classifier trained by SGD on the same {last} examples). Left chance: the first evaluation with "
+              f"accuracy above {100 * CHANCE_EXIT:.0f} % at the last position."]  # fmt: skip
+    return "\n".join(lines)
+
+
+def plot(runs: list[dict], path, task_set: str) -> None:
+    """Accuracy at the last position on `task_set` against meta-training steps, one line per run."""
+    from .plots import plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for r in runs:
+        points = [(c["step"], c[task_set][-1]) for c in r["curves"][:-1] if task_set in c]
+        if points:
+            ax.plot(*zip(*points), "o-", ms=3, label=f"{r['backbone']}, {interventions(r['meta_arguments'])}")
+    ax.axhline(0.1, color="grey", lw=0.8, ls=":", label="chance")
+    ax.axhline(CHANCE_EXIT, color="grey", lw=0.8, ls="--")
+    ax.set(xlabel="meta-training step", ylabel="accuracy at the last position", title=task_set, ylim=(0, 1))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m ttt_hf.gpicl_report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", help="--output_dir of ttt-hf meta-train runs")
+    parser.add_argument("--plot", help="write the comparison plot (accuracy against steps) here")
+    parser.add_argument("--task_set", default="unseen-mnist-5k", help="the task set of the plot")
+    args = parser.parse_args(argv)
+    runs = load_runs(args.runs)
+    print(table(runs))
+    if args.plot:
+        plot(runs, args.plot, args.task_set)
+
+
+if __name__ == "__main__":
+    main()
