@@ -6,12 +6,13 @@ The sequence is cut into mini-batches of b tokens. Within a mini-batch starting 
 f(q_t; W_t) with W_t = W - lr * sum_{i <= t} grad l_i(W): every gradient is taken at the mini-batch's W, so the
 b outputs come from one forward, one backward and triangular masks (`Learner.causal_forward`, the dual form).
 After the mini-batch, W - lr * (the sum of all b gradients) carries over to the next one: the layer's state.
-l_i is the reconstruction loss of token i, scaled 1 / (b k) like a mini-batch mean (ReconstructionTask).
+l_i is the reconstruction loss of token i, scaled 1 / (b k) like a mini-batch mean (ReconstructionTask), also in a
+shorter last mini-batch: a token's output never depends on the tokens after it, nor on how many there are.
 """
 
 import torch
 
-from .ttt_layers import TTTMixer, _merge_heads, _split_heads
+from .ttt_layers import TTTMixer, _merge_heads, descend
 
 
 class CausalTTTMixer(TTTMixer):
@@ -21,23 +22,23 @@ class CausalTTTMixer(TTTMixer):
     `mixer`, `inner_lr`, `ttt_mini_batch_size`, `learn_inner_init`, `inner_hidden_ratio`, `decoder_layer_norm`."""
 
     def forward(self, x, return_inner_losses: bool = False):
-        tokens = x.shape[1]
-        keys = _split_heads(self.key(x), self.num_heads)  # [B, H, T, k]
-        queries = _split_heads(self.query(x), self.num_heads)  # [B, H, T, k]
+        if return_inner_losses:
+            raise ValueError("the causal TTT layer reports no inner losses (only TTT-ViT's bidirectional layer does).")
+        keys, queries, params = self.keys_queries_w0(x)  # [B, H, T, k], [B, H, T, k], W_0
         task = self.reconstruction_task()
         targets = task.targets(x)  # [B, H, T, k (+1 with decoder LN)]
-        params = None if self.learner.starts_at_zero else [p.unsqueeze(0) for p in self.inner_init_params()]
         lr, size, outputs = float(self.config.inner_lr), self.config.ttt_mini_batch_size, []
-        for start in range(0, tokens, size):
+        for start in range(0, x.shape[1], size):
             window = slice(start, start + size)
             z, q, target = keys[:, :, window], queries[:, :, window], targets[:, :, window]
             f, cache = self.learner.forward(z, params)
-            grad_f = task.output_grad(f, z, target)  # [B, H, b, k]: per token, at the mini-batch's W
+            grad_f = task.output_grad(f, z, target, tokens=size)  # [B, H, b, k]: per token, at the mini-batch's W
             outputs.append(self.learner.causal_forward(q, z, cache, grad_f, params, lr))
-            grads = self.learner.backward(grad_f, z, cache, params)
-            params = [-lr * g for g in grads] if params is None else [p - lr * g for p, g in zip(params, grads)]
+            params = descend(params, self.learner.backward(grad_f, z, cache, params), lr)
         return self.output(_merge_heads(torch.cat(outputs, dim=2))), None  # [B, H, T, k] -> [B, T, d]
 
     def state_size(self) -> int:
-        """Floats carried from one token to the next: the learner's weights, every head (per sequence)."""
+        """Floats carried from one mini-batch to the next: the learner's weights W, every head (per sequence).
+        (Inside a mini-batch a token-by-token implementation would also keep the mini-batch's starting W, or its
+        up to b - 1 earlier tokens, since every gradient is taken there.)"""
         return self.num_heads * sum(torch.Size(shape).numel() for shape in self.learner.shapes)

@@ -133,8 +133,8 @@ class GPICLModel(GPICLPreTrainedModel):
             previous[:, 1:] = one_hot
         return torch.cat([inputs, previous], dim=-1)
 
-    def forward(self, inputs: torch.Tensor, labels: torch.Tensor | None = None, **kwargs) -> GPICLModelOutput:
-        _check_inputs(self.config, inputs, labels)
+    def forward(self, inputs: torch.Tensor, labels: torch.Tensor | None = None) -> GPICLModelOutput:
+        labels = _check_inputs(self.config, inputs, labels)
         x = self.embed(self.tokens(inputs, labels))  # [B, T, d]
         if self.position_embeddings is not None:
             x = x + self.position_embeddings[:, : x.shape[1]]
@@ -168,7 +168,7 @@ class GPICLForInContextClassification(GPICLPreTrainedModel):
     def state_size(self, num_examples: int) -> int:
         return self.gpicl.state_size(num_examples)
 
-    def forward(self, inputs: torch.Tensor, labels: torch.Tensor | None = None, **kwargs) -> GPICLOutput:
+    def forward(self, inputs: torch.Tensor, labels: torch.Tensor | None = None) -> GPICLOutput:
         r"""
         inputs (`torch.FloatTensor` of shape `(batch_size, sequence_length, input_dim)`): one task's examples.
         labels (`torch.LongTensor` of shape `(batch_size, sequence_length)`, *optional*): their labels in
@@ -179,8 +179,14 @@ class GPICLForInContextClassification(GPICLPreTrainedModel):
         logits = self.classifier(hidden)  # [B, T, C]
         loss = None
         if labels is not None and (labels >= 0).any():
+            labels = labels.long()
             loss = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=-100)
         return GPICLOutput(loss=loss, logits=logits)
+
+
+# Task seeds from here on are never meta-training tasks (pools are seeds 0 .. n - 1, fresh tasks draw below 2^40
+# only with probability 2^-22): meta-testing uses them, and the pipeline's default projection is the one below it.
+UNSEEN_TASK_OFFSET = 2**40
 
 
 def random_task(seed: int, input_dim: int, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -205,7 +211,7 @@ def _check_inputs(config: GPICLConfig, inputs, labels):
                 f"({config.max_position_embeddings}) of this model."
             )
     if labels is None:
-        return
+        return None
     if labels.shape != inputs.shape[:2] or labels.dtype not in (torch.int64, torch.int32):
         raise ValueError(
             f"`labels` must be an integer tensor [batch, sequence_length] = {tuple(inputs.shape[:2])}, got "
@@ -217,6 +223,7 @@ def _check_inputs(config: GPICLConfig, inputs, labels):
             f"`labels` must be class indices in [0, {config.num_classes}) or -100 (unknown), got "
             f"{labels[bad][0].item()}."
         )
+    return labels.long()
 
 
 GPICLConfig.register_for_auto_class()
@@ -229,5 +236,6 @@ __all__ = [
     "GPICLModelOutput",
     "GPICLOutput",
     "GPICLPreTrainedModel",
+    "UNSEEN_TASK_OFFSET",
     "random_task",
 ]

@@ -6,16 +6,16 @@ from a meta-trained GPICL learner — no gradient step, no fine-tuning: the forw
 
 Each example (a PIL image, a path, or a 1-D array of `input_dim` values) becomes what the learner was meta-trained
 on: grey, resized to sqrt(input_dim) pixels a side, flattened, z-normalised with the support set's mean and
-standard deviation, and projected by a random matrix of the task family (`projection_seed`), as a meta-training
-task's inputs are. Every query is classified in its own sequence: the support examples with their labels, then
-the query, whose prediction is read at the last position.
+standard deviation, and projected by a random matrix of the task family (`projection_seed`; by default one that no
+meta-training pool holds), as a meta-training task's inputs are. Every query is classified in its own sequence:
+the support examples with their labels, then the query, whose prediction is read at the last position.
 """
 
 import numpy as np
 import torch
 from transformers import Pipeline
 
-from .modeling_gpicl import random_task
+from .modeling_gpicl import UNSEEN_TASK_OFFSET, random_task
 from .pipeline_ttt_vit import load_image_in_its_mode
 
 
@@ -25,7 +25,9 @@ class InContextClassificationPipeline(Pipeline):
     _load_feature_extractor = False
     _load_tokenizer = False
 
-    def _sanitize_parameters(self, support=None, support_labels=None, top_k=None, projection_seed=0, timeout=None):
+    def _sanitize_parameters(self, support=None, support_labels=None, top_k=None, projection_seed=None, timeout=None):
+        if projection_seed is None:  # a task no meta-training pool holds (a memorised task's labels would clash)
+            projection_seed = UNSEEN_TASK_OFFSET - 1
         preprocess = {}
         if support is not None or support_labels is not None:
             preprocess["context"] = self._context(support, support_labels, projection_seed, timeout)

@@ -195,6 +195,11 @@ class FusedMLPLearner(MLPLearner):
             return mlp_param_grad(z, grad_out, params)
         return super().backward(grad_out, z, cache, params)
 
+    def causal_forward(self, q, z, cache, grad_out, params, lr):
+        if cache is None:  # the forward ran fused and kept no hidden activations: recompute them
+            cache = MLPLearner.forward(self, z, params)[1]
+        return super().causal_forward(q, z, cache, grad_out, params, lr)
+
 
 def make_learner(config) -> Learner:
     """The learner of a TTT mixer from its config: mixer, head width, hidden ratio, learned W_0, kernel."""
@@ -292,10 +297,12 @@ class ReconstructionTask:
             ) / d  # mean_d(h xhat)/scale
             return scale * rstd * (h_g - h_xhat.unsqueeze(-1) * rstd * (f_gram + v_b))
 
-    def output_grad(self, f, z, target):
+    def output_grad(self, f, z, target, tokens: int | None = None):
         """d loss / d f [B, H, n, k] per token, for the learner's output f on keys z [B, H, n, k] and targets from
-        `targets` (f None: f = 0, whose products are skipped: MTTT-Linear's first step is linear attention's work)."""
-        scale = 1.0 / (z.shape[-2] * z.shape[-1])
+        `targets` (f None: f = 0, whose products are skipped: MTTT-Linear's first step is linear attention's work).
+        The loss is a mean over `tokens` tokens (default n): a causal layer keeps its mini-batch size b there even
+        for a shorter last mini-batch, so that a token's output never depends on how many tokens follow."""
+        scale = 1.0 / ((z.shape[-2] if tokens is None else tokens) * z.shape[-1])
         if self.ln_weight is None:
             return (-target if f is None else f @ self.gram - target) * scale
         f = torch.zeros_like(z) if f is None else f
@@ -316,9 +323,13 @@ def _full_precision(reference: torch.Tensor):
     return torch.autocast(reference.device.type, enabled=False)
 
 
-def analytic_step(task, params, z, target, lr):
-    grads = task.grad(params, z, target)
+def descend(params, grads, lr):
+    """W - lr * grad for every tensor; params None (the structural W = 0): -lr * grad."""
     return [-lr * g for g in grads] if params is None else [p - lr * g for p, g in zip(params, grads)]
+
+
+def analytic_step(task, params, z, target, lr):
+    return descend(params, task.grad(params, z, target), lr)
 
 
 def autograd_step(task, params, z, tokens, lr):
@@ -462,11 +473,19 @@ class TTTMixer(nn.Module):
         keys = _hash32((_hash32(torch.arange(tokens, device=device))[None] + heads) & 0xFFFFFFFF)  # [H, N]
         return keys.argsort(dim=-1, stable=True).unsqueeze(0)  # [1, H, N]
 
+    def keys_queries_w0(self, x):
+        """phi(x) and psi(x) per head [B, H, N, k], and W_0 ([1, H, ...] each; None: the structural zero)."""
+        keys = _split_heads(self.key(x), self.num_heads)
+        queries = _split_heads(self.query(x), self.num_heads)
+        return (
+            keys,
+            queries,
+            None if self.learner.starts_at_zero else [p.unsqueeze(0) for p in self.inner_init_params()],
+        )
+
     def forward(self, x, return_inner_losses: bool = False):
         batch, tokens, _ = x.shape
-        keys = _split_heads(self.key(x), self.num_heads)  # [B, H, N, k]
-        queries = _split_heads(self.query(x), self.num_heads)  # [B, H, N, k]
-        w0 = None if self.learner.starts_at_zero else [p.unsqueeze(0) for p in self.inner_init_params()]
+        keys, queries, w0 = self.keys_queries_w0(x)  # [B, H, N, k] each
         perm = None
         if self.config.inner_batching == "shuffled":
             if self.config.inner_steps > tokens:

@@ -53,7 +53,7 @@ def naive_causal(mixer: CausalTTTMixer, x: torch.Tensor) -> torch.Tensor:
         w = [p.detach().requires_grad_() for p in params]
         for t in range(start, end):
             loss = sum(task.loss(w, keys[:, :, i : i + 1], x[:, i : i + 1].unsqueeze(1)) for i in range(start, t + 1))
-            grads = torch.autograd.grad(loss.sum() / (end - start), w)
+            grads = torch.autograd.grad(loss.sum() / size, w)  # a mean over b, also in a shorter last mini-batch
             w_t = [p - lr * g for p, g in zip(w, grads)]
             outputs.append(learner.forward(queries[:, :, t : t + 1], w_t)[0])
         params = [p.detach() for p in w_t]
@@ -93,6 +93,18 @@ def test_causal_ttt_mixer_is_causal_and_differentiable(backbone):
         # every token up to t does: tokens of earlier mini-batches (b = 4) only through the carried state W
         assert grad[0, : t + 1].abs().amax(-1).min() > 0
     assert torch.autograd.gradcheck(lambda inp: mixer(inp)[0], (x[:, :6].detach().requires_grad_(),))
+
+
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_a_prefix_gets_the_same_predictions_as_the_whole_sequence(backbone):
+    """The prediction at t depends on nothing after t, not even on how many tokens follow (TTT: the last, shorter
+    mini-batch takes the same inner step size as the others)."""
+    model = GPICLForInContextClassification(tiny(backbone)).double().eval()
+    x, labels = torch.randn(2, 11, 6, dtype=torch.float64), torch.randint(0, 3, (2, 11))
+    with torch.no_grad():
+        whole = model(x, labels).logits
+        for n in (1, 5, 6, 9):  # mini-batches of 4: cut inside and at their ends
+            torch.testing.assert_close(model(x[:, :n], labels[:, :n]).logits, whole[:, :n], rtol=1e-12, atol=1e-12)
 
 
 def test_tokens_show_the_previous_label_and_never_the_current_one():

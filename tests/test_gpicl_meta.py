@@ -102,6 +102,29 @@ def test_sgd_row_learns_an_easy_task(digits):
     assert accuracy[1] < 0.4 < 0.75 < accuracy[59]  # 8x8 digits: SGD on 59 examples is far above chance
 
 
+class _Oracle(torch.nn.Module):
+    """Predicts y_t from the labels it is given: `shift` = 0 reads y_t itself (what a model must never do: accuracy 1),
+    `shift` = 1 repeats y_{t-1} (class 0 at t = 0)."""
+
+    def __init__(self, shift):
+        super().__init__()
+        self.shift, self.weight = shift, torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, inputs, labels):
+        shown = labels if self.shift == 0 else torch.cat([torch.zeros_like(labels[:, :1]), labels[:, :-1]], 1)
+        return type("Out", (), {"logits": torch.nn.functional.one_hot(shown, 10).float()})
+
+
+def test_in_context_accuracy_is_per_position_over_the_samplers_sequences(digits):
+    sampler = TaskSampler(*digits, sequence_length=12, seed=4)
+    assert in_context_accuracy(_Oracle(0), sampler, num_sequences=40, batch_size=16)["accuracy"] == [1.0] * 12
+    labels = torch.cat([sampler.batch(step, size)["labels"] for step, size in ((0, 16), (1, 16), (2, 8))])
+    expected = [float((labels[:, 0] == 0).float().mean())]
+    expected += (labels[:, 1:] == labels[:, :-1]).float().mean(0).tolist()
+    result = in_context_accuracy(_Oracle(1), sampler, num_sequences=40, batch_size=16)["accuracy"]
+    torch.testing.assert_close(torch.tensor(result), torch.tensor(expected))
+
+
 def test_in_context_accuracy_reads_every_position(digits):
     from ttt_hf import GPICLConfig, GPICLForInContextClassification
 
@@ -141,7 +164,7 @@ def test_a_tiny_meta_training_run_writes_model_results_and_plots(meta_trained):
     assert saved["train_steps"] == 4 and saved["backbone"] == "ttt_linear"
     assert [c["step"] for c in saved["curves"]] == [2, 4, 4]  # two evaluations, then the final one
     assert set(saved["curves"][-1]) == {"step", "seen", "unseen-digits"} and len(saved["curves"][-1]["seen"]) == 12
-    assert saved["state_size_after_99"] == 2 * 8 * 8  # TTT-Linear: W [k, k] per head, 2 heads of width 8
+    assert saved["state_size"] == 2 * 8 * 8 and saved["state_size_examples"] == 11  # TTT-Linear: W [k, k] per head
     assert set(saved["sgd"]["unseen-digits"]) == {"1", "2", "5", "10", "11"}
     assert 0 <= saved["final_unseen-digits_accuracy_last"] <= 1
     model = AutoModelForTokenClassification.from_pretrained(out)
@@ -162,12 +185,13 @@ def test_pipeline_classifies_queries_from_labelled_support(meta_trained):
     # the pipeline is the model on the documented preprocessing
     x = torch.stack([torch.from_numpy(np.asarray(i, dtype=np.float32).reshape(-1)) for i in support])
     mean, std = x.mean(), x.std()
-    projection, _ = task_of(0, 64, 10)
+    projection, _ = task_of(UNSEEN_TASK_OFFSET - 1, 64, 10)  # the default: a task no meta-training pool holds
     z = (x - mean) / std @ projection.T
     inputs = torch.cat([z, z[:1]])[None]
     label_ids = torch.tensor([[0, 1, 0, 2, 1, 0, -100]])
     logits = classify.model(inputs=inputs, labels=label_ids).logits[0, -1, :3].softmax(-1)
-    torch.testing.assert_close(torch.tensor(sorted(r["score"] for r in result[0])), logits.sort().values)
+    scores = {r["label"]: r["score"] for r in result[0]}
+    torch.testing.assert_close(torch.tensor([scores["cat"], scores["dog"], scores["bird"]]), logits)
     with pytest.raises(ValueError, match="support_labels"):
         classify(support[0], support=support, support_labels=labels[:3])
     with pytest.raises(ValueError, match="at most 10"):

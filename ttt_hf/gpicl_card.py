@@ -77,8 +77,8 @@ position; x is a {config["input_dim"]}-value vector, y one of {config["num_class
 - Width {config["hidden_size"]}, {_plural(config["num_hidden_layers"], "layer")}{
         "" if backbone == "lstm" else f", {config['num_attention_heads']} heads"
     };
-  {results.get("num_parameters", 0):,} parameters; state carried between positions after 99 examples:
-  {results.get("state_size_after_99", 0):,} floats.
+  {results.get("num_parameters", 0):,} parameters; state carried between positions after
+  {results.get("state_size_examples")} examples: {results.get("state_size", 0):,} floats.
 - Meta-trained on tasks made from {display} ({provenance}): each task projects the flattened
   {meta["image_size"]}×{meta["image_size"]} grey images by a random Gaussian matrix and permutes the labels;
   {"a fresh task for every sequence" if not meta.get("num_tasks") else f"a pool of {meta['num_tasks']:,} tasks"}{

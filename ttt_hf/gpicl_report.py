@@ -10,6 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
+from .gpicl_card import unseen_sets
 from .meta_training import CHANCE_EXIT
 
 
@@ -34,27 +35,27 @@ def interventions(meta: dict) -> str:
 
 
 def table(runs: list[dict]) -> str:
-    sets = sorted({k[len("final_") : -len("_accuracy_last")] for r in runs for k in r
-                   if k.startswith("final_unseen-") and k.endswith("_accuracy_last")})  # fmt: skip
-    head = ["backbone", "meta-training", "params", "state after 99", "steps", "time"]
-    head += [f"{name} (SGD)" for name in sets] + [f"left chance ({sets[0]})" if sets else "left chance"]
+    sets = sorted({name for r in runs for name in unseen_sets(r)})
+    head = ["backbone", "meta-training", "params", "state (floats)", "steps", "time"]
+    head += [f"{name} (SGD)" for name in sets] + ["left chance (unseen tasks of its training dataset)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in runs:
         meta, last = r["meta_arguments"], r["meta_arguments"]["sequence_length"] - 1
         minutes = f"{r['train_runtime'] / 60:.0f} min"
         cells = [r["backbone"], interventions(meta), f"{r['num_parameters'] / 1e6:.2f} M",
-                 f"{r['state_size_after_99']:,}", str(r["train_steps"]), minutes]  # fmt: skip
+                 f"{r['state_size']:,}", str(r["train_steps"]), minutes]  # fmt: skip
         for name in sets:
             value = r.get(f"final_{name}_accuracy_last")
             sgd = (r.get("sgd") or {}).get(name, {}).get(str(last))
             text = "—" if value is None else f"{100 * value:.1f} %"
             cells.append(text + ("" if sgd is None else f" ({100 * sgd:.1f} %)"))
-        step = r.get(f"steps_to_leave_plateau_{sets[0]}") if sets else None
+        step = r.get(f"steps_to_leave_plateau_unseen-{meta['dataset']}")
         cells.append(f"step {step}" if step is not None else f"not within {r['train_steps']}")
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", f"Accuracy after {last} examples on tasks never seen in meta-training (test splits; SGD: a linear "
-              f"classifier trained by SGD on the same {last} examples). Left chance: the first evaluation with "
-              f"accuracy above {100 * CHANCE_EXIT:.0f} % at the last position."]  # fmt: skip
+    lines += ["", f"State: the floats a sequence carries from one position to the next. Accuracy after {last} "
+              f"examples on tasks never seen in meta-training (test splits; SGD: a linear classifier trained by SGD "
+              f"on the same {last} examples). Left chance: the first evaluation with accuracy above "
+              f"{100 * CHANCE_EXIT:.0f} % at the last position."]  # fmt: skip
     return "\n".join(lines)
 
 

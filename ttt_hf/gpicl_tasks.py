@@ -16,9 +16,9 @@ import torch
 from torch.utils.data import IterableDataset
 
 from .data import load_image_arrays
+from .modeling.modeling_gpicl import UNSEEN_TASK_OFFSET  # meta-test task seeds start here
 from .modeling.modeling_gpicl import random_task as task_of  # the task family, shared with the pipeline
 
-UNSEEN_TASK_OFFSET = 2**40  # meta-test task seeds start here: never one of the meta-training tasks
 FIXED_TASK_SEED = -1  # the task of the biased fraction of every batch (the paper's intervention)
 
 
@@ -133,15 +133,19 @@ def _generator(seed: int, step: int, stream: int) -> torch.Generator:
 
 class TaskStream(IterableDataset):
     """Sequences of a TaskSampler one by one, forever, for `Trainer` (its dataloader batches them again): batch
-    `step` of size `batch_size` is cut into its sequences, so a run sees exactly the sampler's batches."""
+    `step` of size `batch_size` is cut into its sequences, so a run sees exactly the sampler's batches, in order,
+    also with several DataLoader workers (which yield whole batches in turn)."""
 
     def __init__(self, sampler: TaskSampler, batch_size: int):
         self.sampler, self.batch_size = sampler, batch_size
 
     def __iter__(self):
-        step = 0
+        worker = (
+            torch.utils.data.get_worker_info()
+        )  # DataLoader workers take turns: worker w builds steps w, w + W, ..
+        step, stride = (0, 1) if worker is None else (worker.id, worker.num_workers)
         while True:
             batch = self.sampler.batch(step, self.batch_size)
             for i in range(self.batch_size):
                 yield {"inputs": batch["inputs"][i], "labels": batch["labels"][i]}
-            step += 1
+            step += stride

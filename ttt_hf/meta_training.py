@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
 
+from .gpicl_card import unseen_sets
 from .gpicl_evaluation import in_context_accuracy, sgd_accuracy
 from .gpicl_tasks import TaskSampler, TaskStream, base_inputs, parse_curriculum
 from .modeling import GPICLConfig, GPICLForInContextClassification
@@ -121,6 +122,11 @@ def steps_to_leave_plateau(curves: list[dict], name: str) -> int | None:
 
 
 def run(meta: MetaArguments, args: TrainingArguments) -> dict:
+    if args.load_best_model_at_end or args.metric_for_best_model:
+        raise ValueError(
+            "meta-training evaluates in-context accuracy on task sets, not an eval_loss: --load_best_model_at_end "
+            "and --metric_for_best_model do not apply (every evaluation is in all_results.json's curves)."
+        )
     set_seed(args.seed)
     train, evals = build_samplers(meta, args.seed)
     model = build_model(meta)
@@ -136,7 +142,8 @@ def run(meta: MetaArguments, args: TrainingArguments) -> dict:
         "train_runtime": seconds,
         "train_steps": trainer.state.global_step,
         "num_parameters": sum(p.numel() for p in model.parameters()),
-        "state_size_after_99": model.state_size(99),
+        "state_size": model.state_size(meta.sequence_length - 1),  # floats carried, after the last example
+        "state_size_examples": meta.sequence_length - 1,
         "backbone": meta.backbone,
         "meta_arguments": vars(meta),
         "command": command_line(getattr(args, "command", sys.argv[1:]), "meta-train"),
@@ -178,15 +185,11 @@ def parse_arguments(argv: list[str]) -> tuple[MetaArguments, TrainingArguments]:
 
 
 def summary(results: dict, output_dir: str) -> str:
-    lines = []
-    for key, value in results.items():
-        if key.startswith("final_") and key.endswith("_accuracy_last"):
-            name = key[len("final_") : -len("_accuracy_last")]
-            sgd = results.get("sgd", {}).get(name, {})
-            sgd_text = f" (SGD on the same examples: {max(sgd.items())[1]:.4f})" if sgd else ""
-            lines.append(
-                f"{name}: accuracy after {len(results['curves'][-1][name]) - 1} examples {value:.4f}{sgd_text}"
-            )
+    lines, last = [], results["meta_arguments"]["sequence_length"] - 1
+    for name in unseen_sets(results):
+        sgd = results.get("sgd", {}).get(name, {}).get(last)
+        sgd_text = "" if sgd is None else f" (SGD on the same examples: {sgd:.4f})"
+        lines.append(f"{name}: accuracy after {last} examples {results[f'final_{name}_accuracy_last']:.4f}{sgd_text}")
     lines.append(f"model, all_results.json and plots: {os.path.abspath(output_dir)}")
     return "\n".join(lines)
 
