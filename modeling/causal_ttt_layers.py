@@ -11,15 +11,44 @@ shorter last mini-batch: a token's output never depends on the tokens after it, 
 """
 
 import torch
+from torch import nn
 
 from .ttt_layers import TTTMixer, _merge_heads, descend
+
+
+class CausalConv(nn.Module):
+    """A causal depthwise convolution over the sequence, [B, T, d] -> [B, T, d]: position t mixes x_{t-c+1} .. x_t
+    per channel (Sun et al. 2024 put one before the TTT layer's keys and queries in their Mamba backbone)."""
+
+    def __init__(self, width: int, size: int):
+        super().__init__()
+        self.conv = nn.Conv1d(width, width, size, groups=width, padding=size - 1)
+
+    def forward(self, x):
+        return self.conv(x.transpose(1, 2))[..., : x.shape[1]].transpose(1, 2)  # keep the causal outputs
 
 
 class CausalTTTMixer(TTTMixer):
     """TTT-Linear or TTT-MLP over a sequence x [B, T, d]; the output at t depends on x_1 .. x_t only.
 
-    The parameters are the TTT-ViT mixer's (key, query, g, decoder LN, output, W_0); the config supplies
-    `mixer`, `inner_lr`, `ttt_mini_batch_size`, `learn_inner_init`, `inner_hidden_ratio`, `decoder_layer_norm`."""
+    The parameters are the TTT-ViT mixer's (key, query, g, decoder LN, output, W_0) and, with
+    `ttt_conv_size` c > 0, a causal convolution of width c before the keys and one before the queries: the keys can
+    then hold an earlier token than the reconstruction target, so the inner loop can fit a map from one token to the
+    next. The config supplies `mixer`, `inner_lr`, `ttt_mini_batch_size`, `ttt_conv_size`, `learn_inner_init`,
+    `inner_hidden_ratio`, `decoder_layer_norm`."""
+
+    def __init__(self, config, layer_idx: int = 0):
+        super().__init__(config, layer_idx)
+        size = getattr(config, "ttt_conv_size", 0)
+        self.key_conv = CausalConv(config.hidden_size, size) if size else None
+        self.query_conv = CausalConv(config.hidden_size, size) if size else None
+
+    def keys_queries_w0(self, x):
+        if self.key_conv is None:
+            return super().keys_queries_w0(x)
+        keys, _, w0 = super().keys_queries_w0(self.key_conv(x))
+        _, queries, _ = super().keys_queries_w0(self.query_conv(x))
+        return keys, queries, w0
 
     def forward(self, x, return_inner_losses: bool = False):
         if return_inner_losses:

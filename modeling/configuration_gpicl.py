@@ -34,6 +34,8 @@ class GPICLConfig(PreTrainedConfig):
         initializer_range (`float`, defaults to 0.02): std of the normal init of linear layers and embeddings.
         ttt_mini_batch_size (`int`, defaults to 16): b, tokens per inner mini-batch of the TTT backbones (Sun et
             al. 2024: 16); the state W carries over between mini-batches.
+        ttt_conv_size (`int`, defaults to 0): width of a causal convolution over the sequence before the TTT
+            layers' keys and before their queries (Sun et al. 2024's Mamba backbone has one; 0: none).
         inner_lr (`float`, defaults to 1.0): the TTT layers' inner step size (on the loss scaled 1 / (b k)).
         inner_hidden_ratio (`int`, defaults to 4): hidden width of the TTT-MLP learner, in units of the head width.
         learn_inner_init (`bool`, defaults to `True`): whether W_0 is trained by the outer loop.
@@ -54,6 +56,7 @@ class GPICLConfig(PreTrainedConfig):
     layer_norm_eps: float = 1e-6
     initializer_range: float = 0.02
     ttt_mini_batch_size: int = 16
+    ttt_conv_size: int = 0
     inner_lr: float = 1.0
     inner_hidden_ratio: int = 4
     learn_inner_init: bool = True
@@ -95,6 +98,10 @@ class GPICLConfig(PreTrainedConfig):
         for name in ("learn_inner_init", "decoder_layer_norm"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"`{name}` must be true or false, got {getattr(self, name)!r}.")
+        if isinstance(self.ttt_conv_size, bool) or not isinstance(self.ttt_conv_size, int) or self.ttt_conv_size < 0:
+            raise ValueError(
+                f"`ttt_conv_size` must be a non-negative integer (0: no convolution), got {self.ttt_conv_size!r}."
+            )
         if isinstance(self.inner_lr, bool) or not isinstance(self.inner_lr, (int, float)) or not self.inner_lr > 0:
             raise ValueError(f"`inner_lr` must be a positive number, got {self.inner_lr!r}.")
 

@@ -15,7 +15,7 @@ from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import ModelOutput
 
-from .causal_ttt_layers import CausalTTTMixer
+from .causal_ttt_layers import CausalConv, CausalTTTMixer
 from .configuration_gpicl import GPICLConfig
 from .ttt_layers import TTTMixer, _merge_heads, _split_heads
 
@@ -89,7 +89,8 @@ class GPICLPreTrainedModel(PreTrainedModel):
 
     def _init_weights(self, module):
         """GPT-style: normal(0, initializer_range) linear and embedding weights, zero biases, LayerNorm 1 and 0; the
-        TTT layers' own tensors as in TTT-ViT (the official MTTT init); LSTMs keep PyTorch's uniform init."""
+        TTT layers' own tensors as in TTT-ViT (the official MTTT init); causal convolutions uniform ±1/sqrt(c); LSTMs
+        keep PyTorch's uniform init."""
         std = self.config.initializer_range
         if isinstance(module, nn.Linear):
             init.normal_(module.weight, std=std)
@@ -102,6 +103,10 @@ class GPICLPreTrainedModel(PreTrainedModel):
             init.normal_(module.position_embeddings, std=std)
         elif isinstance(module, TTTMixer):
             module.init_inner_weights()
+        elif isinstance(module, CausalConv):  # PyTorch's default range for a depthwise kernel of c taps, zero bias
+            bound = module.conv.kernel_size[0] ** -0.5
+            init.uniform_(module.conv.weight, -bound, bound)
+            init.zeros_(module.conv.bias)
 
 
 class GPICLModel(GPICLPreTrainedModel):

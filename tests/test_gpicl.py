@@ -41,8 +41,16 @@ def naive_causal(mixer: CausalTTTMixer, x: torch.Tensor) -> torch.Tensor:
     carries over."""
     task, learner = mixer.reconstruction_task(), mixer.learner
     heads, k = mixer.num_heads, x.shape[-1] // mixer.num_heads
-    keys = mixer.key(x).view(*x.shape[:2], heads, k).transpose(1, 2)  # [B, H, T, k]
-    queries = mixer.query(x).view(*x.shape[:2], heads, k).transpose(1, 2)
+    key_in, query_in = x, x
+    if mixer.key_conv is not None:  # causal convolutions, written out: position t sums w_j x_{t-j}
+        taps = mixer.key_conv.conv.kernel_size[0]
+        shifted = [torch.cat([x.new_zeros(x.shape[0], j, x.shape[2]), x[:, : x.shape[1] - j]], 1) for j in range(taps)]
+        key_in, query_in = (
+            sum(conv.conv.weight[:, 0, taps - 1 - j] * shifted[j] for j in range(taps)) + conv.conv.bias
+            for conv in (mixer.key_conv, mixer.query_conv)
+        )
+    keys = mixer.key(key_in).view(*x.shape[:2], heads, k).transpose(1, 2)  # [B, H, T, k]
+    queries = mixer.query(query_in).view(*x.shape[:2], heads, k).transpose(1, 2)
     if learner.starts_at_zero:
         params = [torch.zeros(x.shape[0], heads, *s, dtype=x.dtype) for s in learner.shapes]
     else:
@@ -69,8 +77,10 @@ def naive_causal(mixer: CausalTTTMixer, x: torch.Tensor) -> torch.Tensor:
         dict(backbone="ttt_linear"),
         dict(backbone="ttt_mlp"),
         dict(backbone="ttt_mlp", decoder_layer_norm=False, inner_lr=0.3),
+        dict(backbone="ttt_linear", ttt_conv_size=3),
+        dict(backbone="ttt_mlp", ttt_conv_size=2),
     ],
-    ids=["linear", "linear-zero-init", "linear-ln", "mlp-ln", "mlp"],
+    ids=["linear", "linear-zero-init", "linear-ln", "mlp-ln", "mlp", "linear-conv", "mlp-conv"],
 )
 def test_causal_ttt_mixer_equals_token_by_token_definition_float64(overrides):
     mixer = _double_mixer(**overrides)
@@ -82,9 +92,9 @@ def test_causal_ttt_mixer_equals_token_by_token_definition_float64(overrides):
     torch.testing.assert_close(ours, reference, rtol=1e-11, atol=1e-11)
 
 
-@pytest.mark.parametrize("backbone", ["ttt_linear", "ttt_mlp"])
-def test_causal_ttt_mixer_is_causal_and_differentiable(backbone):
-    mixer = _double_mixer(backbone=backbone)
+@pytest.mark.parametrize("backbone,conv", [("ttt_linear", 0), ("ttt_mlp", 0), ("ttt_linear", 4)])
+def test_causal_ttt_mixer_is_causal_and_differentiable(backbone, conv):
+    mixer = _double_mixer(backbone=backbone, ttt_conv_size=conv)
     x = torch.randn(1, 11, 12, dtype=torch.float64, requires_grad=True)
     out = mixer(x)[0]
     for t in (0, 3, 5, 10):
@@ -169,6 +179,7 @@ def test_state_size_counts_what_a_position_carries():
         (dict(hidden_size=10), "must be divisible by `num_attention_heads`"),
         (dict(ttt_mini_batch_size=0), "`ttt_mini_batch_size` must be a positive integer"),
         (dict(inner_lr=-1.0), "`inner_lr` must be a positive number"),
+        (dict(ttt_conv_size=-1), "`ttt_conv_size` must be a non-negative integer"),
         (dict(position_embedding_type="rope"), "`position_embedding_type` must be one of"),
     ],
 )
