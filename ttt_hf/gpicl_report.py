@@ -42,7 +42,8 @@ def table(runs: list[dict]) -> str:
     for r in runs:
         meta, last = r["meta_arguments"], r["meta_arguments"]["sequence_length"] - 1
         minutes = f"{r['train_runtime'] / 60:.0f} min"
-        cells = [r["backbone"], interventions(meta), f"{r['num_parameters'] / 1e6:.2f} M",
+        name = r["backbone"] + (f" ({meta['config_overrides']})" if meta.get("config_overrides") else "")
+        cells = [name, interventions(meta), f"{r['num_parameters'] / 1e6:.2f} M",
                  f"{r['state_size']:,}", str(r["train_steps"]), minutes]  # fmt: skip
         for name in sets:
             value = r.get(f"final_{name}_accuracy_last")
