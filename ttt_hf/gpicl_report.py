@@ -62,11 +62,11 @@ def table(runs: list[dict]) -> str:
 
 def plot(runs: list[dict], path, task_set: str) -> None:
     """Accuracy at the last position on `task_set` against meta-training steps, one line per run."""
-    from .plots import plt
+    from .plots import last_position_accuracy, plt, save_figure
 
     fig, ax = plt.subplots(figsize=(7, 4))
     for r in runs:
-        points = [(c["step"], c[task_set][-1]) for c in r["curves"][:-1] if task_set in c]
+        points = last_position_accuracy(r["curves"][:-1], task_set)  # the last entry is the final evaluation
         if points:
             ax.plot(*zip(*points), "o-", ms=3, label=f"{r['backbone']}, {interventions(r['meta_arguments'])}")
     ax.axhline(0.1, color="grey", lw=0.8, ls=":", label="chance")
@@ -74,9 +74,7 @@ def plot(runs: list[dict], path, task_set: str) -> None:
     ax.set(xlabel="meta-training step", ylabel="accuracy at the last position", title=task_set, ylim=(0, 1))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def main(argv=None):

@@ -7,6 +7,12 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
+def save_figure(fig, path) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def plot_training_curves(log_history: list[dict], path) -> None:
     """Training loss against step, and evaluation loss / accuracy where the run evaluated."""
     train = [(e["step"], e["loss"]) for e in log_history if "loss" in e and "step" in e]
@@ -28,9 +34,7 @@ def plot_training_curves(log_history: list[dict], path) -> None:
         ax.grid(alpha=0.3)
         if ax.lines:
             ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_inner_losses(inner_losses: np.ndarray, path, title: str = "") -> None:
@@ -46,9 +50,7 @@ def plot_inner_losses(inner_losses: np.ndarray, path, title: str = "") -> None:
     ax.set_ylim(0, 1.25 * float(inner_losses.max()))  # headroom for the legend
     ax.legend(loc="upper right", ncol=min(points, 3), fontsize=8)
     ax.grid(alpha=0.3, axis="y")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_confusion_matrix(matrix: np.ndarray, class_names: list[str], path, title: str = "") -> None:
@@ -73,9 +75,7 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names: list[str], path, titl
                 )
     ax.set(xlabel="predicted", ylabel="true", title=title or "confusion matrix")
     fig.colorbar(image, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_layers(rows: list[dict], path: str, title: str) -> None:
@@ -94,9 +94,12 @@ def plot_layers(rows: list[dict], path: str, title: str) -> None:
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=8)
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
+
+
+def last_position_accuracy(curves: list[dict], task_set: str) -> list[tuple[int, float]]:
+    """(step, accuracy at the last position) of every evaluation of a meta-training run on `task_set`."""
+    return [(c["step"], c[task_set][-1]) for c in curves if task_set in c]
 
 
 def plot_in_context_accuracy(results: dict, path) -> None:
@@ -114,9 +117,7 @@ def plot_in_context_accuracy(results: dict, path) -> None:
         ax.set(xlabel="examples seen", ylabel="accuracy", title=name, ylim=(0, 1))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 def plot_meta_training(results: dict, path) -> None:
@@ -127,8 +128,7 @@ def plot_meta_training(results: dict, path) -> None:
         ax_loss.plot(*zip(*train))
     names = [name for name in results["curves"][0] if name != "step"] if results["curves"] else []
     for name in names:
-        points = [(c["step"], c[name][-1]) for c in results["curves"] if name in c]
-        ax_acc.plot(*zip(*points), "o-", ms=3, label=name)
+        ax_acc.plot(*zip(*last_position_accuracy(results["curves"], name)), "o-", ms=3, label=name)
     ax_acc.axhline(0.1, color="grey", lw=0.8, ls=":")
     ax_loss.set(xlabel="step", ylabel="meta-training loss", title=f"{results['backbone']}: loss")
     ax_acc.set(xlabel="step", ylabel="accuracy at the last position", title="in-context accuracy", ylim=(0, 1))
@@ -136,6 +136,4 @@ def plot_meta_training(results: dict, path) -> None:
         ax.grid(alpha=0.3)
     if names:
         ax_acc.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path)
