@@ -144,7 +144,7 @@ def repo_files(run_dir, repo_id: str) -> dict[str, Path | bytes]:
     processor_config = {} if in_context else _read_json(run / "preprocessor_config.json")
     results, arguments = _read_json(run / RESULTS_FILE), _read_json(run / TRAINING_ARGS_FILE)
     code = code_files(run, config, processor_config)
-    names = weight_files(run) + [name for name in required if name != "config.json"] + ["config.json"]
+    names = weight_files(run) + required
     names += sorted(path.name for path in run.glob("*.png") if path.is_file())
     missing = [name for name in names if not (run / name).is_file()]
     missing += [name for name, path in code.items() if not path.is_file()]
