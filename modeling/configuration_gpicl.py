@@ -8,7 +8,7 @@ state is a learner trained by gradient steps as the sequence is read.
 
 from transformers import PreTrainedConfig
 
-from .configuration_ttt_vit import _choice
+from .configuration_ttt_vit import _choice, remote_pipeline
 
 BACKBONES = ("transformer", "lstm", "ttt_linear", "ttt_mlp")
 POSITION_EMBEDDINGS = ("learned", "none")
@@ -61,6 +61,14 @@ class GPICLConfig(PreTrainedConfig):
     inner_hidden_ratio: int = 4
     learn_inner_init: bool = True
     decoder_layer_norm: bool = True
+
+    # As remote code (no ttt_hf), `pipeline("in-context-classification", trust_remote_code=True)` takes the
+    # checkpoint's pipeline_gpicl.py (the installed ttt_hf registers that task itself).
+    custom_pipelines = remote_pipeline(
+        "in-context-classification",
+        "pipeline_gpicl.InContextClassificationPipeline",
+        "AutoModelForTokenClassification",
+    )
 
     def __post_init__(self, **kwargs):
         if self.intermediate_size is None:

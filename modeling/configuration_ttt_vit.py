@@ -74,6 +74,24 @@ def _preset_table():
 PRESETS = _preset_table()
 
 
+def remote_pipeline(task: str, impl: str, auto_class: str) -> property:
+    """A config's `custom_pipelines`: {task: impl} when the config class runs as remote code (no ttt_hf), so that
+    `pipeline(task, model=..., trust_remote_code=True)` takes the checkpoint's own pipeline file (which the modeling
+    file imports, so that save_pretrained copies it). The installed copy reports none: ttt_hf registers its
+    pipelines itself, and a custom pipeline in config.json would make `pipeline()` demand `trust_remote_code`."""
+
+    def get(config) -> dict:
+        pipelines = dict(config.__dict__.get("custom_pipelines") or {})  # any set by hand or read from config.json
+        if __name__.startswith("transformers_modules."):
+            pipelines.setdefault(task, {"impl": impl, "pt": [auto_class]})
+        return pipelines
+
+    def set(config, value):
+        config.__dict__["custom_pipelines"] = value
+
+    return property(get, set)
+
+
 class TTTViTConfig(PreTrainedConfig):
     r"""
     Configuration of [`TTTViTModel`] and [`TTTViTForImageClassification`]. Defaults give ViT-S/16 with
@@ -234,20 +252,11 @@ class TTTViTConfig(PreTrainedConfig):
         """Tokens per image at the configured `image_size`."""
         return (self.image_size // self.patch_size) ** 2
 
-    @property
-    def custom_pipelines(self) -> dict:
-        """As remote code (no ttt_hf), `pipeline("image-classification")` takes the checkpoint's pipeline_ttt_vit.py,
-        which keeps each image's mode for the processor. The installed copy names none: ttt_hf registers that
-        pipeline itself, and a custom pipeline would make `pipeline()` demand `trust_remote_code`."""
-        pipelines = dict(self.__dict__.get("custom_pipelines") or {})  # any set by hand or read from config.json
-        if __name__.startswith("transformers_modules."):
-            impl = "pipeline_ttt_vit.TTTViTImageClassificationPipeline"
-            pipelines.setdefault("image-classification", {"impl": impl, "pt": ["AutoModelForImageClassification"]})
-        return pipelines
-
-    @custom_pipelines.setter
-    def custom_pipelines(self, value):
-        self.__dict__["custom_pipelines"] = value
+    # As remote code (no ttt_hf), `pipeline("image-classification")` takes the checkpoint's pipeline_ttt_vit.py, which
+    # keeps each image's mode for the processor (the installed ttt_hf registers that pipeline itself).
+    custom_pipelines = remote_pipeline(
+        "image-classification", "pipeline_ttt_vit.TTTViTImageClassificationPipeline", "AutoModelForImageClassification"
+    )
 
     def inner_lrs(self) -> list[float]:
         """The step size of every inner step, as a list of length `inner_steps`."""

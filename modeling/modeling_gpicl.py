@@ -17,6 +17,7 @@ from transformers.modeling_outputs import ModelOutput
 
 from .causal_ttt_layers import CausalConv, CausalTTTMixer
 from .configuration_gpicl import GPICLConfig
+from .pipeline_gpicl import InContextClassificationPipeline  # noqa: F401  (copied as remote code)
 from .ttt_layers import TTTMixer, _merge_heads, _split_heads
 
 AUTO_MAP = {
@@ -189,19 +190,6 @@ class GPICLForInContextClassification(GPICLPreTrainedModel):
         return GPICLOutput(loss=loss, logits=logits)
 
 
-# Task seeds from here on are never meta-training tasks (pools are seeds 0 .. n - 1, fresh tasks draw below 2^40
-# only with probability 2^-22): meta-testing uses them, and the pipeline's default projection is the one below it.
-UNSEEN_TASK_OFFSET = 2**40
-
-
-def random_task(seed: int, input_dim: int, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Task `seed` of GPICL's task family: a projection [N_x, N_x] with entries N(0, 1 / N_x) applied to every
-    input (x A^T), and a permutation of the labels [C]."""
-    g = torch.Generator().manual_seed(seed % 2**63)
-    projection = torch.randn(input_dim, input_dim, generator=g) / input_dim**0.5
-    return projection, torch.randperm(num_classes, generator=g)
-
-
 def _check_inputs(config: GPICLConfig, inputs, labels):
     if not isinstance(inputs, torch.Tensor) or inputs.dim() != 3 or inputs.shape[-1] != config.input_dim:
         shape = tuple(inputs.shape) if isinstance(inputs, torch.Tensor) else type(inputs).__name__
@@ -241,6 +229,4 @@ __all__ = [
     "GPICLModelOutput",
     "GPICLOutput",
     "GPICLPreTrainedModel",
-    "UNSEEN_TASK_OFFSET",
-    "random_task",
 ]

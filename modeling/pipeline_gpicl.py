@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from transformers import Pipeline
 
-from .modeling_gpicl import UNSEEN_TASK_OFFSET, random_task
 from .pipeline_ttt_vit import load_image_in_its_mode
+from .tasks_gpicl import UNSEEN_TASK_OFFSET, random_task
 
 
 class InContextClassificationPipeline(Pipeline):

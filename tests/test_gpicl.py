@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 import torch
-from transformers import AutoConfig, AutoModel, AutoModelForTokenClassification
+from transformers import AutoConfig, AutoModel, AutoModelForTokenClassification, pipeline
 
 from ttt_hf import GPICLConfig, GPICLForInContextClassification, GPICLModel
 from ttt_hf.modeling.causal_ttt_layers import CausalTTTMixer
@@ -203,13 +203,18 @@ def test_bad_inputs_get_clear_errors():
 REMOTE_SCRIPT = HIDE_TTT_HF + textwrap.dedent(
     """
     import torch
-    from transformers import AutoModel, AutoModelForTokenClassification
+    from transformers import AutoModel, AutoModelForTokenClassification, pipeline
     path = sys.argv[1]
     model = AutoModelForTokenClassification.from_pretrained(path, trust_remote_code=True).eval()
     base = AutoModel.from_pretrained(path, trust_remote_code=True)
     x, labels = torch.load(path + "/x.pt"), torch.load(path + "/labels.pt")
+    classify = pipeline("in-context-classification", model=path, trust_remote_code=True)
+    support = list(x[0].numpy())
     print(json.dumps({"module": type(model).__module__, "class": type(model).__name__,
-                      "base": type(base).__name__, "logits": model(x, labels).logits.tolist()}))
+                      "base": type(base).__name__, "logits": model(x, labels).logits.tolist(),
+                      "pipeline": type(classify).__module__,
+                      "predictions": classify(support[:3], support=support, support_labels=labels[0].tolist(),
+                                              top_k=2)}))
     """
 )
 
@@ -232,8 +237,13 @@ def test_save_load_and_remote_code_round_trip(tmp_path, backbone):
     with torch.no_grad():
         expected = model(x, labels).logits
         torch.testing.assert_close(loaded(x, labels).logits, expected, rtol=0, atol=0)
-    for name in ("configuration_gpicl.py", "modeling_gpicl.py", "causal_ttt_layers.py", "ttt_layers.py"):
+    for name in ("configuration_gpicl.py", "modeling_gpicl.py", "causal_ttt_layers.py", "ttt_layers.py",
+                 "pipeline_gpicl.py", "tasks_gpicl.py", "pipeline_ttt_vit.py"):  # fmt: skip
         assert (repo / name).exists(), name
+    assert "custom_pipelines" not in config  # installed, ttt_hf registers the task: no trust_remote_code needed
+    classify = pipeline("in-context-classification", model=str(repo))
+    support = list(x[0].numpy())
+    predictions = classify(support[:3], support=support, support_labels=labels[0].tolist(), top_k=2)
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home"), "PYTHONPATH": ""}
     result = subprocess.run([sys.executable, "-c", REMOTE_SCRIPT, str(repo)], cwd=tmp_path, env=env,
                             capture_output=True, text=True, timeout=300)  # fmt: skip
@@ -244,3 +254,10 @@ def test_save_load_and_remote_code_round_trip(tmp_path, backbone):
     )
     assert report["base"] == "GPICLModel"
     torch.testing.assert_close(torch.tensor(report["logits"]), expected, rtol=1e-6, atol=1e-6)
+    # the pipeline as remote code: the checkpoint's pipeline_gpicl.py, the same predictions as the installed one
+    assert report["pipeline"].startswith("transformers_modules.") and report["pipeline"].endswith("pipeline_gpicl")
+    assert [[r["label"] for r in q] for q in report["predictions"]] == [[r["label"] for r in q] for q in predictions]
+    torch.testing.assert_close(
+        torch.tensor([[r["score"] for r in q] for q in report["predictions"]]),
+        torch.tensor([[r["score"] for r in q] for q in predictions]),
+    )

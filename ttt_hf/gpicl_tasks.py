@@ -16,8 +16,8 @@ import torch
 from torch.utils.data import IterableDataset
 
 from .data import load_image_arrays
-from .modeling.modeling_gpicl import UNSEEN_TASK_OFFSET  # meta-test task seeds start here
-from .modeling.modeling_gpicl import random_task as task_of  # the task family, shared with the pipeline
+from .modeling.tasks_gpicl import UNSEEN_TASK_OFFSET  # meta-test task seeds start here
+from .modeling.tasks_gpicl import random_task as task_of  # the task family, shared with the pipeline
 
 FIXED_TASK_SEED = -1  # the task of the biased fraction of every batch (the paper's intervention)
 
