@@ -244,10 +244,30 @@ def test_curriculum_gives_fewer_classes_per_task_first(digits):
     for step, k in ((0, 2), (7, 5)):
         labels = sampler.batch(step, 16)["labels"]
         assert all(len(set(row.tolist())) <= k for row in labels) and max(len(set(r.tolist())) for r in labels) == k
-    with pytest.raises(ValueError, match="classes:until_step"):
+    with pytest.raises(ValueError, match="value:until_step"):
         parse_curriculum("2-500")
     with pytest.raises(ValueError, match="increasing"):
         parse_curriculum("2:500,5:100")
+
+
+def test_bursty_sequences_repeat_few_examples_first(digits):
+    stages = parse_curriculum("3:5,20:10", "--distinct_examples")
+    sampler = TaskSampler(*digits, sequence_length=40, distinct_examples=stages, seed=3)
+    assert [sampler.examples_per_sequence(s) for s in (0, 4, 5, 9, 10)] == [3, 3, 20, 20, None]
+    for step, m in ((0, 3), (7, 20)):
+        batch = sampler.batch(step, 8)
+        distinct = [len(torch.unique(row, dim=0)) for row in batch["inputs"]]
+        assert max(distinct) <= m and max(distinct) >= min(m, 10)  # repeats of at most m examples
+        for row, labels in zip(batch["inputs"], batch["labels"]):  # one task: equal inputs have equal labels
+            same = (row[:, None] == row[None]).all(-1)
+            assert (labels[:, None] == labels[None])[same].all()
+    fresh = sampler.batch(10, 8)["inputs"]
+    assert min(len(torch.unique(row, dim=0)) for row in fresh) > 30  # afterwards every example is drawn afresh
+    torch.testing.assert_close(sampler.batch(7, 8)["inputs"], sampler.batch(7, 8)["inputs"])  # reproducible
+    with pytest.raises(ValueError, match="--distinct_examples takes value:until_step"):
+        parse_curriculum("10-300", "--distinct_examples")
+    with pytest.raises(ValueError, match="must be >= 1"):
+        TaskSampler(*digits, distinct_examples=((5, 0),))
 
 
 def test_report_tabulates_runs_and_plots(meta_trained, tmp_path):

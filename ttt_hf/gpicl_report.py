@@ -31,6 +31,8 @@ def interventions(meta: dict) -> str:
         parts.append(f"{100 * meta['fixed_task_fraction']:.0f} % fixed task")
     if meta.get("curriculum"):
         parts.append(f"curriculum {meta['curriculum']}")
+    if meta.get("distinct_examples"):
+        parts.append(f"bursty {meta['distinct_examples']}")
     return ", ".join(parts) or "fresh tasks"
 
 

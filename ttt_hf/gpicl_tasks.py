@@ -38,7 +38,10 @@ class TaskSampler:
     fixed_task_fraction: the share of every batch drawn from one fixed task (the paper's biasing intervention).
     unseen: draw meta-test tasks (seeds from UNSEEN_TASK_OFFSET on) instead of meta-training ones.
     curriculum: until step s_1 every sequence uses k_1 classes of its task (drawn per sequence), until s_2 k_2, ...;
-    all classes after the last step (`parse_curriculum("2:500,5:1000")`)."""
+    all classes after the last step (`parse_curriculum("2:500,5:1000")`).
+    distinct_examples: until step s_1 every sequence draws its examples from only m_1 base examples, so that they
+    repeat exactly (bursty sequences: the label of a repeated input is in the context), until s_2 from m_2, ...;
+    every example drawn afresh after the last step (`parse_curriculum("10:300", "--distinct_examples")`)."""
 
     inputs: torch.Tensor  # [n, N_x]
     labels: torch.Tensor  # [n]
@@ -49,6 +52,7 @@ class TaskSampler:
     seed: int = 0
     unseen: bool = False
     curriculum: tuple[tuple[int, int], ...] = ()  # ((until_step, classes per task), ...): fewer classes first
+    distinct_examples: tuple[tuple[int, int], ...] = ()  # ((until_step, base examples per sequence), ...)
 
     def __post_init__(self):
         if self.num_tasks is not None and self.num_tasks < 1:
@@ -62,12 +66,19 @@ class TaskSampler:
         for _, k in self.curriculum:
             if not 1 <= k <= self.num_classes:
                 raise ValueError(f"a curriculum stage has {k} classes per task; it must be 1 .. {self.num_classes}.")
+        for _, m in self.distinct_examples:
+            if m < 1:
+                raise ValueError(f"a --distinct_examples stage has {m} base examples per sequence; it must be >= 1.")
         self._by_class = self.labels.argsort(stable=True)  # row indices grouped by class
         counts = torch.bincount(self.labels, minlength=self.num_classes)
         self._class_counts, self._class_starts = counts, counts.cumsum(0) - counts
 
     def classes_per_task(self, step: int) -> int:
         return next((k for until, k in self.curriculum if step < until), self.num_classes)
+
+    def examples_per_sequence(self, step: int) -> int | None:
+        """How many distinct base examples a sequence of batch `step` holds (None: every example drawn afresh)."""
+        return next((m for until, m in self.distinct_examples if step < until), None)
 
     @property
     def input_dim(self) -> int:
@@ -99,6 +110,9 @@ class TaskSampler:
             classes = chosen.gather(1, pick)  # [B, T]
             offset = (torch.rand(batch_size, self.sequence_length, generator=g) * self._class_counts[classes]).long()
             rows = self._by_class[self._class_starts[classes] + offset]
+        m = self.examples_per_sequence(step)
+        if m is not None and m < self.sequence_length:  # bursty: every position repeats one of the first m examples
+            rows = rows.gather(1, torch.randint(0, m, (batch_size, self.sequence_length), generator=g))
         x, y = self.inputs[rows], self.labels[rows]  # [B, T, N_x], [B, T]
         tasks = [task_of(s, self.input_dim, self.num_classes) for s in seeds]
         projections = torch.stack([a for a, _ in tasks])  # [B, N_x, N_x]
@@ -110,19 +124,18 @@ class TaskSampler:
         }
 
 
-def parse_curriculum(text: str | None) -> tuple[tuple[int, int], ...]:
-    """'2:500,5:1000' -> ((500, 2), (1000, 5)): 2 classes per task before step 500, 5 before step 1000."""
+def parse_curriculum(text: str | None, flag: str = "--curriculum") -> tuple[tuple[int, int], ...]:
+    """'2:500,5:1000' -> ((500, 2), (1000, 5)): a value (classes per task for --curriculum, base examples per
+    sequence for --distinct_examples) of 2 before step 500 and 5 before step 1000."""
     stages = []
     for item in filter(None, (part.strip() for part in (text or "").split(","))):
         try:
-            classes, until = (int(v) for v in item.split(":"))
+            value, until = (int(v) for v in item.split(":"))
         except ValueError:
-            raise ValueError(
-                f"--curriculum takes classes:until_step pairs such as '2:500,5:1000', got {item!r}."
-            ) from None
-        stages.append((until, classes))
+            raise ValueError(f"{flag} takes value:until_step pairs such as '2:500,5:1000', got {item!r}.") from None
+        stages.append((until, value))
     if [until for until, _ in stages] != sorted(until for until, _ in stages):
-        raise ValueError(f"--curriculum stages must end at increasing steps, got {text!r}.")
+        raise ValueError(f"{flag} stages must end at increasing steps, got {text!r}.")
     return tuple(stages)
 
 

@@ -47,6 +47,11 @@ class MetaArguments:
     curriculum: str | None = field(
         default=None, metadata={"help": "fewer classes per task first: 'classes:until_step,...', e.g. '2:500,5:1000'"}
     )
+    distinct_examples: str | None = field(
+        default=None,
+        metadata={"help": "bursty sequences first, drawn from few base examples that repeat exactly: "
+                  "'examples:until_step,...', e.g. '10:300' (10 per sequence until step 300, then all fresh)"},
+    )  # fmt: skip
     backbone: str = field(default="transformer", metadata={"help": "transformer | lstm | ttt_linear | ttt_mlp"})
     hidden_size: int = field(default=128)
     num_hidden_layers: int = field(default=4)
@@ -96,7 +101,9 @@ def build_samplers(meta: MetaArguments, seed: int) -> tuple[TaskSampler, dict[st
     x, y = base_inputs(meta.dataset, "train", meta.image_size, meta.data_dir)
     num_tasks = meta.num_tasks or None
     train = TaskSampler(x, y, num_tasks=num_tasks, fixed_task_fraction=meta.fixed_task_fraction, seed=seed,
-                        curriculum=parse_curriculum(meta.curriculum), **common)  # fmt: skip
+                        curriculum=parse_curriculum(meta.curriculum),
+                        distinct_examples=parse_curriculum(meta.distinct_examples, "--distinct_examples"),
+                        **common)  # fmt: skip
     evals = {}
     if num_tasks is not None:  # memorisation: the training tasks, fresh sequences
         evals["seen"] = TaskSampler(x, y, num_tasks=num_tasks, seed=seed + 1, **common)
