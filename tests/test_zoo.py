@@ -13,8 +13,10 @@ from huggingface_hub import ModelCard
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForImageClassification, pipeline
 
-from ttt_hf import MIXER_PRESETS, PRESETS, TTTViTConfig, benchmark, cli, reporting, training, zoo
+from ttt_hf import MIXER_PRESETS, PRESETS, TTTViTConfig, benchmark, cli, meta_training, reporting, training, zoo
+from ttt_hf.gpicl_card import gpicl_eval_results
 from ttt_hf.hub import CARD_FILE, package_code_folder, repo_files
+from ttt_hf.meta_training import MetaArguments, reproduce_final_accuracy, unseen_sampler
 from ttt_hf.model_card import PAPER_IMAGENET, paper_mixer_name
 from ttt_hf.modeling import configuration_ttt_vit, ttt_layers
 from ttt_hf.modeling.configuration_ttt_vit import MIXER_TYPES, mixer_preset_of
@@ -86,7 +88,11 @@ def test_zoo_entries_are_train_commands_of_the_intended_models():
             assert len({entry.seed for entry in entries if entry.mixer == suffix}) >= 2
         assert len({(entry.flags, entry.recipe, entry.overrides) for entry in entries}) == 1  # same budget
     assert "mlp-shuffled4" in {entry.mixer for entry in fmnist if entry.setting == "fashion-mnist pixel"}
-    for entry in zoo.ZOO.values():
+    for entry in (entry for entry in zoo.ZOO.values() if entry.in_context):  # GPICL learners: `ttt-hf meta-train`
+        meta, arguments = meta_training.parse_arguments(entry.train_arguments())
+        assert (meta.backbone, meta.dataset, arguments.seed) == (entry.mixer, entry.dataset, entry.seed)
+        assert entry.command().startswith("ttt-hf meta-train --dataset mnist-5k --backbone ")
+    for entry in (entry for entry in zoo.ZOO.values() if not entry.in_context):
         model_args, data_args, training_args = training.parse_arguments(entry.train_arguments())
         assert (data_args.dataset, training_args.seed, training_args.recipe) == (
             entry.dataset, entry.seed, entry.recipe)  # fmt: skip
@@ -140,9 +146,29 @@ def check_zoo_folder(folder: Path, entry: zoo.ZooEntry, with_pipeline: bool = Tr
     assert (folder / "README.md").read_bytes() == repo_files(folder, repo_id)[CARD_FILE]  # the card its files make
 
 
+def check_learner_folder(folder: Path, entry: zoo.ZooEntry) -> None:
+    """The folder is a complete, code-free, pickle-free zoo folder of an in-context learner whose weights reproduce,
+    on the very sequences of its run's final evaluation, the accuracy its all_results.json and card record."""
+    names = {p.name for p in folder.iterdir()}
+    assert {"README.md", "config.json", "model.safetensors", zoo.RESULTS_FILE, "training_args.json",
+            "in_context_accuracy.png", "meta_training_curves.png"} <= names, names  # fmt: skip
+    assert not any(name.endswith((".py", *PICKLES)) for name in names), names
+    assert sum(p.stat().st_size for p in folder.iterdir()) <= zoo.MAX_FOLDER_BYTES
+    results = json.loads((folder / zoo.RESULTS_FILE).read_text())
+    assert (results["backbone"], results["meta_arguments"]["dataset"]) == (entry.mixer, entry.dataset)
+    task_set, found, recorded = reproduce_final_accuracy(folder)
+    assert abs(found - recorded) <= 1e-3 and abs(results["test_slice_accuracy"] - found) <= 1e-3
+    assert task_set == f"unseen-{entry.dataset}"
+    card = ModelCard.load(folder / "README.md")
+    recorded_card = {r.dataset_name: r.metric_value for r in card.data.eval_results}
+    assert recorded_card == {r.dataset_name: r.metric_value for r in gpicl_eval_results(results)}
+    repo_id = re.search(r'from_pretrained\("([^"]+)"\)', card.text).group(1)
+    assert (folder / "README.md").read_bytes() == repo_files(folder, repo_id)[CARD_FILE]  # the card its files make
+
+
 @pytest.mark.parametrize("name", TRAINED or [pytest.param(None, marks=pytest.mark.skip("no trained zoo model"))])
 def test_zoo_model_reproduces_its_card(name):
-    check_zoo_folder(zoo.folder(name), zoo.ZOO[name])
+    (check_learner_folder if zoo.ZOO[name].in_context else check_zoo_folder)(zoo.folder(name), zoo.ZOO[name])
 
 
 @pytest.fixture(scope="module")
@@ -180,6 +206,64 @@ def test_store_keeps_a_checked_folder_and_drift_fails(stored, tmp_path):
         check_zoo_folder(drifted, entry, with_pipeline=False)
 
 
+LEARNER = next(name for name, entry in zoo.ZOO.items() if entry.in_context)
+
+
+@pytest.fixture(scope="module")
+def stored_learner(tmp_path_factory):
+    """A tiny run of the GPICL entry's own `ttt-hf meta-train` command (smaller model and budget), kept by
+    `ttt-hf zoo store` in a model_cards folder of its own."""
+    root = tmp_path_factory.mktemp("zoo_gpicl")
+    run = root / "run"
+    meta_training.main([*zoo.ZOO[LEARNER].train_arguments(), "--image_size", "8", "--hidden_size", "16",
+                        "--num_hidden_layers", "1", "--num_attention_heads", "2", "--sequence_length", "12",
+                        "--max_steps", "4", "--eval_steps", "2", "--per_device_train_batch_size", "8",
+                        "--eval_sequences", "16", "--final_eval_sequences", "64", "--eval_datasets", "mnist-5k",
+                        "--output_dir", str(run)])  # fmt: skip
+    assert cli.main(["zoo", "--model_cards", str(root / "cards"), "store", LEARNER, str(run)]) == 0
+    return run, root / "cards"
+
+
+def test_store_keeps_a_learner_whose_weights_reproduce_its_card(stored_learner, stored, tmp_path, capsys):
+    run, cards = stored_learner
+    folder, entry = cards / LEARNER, zoo.ZOO[LEARNER]
+    check_learner_folder(folder, entry)
+    assert zoo.main(["--model_cards", str(cards), "list"]) is None
+    assert "trained: model_cards/gpicl-" in capsys.readouterr().out
+
+    # weights drift: the head votes for one class whose share of the final labels differs from the recorded accuracy
+    results = json.loads((folder / zoo.RESULTS_FILE).read_text())
+    seed = json.loads((folder / "training_args.json").read_text())["training"]["seed"]
+    sampler = unseen_sampler(MetaArguments(**results["meta_arguments"]), entry.dataset, seed)
+    labels = sampler.batch(0, 64)["labels"][:, -1]  # the final evaluation: 64 sequences, one batch
+    k = next(c for c in range(10) if (labels == c).float().mean().item() != results["test_slice_accuracy"])
+    drifted = shutil.copytree(folder, tmp_path / "weights")
+    weights = load_file(drifted / "model.safetensors")
+    weights["classifier.bias"] = torch.zeros_like(weights["classifier.bias"])
+    weights["classifier.bias"][k] = 1e4
+    save_file(weights, drifted / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(AssertionError):
+        check_learner_folder(drifted, entry)
+    with pytest.raises(ValueError, match="the weights give"):
+        zoo.in_context_slice(drifted)
+
+    # a run of the other kind, or another backbone, is refused by name
+    with pytest.raises(ValueError, match="not a `ttt-hf meta-train` run"):
+        zoo.store(LEARNER, stored / "ttt-vit-mlp-digits", tmp_path / "cards")
+    with pytest.raises(ValueError, match="not a `ttt-hf train` run"):
+        zoo.store("ttt-vit-mlp-digits", run, tmp_path / "cards")
+    other = shutil.copytree(run, tmp_path / "other")
+    config = json.loads((other / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps({**config, "backbone": "lstm"}))
+    with pytest.raises(ValueError, match="zoo entry gpicl-"):
+        zoo.store(LEARNER, other, tmp_path / "cards")
+
+    zoo.main(["--model_cards", str(cards), "table", "--learners"])
+    table = capsys.readouterr().out.splitlines()
+    assert table[0].startswith("| model | backbone |") and table[2].startswith(f"| `{LEARNER}` | ttt_linear (")
+    assert "bursty 10:400" in table[2]
+
+
 def test_zoo_publish_dry_run_adds_the_model_code(stored, tmp_path, capsys):
     cards = [stored, *([ROOT / "model_cards"] if TRAINED else [])]
     for index, model_cards in enumerate(cards):
@@ -191,7 +275,8 @@ def test_zoo_publish_dry_run_adds_the_model_code(stored, tmp_path, capsys):
         for name in trained:
             source, written = model_cards / name, out / name
             code = {p.name for p in written.glob("*.py")}
-            assert {"modeling_ttt_vit.py", "configuration_ttt_vit.py", "ttt_layers.py"} <= code
+            family = "gpicl" if zoo.ZOO[name].in_context else "ttt_vit"
+            assert {f"modeling_{family}.py", f"configuration_{family}.py", "ttt_layers.py"} <= code
             for file in code:  # the installed package's model code
                 assert (written / file).read_bytes() == (package_code_folder() / file).read_bytes()
             for file in source.iterdir():
@@ -250,3 +335,7 @@ def test_zoo_train_runs_the_entrys_command_with_extra_flags(monkeypatch):
     entry = zoo.ZOO["ttt-vit-mlp-fmnist-pixel-seed1"]
     assert calls == [[*entry.train_arguments(), "--output_dir", f"outputs/zoo/{entry.name}", "--max_steps", "2"]]
     assert cli.main(["zoo", "train", "no-such-model"]) == 1  # a user error, one line
+    monkeypatch.setattr(meta_training, "main", calls.append)
+    assert cli.main(["zoo", "train", LEARNER, "--max_steps", "2"]) == 0  # a learner: `ttt-hf meta-train`
+    assert calls[-1] == [*zoo.ZOO[LEARNER].train_arguments(), "--output_dir", f"outputs/zoo/{LEARNER}",
+                         "--max_steps", "2"]  # fmt: skip

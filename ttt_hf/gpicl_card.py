@@ -33,6 +33,20 @@ def unseen_sets(results: dict) -> list[str]:
             if key.startswith("final_unseen-") and key.endswith("_accuracy_last")]  # fmt: skip
 
 
+def interventions(meta: dict) -> str:
+    """The meta-training data in short: pool size, biasing, curricula ("fresh tasks" when none)."""
+    parts = []
+    if meta.get("num_tasks"):
+        parts.append(f"{meta['num_tasks']:,} tasks")
+    if meta.get("fixed_task_fraction"):
+        parts.append(f"{100 * meta['fixed_task_fraction']:.0f} % fixed task")
+    if meta.get("curriculum"):
+        parts.append(f"curriculum {meta['curriculum']}")
+    if meta.get("distinct_examples"):
+        parts.append(f"bursty {meta['distinct_examples']}")
+    return ", ".join(parts) or "fresh tasks"
+
+
 def gpicl_eval_results(results: dict) -> list[EvalResult]:
     """Accuracy after the last context example on each set of unseen tasks, as model-index entries."""
     examples = results["meta_arguments"]["sequence_length"] - 1
@@ -85,7 +99,7 @@ position; x is a {config["input_dim"]}-value vector, y one of {config["num_class
         f", {100 * meta['fixed_task_fraction']:.0f} % of every batch from one fixed task"
         if meta.get("fixed_task_fraction")
         else ""
-    }.
+    }{f" (in short: {interventions(meta)})" if meta.get("curriculum") or meta.get("distinct_examples") else ""}.
 
 ## How to use
 

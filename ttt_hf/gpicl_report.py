@@ -10,7 +10,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .gpicl_card import unseen_sets
+from .gpicl_card import interventions, unseen_sets
 from .meta_training import CHANCE_EXIT
 
 
@@ -23,30 +23,19 @@ def load_runs(paths) -> list[dict]:
     return runs
 
 
-def interventions(meta: dict) -> str:
-    parts = []
-    if meta.get("num_tasks"):
-        parts.append(f"{meta['num_tasks']:,} tasks")
-    if meta.get("fixed_task_fraction"):
-        parts.append(f"{100 * meta['fixed_task_fraction']:.0f} % fixed task")
-    if meta.get("curriculum"):
-        parts.append(f"curriculum {meta['curriculum']}")
-    if meta.get("distinct_examples"):
-        parts.append(f"bursty {meta['distinct_examples']}")
-    return ", ".join(parts) or "fresh tasks"
-
-
-def table(runs: list[dict]) -> str:
+def table(runs: list[dict], names: list[str] | None = None) -> str:
+    """The markdown table of `runs` (see the module docstring); `names` adds a first column naming each run."""
     sets = sorted({name for r in runs for name in unseen_sets(r)})
-    head = ["backbone", "meta-training", "params", "state (floats)", "steps", "time"]
+    head = (["model"] if names else []) + ["backbone", "meta-training", "params", "state (floats)", "steps", "time"]
     head += [f"{name} (SGD)" for name in sets] + ["left chance (unseen tasks of its training dataset)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for r in runs:
+    for i, r in enumerate(runs):
         meta, last = r["meta_arguments"], r["meta_arguments"]["sequence_length"] - 1
         minutes = f"{r['train_runtime'] / 60:.0f} min"
-        name = r["backbone"] + (f" ({meta['config_overrides']})" if meta.get("config_overrides") else "")
-        cells = [name, interventions(meta), f"{r['num_parameters'] / 1e6:.2f} M",
-                 f"{r['state_size']:,}", str(r["train_steps"]), minutes]  # fmt: skip
+        backbone = r["backbone"] + (f" ({meta['config_overrides']})" if meta.get("config_overrides") else "")
+        cells = [f"`{names[i]}`"] if names else []
+        cells += [backbone, interventions(meta), f"{r['num_parameters'] / 1e6:.2f} M", f"{r['state_size']:,}",
+                  str(r["train_steps"]), minutes]  # fmt: skip
         for name in sets:
             value = r.get(f"final_{name}_accuracy_last")
             sgd = (r.get("sgd") or {}).get(name, {}).get(str(last))

@@ -12,6 +12,7 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
 
@@ -108,9 +109,30 @@ def build_samplers(meta: MetaArguments, seed: int) -> tuple[TaskSampler, dict[st
     if num_tasks is not None:  # memorisation: the training tasks, fresh sequences
         evals["seen"] = TaskSampler(x, y, num_tasks=num_tasks, seed=seed + 1, **common)
     for name in filter(None, (n.strip() for n in meta.eval_datasets.split(","))):
-        xt, yt = base_inputs(name, "test", meta.image_size, meta.data_dir)
-        evals[f"unseen-{name}"] = TaskSampler(xt, yt, unseen=True, seed=seed + 2, **common)
+        evals[f"unseen-{name}"] = unseen_sampler(meta, name, seed)
     return train, evals
+
+
+def unseen_sampler(meta: MetaArguments, dataset: str, seed: int) -> TaskSampler:
+    """Unseen tasks of `dataset`'s test split, as a run with these arguments and seed evaluates them."""
+    x, y = base_inputs(dataset, "test", meta.image_size, meta.data_dir)
+    return TaskSampler(x, y, unseen=True, seed=seed + 2, sequence_length=meta.sequence_length)
+
+
+def reproduce_final_accuracy(folder) -> tuple[str, float, float]:
+    """(task set, recomputed, recorded): accuracy after the last example on unseen tasks of the meta-training
+    dataset, again from the learner saved in `folder` (a run's --output_dir or its zoo folder) on the very sequences
+    of the run's final evaluation, next to the value its all_results.json (and so its card) records."""
+    from .modeling import GPICLForInContextClassification
+
+    results = json.loads((Path(folder) / "all_results.json").read_text())
+    arguments = json.loads((Path(folder) / "training_args.json").read_text())
+    meta = MetaArguments(**results["meta_arguments"])
+    name = f"unseen-{meta.dataset}"
+    sampler = unseen_sampler(meta, meta.dataset, arguments["training"]["seed"])
+    model = GPICLForInContextClassification.from_pretrained(folder)
+    found = in_context_accuracy(model, sampler, meta.final_eval_sequences)["accuracy"][-1]
+    return name, found, results[f"final_{name}_accuracy_last"]
 
 
 def build_model(meta: MetaArguments) -> GPICLForInContextClassification:

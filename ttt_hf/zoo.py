@@ -1,14 +1,15 @@
 """The model zoo: every model ttt-hf trains and publishes, written once (`ZOO`), and `ttt-hf zoo ...`.
 
-An entry is a `ttt-hf train` command (preset or "auto", config overrides, dataset, recipe, extra flags, seed); its
-trained model lives in `model_cards/<name>/` as a ready-to-push Hub folder without the model code, which
-`ttt_hf.hub` adds from the installed package at publish time. The mixers are `MIXER_PRESETS`'s.
+An entry is a `ttt-hf train` command (a TTT-ViT classifier: preset or "auto", config overrides, dataset, recipe,
+extra flags, seed) or a `ttt-hf meta-train` command (a GPICL in-context learner: backbone, config overrides,
+dataset, flags, seed); its trained model lives in `model_cards/<name>/` as a ready-to-push Hub folder without the
+model code, which `ttt_hf.hub` adds from the installed package at publish time. The mixers are `MIXER_PRESETS`'s.
 
     ttt-hf zoo list                               the entries, their commands, and which are trained
-    ttt-hf zoo train NAME [--output_dir DIR] [flags]   run the entry's `ttt-hf train` (flags are appended)
+    ttt-hf zoo train NAME [--output_dir DIR] [flags]   run the entry's `ttt-hf train`/`meta-train` (+ flags)
     ttt-hf zoo store NAME RUN_DIR                 keep a finished run as model_cards/NAME/ (with its test-slice score)
     ttt-hf zoo publish --org ORG [--dry-run DIR] [NAME ...]   publish trained entries to ORG/NAME
-    ttt-hf zoo table                              the README's results table, from model_cards/*/all_results.json
+    ttt-hf zoo table [--learners]                 the README's results tables (classifiers, or in-context learners)
     ttt-hf zoo mixers                             the mixer presets: `suffix field=value,...` (for shell scripts)
 """
 
@@ -39,12 +40,23 @@ class ZooEntry:
     flags: tuple[str, ...] = ()  # further `ttt-hf train` flags
     seed: int = DEFAULT_SEED
     setting: str = ""  # what the results table groups by
-    mixer: str = "mlp"  # the MIXER_PRESETS suffix
+    mixer: str = "mlp"  # the MIXER_PRESETS suffix (a classifier) or the GPICL backbone (an in-context learner)
     plan: str = "CPU, minutes"  # where and how long it is meant to train
+    trainer: str = "train"  # `ttt-hf train` (a TTT-ViT classifier) or `ttt-hf meta-train` (a GPICL learner)
+
+    @property
+    def in_context(self) -> bool:
+        return self.trainer == "meta-train"
+
+    @property
+    def description(self) -> str:
+        """The model in words: the paper's name of the mixer, or the GPICL backbone."""
+        return f"GPICL, {self.mixer} backbone" if self.in_context else MIXER_PRESETS[self.mixer].paper_name
 
     def train_arguments(self) -> list[str]:
-        """The `ttt-hf train` flags of this entry (defaults left out, so the recorded command stays short)."""
-        arguments = ["--dataset", self.dataset]
+        """The `ttt-hf train` / `ttt-hf meta-train` flags of this entry (defaults left out, so the recorded command
+        stays short)."""
+        arguments = ["--dataset", self.dataset] + (["--backbone", self.mixer] if self.in_context else [])
         if self.preset != "auto":
             arguments += ["--preset", self.preset]
         if self.overrides:
@@ -59,7 +71,7 @@ class ZooEntry:
     def command(self) -> str:
         import shlex
 
-        return shlex.join(["ttt-hf", "train", *self.train_arguments()])
+        return shlex.join(["ttt-hf", self.trainer, *self.train_arguments()])
 
 
 # Fashion-MNIST, all 60,000 training images (54,000 train / 6,000 validation; test = the official 10,000): one
@@ -75,6 +87,11 @@ FMNIST_SETTINGS = {  # setting -> (preset prefix, overrides, flags, mixers)
     "pixel": ("ttt-vit-tiny-pixel", FMNIST_MODEL, ("--image_size", "14"), list(MIXER_PRESETS)),
 }  # fmt: skip
 FMNIST_SEEDS = {"mlp": (0, 1), "linattn": (0, 1)}  # the paper's key comparison gets two seeds; the others one
+
+# In-context learners (GPICL), meta-trained on fresh tasks of mnist-5k (width 128, 4 layers, meta-batch 128) on 2 CPU
+# cores: bursty sequences of 10 base examples until step 400, then every example fresh (docs/gpicl.md).
+GPICL_FLAGS = ("--distinct_examples", "10:400", "--max_steps", "1000", "--eval_steps", "50")
+GPICL_BACKBONES = {"ttt_linear": "ttt_conv_size=2"}  # backbone -> config overrides
 
 
 def _zoo() -> dict[str, ZooEntry]:
@@ -101,6 +118,19 @@ def _zoo() -> dict[str, ZooEntry]:
                         plan="GPU (or hours on CPU)",
                     )
                 )
+    for backbone, overrides in GPICL_BACKBONES.items():
+        entries.append(
+            ZooEntry(
+                f"gpicl-{backbone.replace('_', '-')}-mnist-5k",
+                "mnist-5k",
+                overrides=overrides,
+                flags=GPICL_FLAGS,
+                setting="in-context, mnist-5k tasks",
+                mixer=backbone,
+                plan="CPU, 35 min",
+                trainer="meta-train",
+            )  # fmt: skip
+        )
     return {entry.name: entry for entry in entries}
 
 
@@ -148,6 +178,31 @@ def fixed_test_slice(arguments: dict):
     return list(rows["image"]), list(rows["label"]), description
 
 
+def check_run_is_the_entry(run: Path, entry: ZooEntry) -> None:
+    """ValueError unless `run` was made by the entry's kind of command, on its dataset (and GPICL backbone)."""
+    config = json.loads((run / "config.json").read_text())
+    if (config.get("model_type") == "gpicl") != entry.in_context:
+        raise ValueError(f"{run} is not a `ttt-hf {entry.trainer}` run, which zoo entry {entry.name} needs.")
+    if entry.in_context:
+        meta = json.loads((run / RESULTS_FILE).read_text())["meta_arguments"]
+        found, wanted = (config["backbone"], meta["dataset"]), (entry.mixer, entry.dataset)
+        if found != wanted:
+            raise ValueError(f"{run} meta-trained (backbone, dataset) {found}; zoo entry {entry.name} is {wanted}.")
+
+
+def in_context_slice(folder) -> tuple[float, int, str]:
+    """(accuracy, sequences, description) of an in-context learner's test slice: its run's final evaluation on
+    unseen tasks of the meta-training dataset, recomputed from the weights in `folder`. ValueError if the weights do
+    not reproduce the recorded accuracy (to one sequence in a thousand: a near tie may flip across machines)."""
+    from .meta_training import reproduce_final_accuracy
+
+    task_set, found, recorded = reproduce_final_accuracy(folder)
+    size = json.loads((Path(folder) / RESULTS_FILE).read_text())["meta_arguments"]["final_eval_sequences"]
+    if abs(found - recorded) > 1e-3 + 1e-9:
+        raise ValueError(f"{folder}: the weights give {found:.4f} on {task_set}, all_results.json records {recorded}.")
+    return found, size, f"the final evaluation's {size} sequences of {task_set} (test split), after the last example"
+
+
 def predictions(model_dir, images, batch_size: int = 50) -> list[int]:
     """Top-1 class indices of `images` by the model and image processor saved in `model_dir` (Auto classes)."""
     import torch
@@ -179,8 +234,12 @@ def store(name: str, run_dir, model_cards=None, org: str | None = None) -> Path:
     run, target = Path(run_dir), folder(name, model_cards)
     repo_id = f"{org}/{name}" if org else name
     files = repo_files(run, repo_id)  # checks the run is complete and its card valid
-    images, labels, description = fixed_test_slice(json.loads((run / "training_args.json").read_text()))
-    slice_accuracy = accuracy(predictions(run, images), labels)
+    check_run_is_the_entry(run, get_entry(name))
+    if get_entry(name).in_context:
+        slice_accuracy, size, description = in_context_slice(run)
+    else:
+        images, labels, description = fixed_test_slice(json.loads((run / "training_args.json").read_text()))
+        slice_accuracy, size = accuracy(predictions(run, images), labels), len(labels)
     if target.exists():
         shutil.rmtree(target)
     target.mkdir(parents=True)
@@ -190,7 +249,7 @@ def store(name: str, run_dir, model_cards=None, org: str | None = None) -> Path:
         (target / path_in_repo).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, target / path_in_repo)
     results = json.loads((target / RESULTS_FILE).read_text())
-    results.update(test_slice=description, test_slice_size=len(labels), test_slice_accuracy=slice_accuracy)
+    results.update(test_slice=description, test_slice_size=size, test_slice_accuracy=slice_accuracy)
     (target / RESULTS_FILE).write_text(json.dumps(results, indent=4, sort_keys=True) + "\n")
     (target / CARD_FILE).write_bytes(repo_files(target, repo_id)[CARD_FILE])
     size = sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
@@ -225,8 +284,8 @@ def measure_speed(model_cards=None, batch_size: int = 256, repeats: int = 5) -> 
     from .measure import machine_description, time_call
 
     speeds = {}
-    for name in ZOO:
-        if not is_trained(name, model_cards):
+    for name, entry in ZOO.items():
+        if not is_trained(name, model_cards) or entry.in_context:
             continue
         target = folder(name, model_cards)
         model = AutoModelForImageClassification.from_pretrained(target).eval()
@@ -247,10 +306,11 @@ def listing(model_cards=None) -> str:
     for name, entry in ZOO.items():
         if is_trained(name, model_cards):
             results = json.loads((folder(name, model_cards) / RESULTS_FILE).read_text())
-            status = f"trained: model_cards/{name}/, test top-1 {100 * results['test_accuracy']:.2f} %"
+            score = "in-context, after the last example" if entry.in_context else "test top-1"
+            status = f"trained: model_cards/{name}/, {score} {100 * results['test_slice_accuracy']:.2f} % (slice)"
         else:
             status = f"not trained yet (planned: {entry.plan}; `ttt-hf zoo train {name}`)"
-        lines += [f"{name}  [{MIXER_PRESETS[entry.mixer].paper_name}, {entry.dataset}, seed {entry.seed}]",
+        lines += [f"{name}  [{entry.description}, {entry.dataset}, seed {entry.seed}]",
                   f"    {status}", f"    {entry.command()}"]  # fmt: skip
     return "\n".join(lines)
 
@@ -259,8 +319,14 @@ def _percent(value) -> str:
     return "—" if value is None else f"{100 * value:.2f}"
 
 
-def results_table(model_cards=None) -> str:
-    """A markdown table of every trained entry, from its all_results.json and config.json."""
+def results_table(model_cards=None, learners: bool = False) -> str:
+    """A markdown table of every trained classifier (or, with `learners`, in-context learner), from its
+    all_results.json and config.json."""
+    if learners:
+        from .gpicl_report import load_runs, table
+
+        names = [name for name, entry in ZOO.items() if entry.in_context and is_trained(name, model_cards)]
+        return table(load_runs([folder(name, model_cards) for name in names]), names=names)
     lines = [
         "| model | setting | mixer (paper's name) | params | tokens | test top-1 % | test top-5 % | test slice % "
         "| inference img/s | epochs | training time | device | paper: ImageNet top-1 of this mixer (rank) |",
@@ -268,7 +334,7 @@ def results_table(model_cards=None) -> str:
     ]
     machines = set()
     for name, entry in ZOO.items():
-        if not is_trained(name, model_cards):
+        if not is_trained(name, model_cards) or entry.in_context:
             continue
         results = json.loads((folder(name, model_cards) / RESULTS_FILE).read_text())
         config = json.loads((folder(name, model_cards) / "config.json").read_text())
@@ -330,7 +396,8 @@ def argument_parser() -> argparse.ArgumentParser:
     published.add_argument("names", nargs="*", metavar="NAME", help="default: every trained entry")
     published.add_argument("--org", required=True)
     published.add_argument("--dry-run", "--dry_run", metavar="DIR", help="write DIR/NAME/ for each; upload nothing")
-    commands.add_parser("table", help="the results table of the trained entries (markdown)")
+    tables = commands.add_parser("table", help="the results table of the trained entries (markdown)")
+    tables.add_argument("--learners", action="store_true", help="the in-context learners' table instead")
     commands.add_parser("speed", help="measure every trained entry's inference images/s here, into its results")
     commands.add_parser("mixers", help="the mixer presets as `suffix field=value,...` lines")
     return parser
@@ -344,11 +411,12 @@ def main(argv: list[str] | None = None):
     if args.command == "list":
         print(listing(args.model_cards))
     elif args.command == "train":
-        from . import training
+        from . import meta_training, training
 
         entry = get_entry(args.name)
         output_dir = args.output_dir or f"outputs/zoo/{entry.name}"
-        return training.main([*entry.train_arguments(), "--output_dir", output_dir, *extra])
+        main_of = meta_training.main if entry.in_context else training.main
+        return main_of([*entry.train_arguments(), "--output_dir", output_dir, *extra])
     elif args.command == "store":
         target = store(args.name, args.run_dir, args.model_cards, args.org)
         print(f"stored {args.run_dir} as {target}:\n" + "\n".join(f"  {p.name}" for p in sorted(target.iterdir())))
@@ -357,7 +425,7 @@ def main(argv: list[str] | None = None):
             where = f"dry run in {result.url}" if result.commit is None else f"commit {result.commit}: {result.url}"
             print(f"{result.repo_id}: {len(result.files)} files ({where})")
     elif args.command == "table":
-        print(results_table(args.model_cards))
+        print(results_table(args.model_cards, args.learners))
     elif args.command == "speed":
         for name, speed in measure_speed(args.model_cards).items():
             print(f"{name}: {speed:,.0f} images/s")
