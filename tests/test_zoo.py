@@ -182,6 +182,18 @@ def stored(tmp_path_factory):
     return root / "cards"
 
 
+def voting_for_one_class(folder: Path, copy: Path, labels: torch.Tensor, recorded: float) -> Path:
+    """A copy of the zoo folder whose head always votes for one class, one whose share of `labels` differs from the
+    recorded accuracy (so that the drift shows)."""
+    k = next(c for c in range(10) if (labels == c).double().mean().item() != recorded)
+    drifted = shutil.copytree(folder, copy)
+    weights = load_file(drifted / "model.safetensors")
+    weights["classifier.bias"] = torch.zeros_like(weights["classifier.bias"])
+    weights["classifier.bias"][k] = 1e4
+    save_file(weights, drifted / "model.safetensors", metadata={"format": "pt"})
+    return drifted
+
+
 def test_store_keeps_a_checked_folder_and_drift_fails(stored, tmp_path):
     folder, entry = stored / "ttt-vit-mlp-digits", zoo.ZOO["ttt-vit-mlp-digits"]
     check_zoo_folder(folder, entry)
@@ -190,12 +202,7 @@ def test_store_keeps_a_checked_folder_and_drift_fails(stored, tmp_path):
     # weights drift: the head votes for one class whose share of the slice differs from the recorded accuracy
     results = json.loads((folder / zoo.RESULTS_FILE).read_text())
     _, labels, _ = zoo.fixed_test_slice(json.loads((folder / "training_args.json").read_text()))
-    k = next(c for c in range(10) if labels.count(c) / len(labels) != results["test_slice_accuracy"])
-    drifted = shutil.copytree(folder, tmp_path / "weights")
-    weights = load_file(drifted / "model.safetensors")
-    weights["classifier.bias"] = torch.zeros_like(weights["classifier.bias"])
-    weights["classifier.bias"][k] = 1e4
-    save_file(weights, drifted / "model.safetensors", metadata={"format": "pt"})
+    drifted = voting_for_one_class(folder, tmp_path / "weights", torch.tensor(labels), results["test_slice_accuracy"])
     with pytest.raises(AssertionError):
         check_zoo_folder(drifted, entry, with_pipeline=False)
 
@@ -236,12 +243,7 @@ def test_store_keeps_a_learner_whose_weights_reproduce_its_card(stored_learner, 
     seed = json.loads((folder / "training_args.json").read_text())["training"]["seed"]
     sampler = unseen_sampler(MetaArguments(**results["meta_arguments"]), entry.dataset, seed)
     labels = sampler.batch(0, 64)["labels"][:, -1]  # the final evaluation: 64 sequences, one batch
-    k = next(c for c in range(10) if (labels == c).float().mean().item() != results["test_slice_accuracy"])
-    drifted = shutil.copytree(folder, tmp_path / "weights")
-    weights = load_file(drifted / "model.safetensors")
-    weights["classifier.bias"] = torch.zeros_like(weights["classifier.bias"])
-    weights["classifier.bias"][k] = 1e4
-    save_file(weights, drifted / "model.safetensors", metadata={"format": "pt"})
+    drifted = voting_for_one_class(folder, tmp_path / "weights", labels, results["test_slice_accuracy"])
     with pytest.raises(AssertionError):
         check_learner_folder(drifted, entry)
     with pytest.raises(ValueError, match="the weights give"):
