@@ -323,11 +323,13 @@ with torch.no_grad():
     assert published.commit == hub_server.head(repo)
 
 
-def test_readme_zoo_table_is_the_commands_output():
+@pytest.mark.parametrize("learners", [False, True], ids=["classifiers", "learners"])
+def test_readme_zoo_tables_are_the_commands_output(learners):
     readme = (ROOT / "README.md").read_text()
-    match = re.search(r"<!-- zoo table: ttt-hf zoo table -->\n(.*?)\n<!-- end zoo table -->", readme, flags=re.S)
-    assert match, "README lacks the generated zoo table"
-    assert match.group(1).strip() == zoo.results_table().strip()
+    command = "ttt-hf zoo table" + (" --learners" if learners else "")
+    match = re.search(f"<!-- zoo table: {command} -->\n(.*?)\n<!-- end zoo table -->", readme, flags=re.S)
+    assert match, f"README lacks the table `{command}` generates"
+    assert match.group(1).strip() == zoo.results_table(learners=learners).strip()
 
 
 def test_zoo_train_runs_the_entrys_command_with_extra_flags(monkeypatch):

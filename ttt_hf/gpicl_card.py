@@ -4,6 +4,7 @@ row and the paper's numbers, limits and citations."""
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
+from .gpicl_evaluation import SGD_EPOCHS, SGD_LEARNING_RATE
 from .model_card import LICENSE, _plural, dataset_facts
 
 GPICL_BIBTEX = """\
@@ -47,6 +48,34 @@ def interventions(meta: dict) -> str:
     return ", ".join(parts) or "fresh tasks"
 
 
+def curricula(meta: dict) -> str:
+    """The meta-training curricula in words, as a clause to append ("" when none)."""
+    parts = []
+    if meta.get("curriculum"):
+        parts.append(f"fewer classes per task first (classes:until_step {meta['curriculum']})")
+    if meta.get("distinct_examples"):
+        parts.append(f"bursty sequences first, each drawn from a few base examples that repeat exactly "
+                     f"(examples:until_step {meta['distinct_examples']}), then every example fresh")  # fmt: skip
+    return "; " + "; ".join(parts) if parts else ""
+
+
+def accuracy_rows(results: dict) -> list[str]:
+    """A markdown table: accuracy after n examples on each set of unseen tasks (final evaluation), SGD in brackets."""
+    last = results["meta_arguments"]["sequence_length"] - 1
+    final = results["curves"][-1]
+    counts = [n for n in (1, 5, 10, 25, 50) if n < last] + [last]
+    head = " | ".join(f"{n} example{'s' * (n > 1)}" for n in counts)
+    rows = [f"| tasks | {head} |", "|---" * (len(counts) + 1) + "|"]
+    for name in unseen_sets(results):
+        sgd = (results.get("sgd") or {}).get(name) or {}
+        cells = []
+        for n in counts:
+            value = sgd.get(str(n), sgd.get(n))
+            cells.append(f"{100 * final[name][n]:.1f} %" + ("" if value is None else f" ({100 * value:.1f} %)"))
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    return rows
+
+
 def gpicl_eval_results(results: dict) -> list[EvalResult]:
     """Accuracy after the last context example on each set of unseen tasks, as model-index entries."""
     examples = results["meta_arguments"]["sequence_length"] - 1
@@ -68,18 +97,12 @@ def build_gpicl_card(repo_id: str, config: dict, results: dict, arguments: dict)
     dataset = meta["dataset"]
     hub_id, display, provenance = dataset_facts(dataset)
     backbone = config["backbone"]
-    examples = meta["sequence_length"] - 1
     data = ModelCardData(
         library_name="transformers", license=LICENSE, model_name=repo_id.split("/")[-1],
         tags=["in-context-learning", "meta-learning", "gpicl", "test-time-training", backbone.replace("_", "-")],
         datasets=[hub_id] if hub_id else None, metrics=["accuracy"], eval_results=gpicl_eval_results(results),
     )  # fmt: skip
-    rows = ["| tasks | this learner | SGD on the same examples |", "|---|---|---|"]
-    for name in unseen_sets(results):
-        sgd = (results.get("sgd") or {}).get(name) or {}
-        sgd_value = sgd.get(str(examples), sgd.get(examples))
-        rows.append(f"| {name} | {100 * results[f'final_{name}_accuracy_last']:.2f} % | "
-                    f"{'—' if sgd_value is None else f'{100 * sgd_value:.2f} %'} |")  # fmt: skip
+    rows = accuracy_rows(results)
     minutes = results.get("train_runtime", 0) / 60
     body = f"""# {repo_id.split("/")[-1]}
 
@@ -99,7 +122,7 @@ position; x is a {config["input_dim"]}-value vector, y one of {config["num_class
         f", {100 * meta['fixed_task_fraction']:.0f} % of every batch from one fixed task"
         if meta.get("fixed_task_fraction")
         else ""
-    }{f" (in short: {interventions(meta)})" if meta.get("curriculum") or meta.get("distinct_examples") else ""}.
+    }{curricula(meta)}.
 
 ## How to use
 
@@ -107,7 +130,8 @@ position; x is a {config["input_dim"]}-value vector, y one of {config["num_class
 import ttt_hf  # registers GPICL with the Auto classes and the pipeline
 from transformers import AutoModelForTokenClassification, pipeline
 
-model = AutoModelForTokenClassification.from_pretrained("{repo_id}")  # without ttt_hf: trust_remote_code=True
+# without ttt_hf, pass trust_remote_code=True to both: the checkpoint carries the model and pipeline code
+model = AutoModelForTokenClassification.from_pretrained("{repo_id}")
 classify = pipeline("in-context-classification", model="{repo_id}")
 classify(query_images, support=support_images, support_labels=labels, top_k=1)
 ```
@@ -119,9 +143,13 @@ classify(query_images, support=support_images, support_labels=labels, top_k=1)
 
 ## Results
 
-Accuracy after {examples} examples on tasks never seen in meta-training (test splits):
+Accuracy after n examples on tasks never seen in meta-training (test splits, {meta["final_eval_sequences"]:,}
+sequences each); in brackets, a linear classifier trained by SGD on the same n examples (the paper's SGD row;
+lr {SGD_LEARNING_RATE}, {SGD_EPOCHS} epochs):
 
 {chr(10).join(rows)}
+
+![accuracy against examples seen](in_context_accuracy.png)
 
 The paper (meta-trained on all of MNIST, with far more compute), unseen MNIST and Fashion-MNIST tasks:
 {"; ".join(f"{name} {mnist} % and {fashion} %" for name, (mnist, fashion) in PAPER_RESULTS.items())}.
