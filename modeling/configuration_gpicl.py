@@ -35,7 +35,9 @@ class GPICLConfig(PreTrainedConfig):
         ttt_mini_batch_size (`int`, defaults to 16): b, tokens per inner mini-batch of the TTT backbones (Sun et
             al. 2024: 16); the state W carries over between mini-batches.
         ttt_conv_size (`int`, defaults to 0): width of a causal convolution over the sequence before the TTT
-            layers' keys and before their queries (Sun et al. 2024's Mamba backbone has one; 0: none).
+            layers' keys and before their queries (Sun et al. 2024's Mamba backbone has one; 0: none). The
+            Transformer takes it too, before its attention's keys and queries: a control with the same access to
+            earlier tokens. The LSTM has none.
         inner_lr (`float`, defaults to 1.0): the TTT layers' inner step size (on the loss scaled 1 / (b k)).
         inner_hidden_ratio (`int`, defaults to 4): hidden width of the TTT-MLP learner, in units of the head width.
         learn_inner_init (`bool`, defaults to `True`): whether W_0 is trained by the outer loop.
@@ -110,6 +112,8 @@ class GPICLConfig(PreTrainedConfig):
             raise ValueError(
                 f"`ttt_conv_size` must be a non-negative integer (0: no convolution), got {self.ttt_conv_size!r}."
             )
+        if self.backbone == "lstm" and self.ttt_conv_size:
+            raise ValueError("`ttt_conv_size` applies to the attention and TTT backbones; the LSTM takes none (0).")
         if isinstance(self.inner_lr, bool) or not isinstance(self.inner_lr, (int, float)) or not self.inner_lr > 0:
             raise ValueError(f"`inner_lr` must be a positive number, got {self.inner_lr!r}.")
 

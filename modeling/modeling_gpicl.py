@@ -43,16 +43,25 @@ class GPICLOutput(ModelOutput):
 
 
 class CausalSelfAttention(nn.Module):
-    """Softmax attention over positions <= t (SDPA with a causal mask)."""
+    """Softmax attention over positions <= t (SDPA with a causal mask). With `ttt_conv_size` c > 0, the queries and
+    the keys read their own causal convolution of the sequence, as the causal TTT layer's do (a control: the same
+    access to earlier tokens, without a learner as the state)."""
 
     def __init__(self, config: GPICLConfig):
         super().__init__()
-        d = config.hidden_size
+        d, size = config.hidden_size, config.ttt_conv_size
         self.num_heads = config.num_attention_heads
         self.qkv, self.output = nn.Linear(d, 3 * d), nn.Linear(d, d)
+        self.query_conv = CausalConv(d, size) if size else None
+        self.key_conv = CausalConv(d, size) if size else None
 
     def forward(self, x):
-        q, k, v = (_split_heads(t, self.num_heads) for t in self.qkv(x).chunk(3, dim=-1))  # [B, H, T, k] each
+        if self.key_conv is None:
+            q, k, v = self.qkv(x).chunk(3, dim=-1)
+        else:  # the q, k and v parts of qkv, each on its own input
+            inputs = (self.query_conv(x), self.key_conv(x), x)
+            q, k, v = map(F.linear, inputs, self.qkv.weight.chunk(3), self.qkv.bias.chunk(3))
+        q, k, v = (_split_heads(t, self.num_heads) for t in (q, k, v))  # [B, H, T, k] each
         return self.output(_merge_heads(F.scaled_dot_product_attention(q, k, v, is_causal=True))), None
 
 

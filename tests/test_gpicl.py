@@ -131,10 +131,12 @@ def test_tokens_show_the_previous_label_and_never_the_current_one():
     assert model.tokens(x, None)[..., 6:].abs().sum() == 0
 
 
-@pytest.mark.parametrize("backbone", BACKBONES)
-def test_every_backbone_is_causal_and_never_sees_its_own_label(backbone):
+@pytest.mark.parametrize(
+    "backbone, conv", [(b, 0) for b in BACKBONES] + [("transformer", 2), ("ttt_linear", 2)], ids=str
+)
+def test_every_backbone_is_causal_and_never_sees_its_own_label(backbone, conv):
     torch.manual_seed(0)
-    model = GPICLForInContextClassification(tiny(backbone)).eval()
+    model = GPICLForInContextClassification(tiny(backbone, ttt_conv_size=conv)).eval()
     x, labels = torch.randn(2, 9, 6), torch.randint(0, 3, (2, 9))
     with torch.no_grad():
         base = model(x, labels).logits
@@ -147,6 +149,21 @@ def test_every_backbone_is_causal_and_never_sees_its_own_label(backbone):
         changed = model(x, other).logits
     torch.testing.assert_close(changed[:, : t0 + 1], base[:, : t0 + 1], rtol=0, atol=1e-6)
     assert (changed[:, t0 + 1] - base[:, t0 + 1]).abs().max() > 1e-6  # but it is shown at t + 1
+
+
+def test_attention_with_convolutions_is_attention_on_convolved_queries_and_keys():
+    attention = GPICLForInContextClassification(tiny("transformer", ttt_conv_size=2)).gpicl.layers[0].mixer.double()
+    x = torch.randn(2, 7, 12, dtype=torch.float64)
+    w, b = attention.qkv.weight.chunk(3), attention.qkv.bias.chunk(3)
+    conv_q, conv_k = attention.query_conv.conv, attention.key_conv.conv
+    shifted = torch.cat([torch.zeros_like(x[:, :1]), x[:, :-1]], dim=1)  # x_{t-1}, zero before the first token
+    q = (x * conv_q.weight[:, 0, 1] + shifted * conv_q.weight[:, 0, 0] + conv_q.bias) @ w[0].T + b[0]
+    k = (x * conv_k.weight[:, 0, 1] + shifted * conv_k.weight[:, 0, 0] + conv_k.bias) @ w[1].T + b[1]
+    v = x @ w[2].T + b[2]
+    heads = [t.unflatten(-1, (3, 4)).transpose(1, 2) for t in (q, k, v)]  # [B, H, T, k]
+    scores = heads[0] @ heads[1].transpose(-1, -2) / 2.0 + torch.full((7, 7), float("-inf")).triu(1)
+    expected = attention.output((scores.softmax(-1) @ heads[2]).transpose(1, 2).flatten(2))
+    torch.testing.assert_close(attention(x)[0], expected, rtol=1e-12, atol=1e-12)
 
 
 def test_loss_is_mean_cross_entropy_over_labelled_positions():
@@ -180,6 +197,7 @@ def test_state_size_counts_what_a_position_carries():
         (dict(ttt_mini_batch_size=0), "`ttt_mini_batch_size` must be a positive integer"),
         (dict(inner_lr=-1.0), "`inner_lr` must be a positive number"),
         (dict(ttt_conv_size=-1), "`ttt_conv_size` must be a non-negative integer"),
+        (dict(backbone="lstm", ttt_conv_size=2), "the LSTM takes none"),
         (dict(position_embedding_type="rope"), "`position_embedding_type` must be one of"),
     ],
 )
