@@ -11,6 +11,7 @@ from PIL import Image
 from transformers import AutoModelForTokenClassification, pipeline
 
 from ttt_hf import InContextClassificationPipeline
+from ttt_hf.gpicl_card import interventions
 from ttt_hf.gpicl_evaluation import _sgd_linear, in_context_accuracy, sgd_accuracy
 from ttt_hf.gpicl_tasks import (
     FIXED_TASK_SEED,
@@ -165,6 +166,8 @@ def test_a_tiny_meta_training_run_writes_model_results_and_plots(meta_trained):
     assert [c["step"] for c in saved["curves"]] == [2, 4, 4]  # two evaluations, then the final one
     assert set(saved["curves"][-1]) == {"step", "seen", "unseen-digits"} and len(saved["curves"][-1]["seen"]) == 12
     assert saved["state_size"] == 2 * 8 * 8 and saved["state_size_examples"] == 11  # TTT-Linear: W [k, k] per head
+    assert saved["optimizer"] == {"meta_batch_size": 8, "learning_rate": 1e-3, "adam_epsilon": 1e-8}
+    assert interventions(saved["meta_arguments"], saved["optimizer"]) == "4 tasks, meta-batch 8"
     assert set(saved["sgd"]["unseen-digits"]) == {"1", "2", "5", "10", "11"}
     assert 0 <= saved["final_unseen-digits_accuracy_last"] <= 1
     model = AutoModelForTokenClassification.from_pretrained(out)
@@ -278,6 +281,6 @@ def test_report_tabulates_runs_and_plots(meta_trained, tmp_path):
     row = text.splitlines()[2]
     accuracy = 100 * results["final_unseen-digits_accuracy_last"]
     sgd = 100 * results["sgd"]["unseen-digits"][11]
-    assert row.startswith("| ttt_linear | 4 tasks |") and f"{accuracy:.1f} % ({sgd:.1f} %)" in row
+    assert row.startswith("| ttt_linear | 4 tasks, meta-batch 8 |") and f"{accuracy:.1f} % ({sgd:.1f} %)" in row
     main([str(out), "--plot", str(tmp_path / "cmp.png"), "--task_set", "unseen-digits"])
     assert (tmp_path / "cmp.png").stat().st_size > 1000

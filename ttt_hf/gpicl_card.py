@@ -34,8 +34,14 @@ def unseen_sets(results: dict) -> list[str]:
             if key.startswith("final_unseen-") and key.endswith("_accuracy_last")]  # fmt: skip
 
 
-def interventions(meta: dict) -> str:
-    """The meta-training data in short: pool size, biasing, curricula ("fresh tasks" when none)."""
+OPTIMIZER_NAMES = {"meta_batch_size": "meta-batch", "learning_rate": "lr", "adam_epsilon": "Adam eps"}
+
+
+def interventions(meta: dict, optimizer: dict | None = None) -> str:
+    """The meta-training in short: pool size, biasing, curricula, outer-loop settings other than the defaults
+    ("fresh tasks" when none)."""
+    from .meta_training import DEFAULT_OPTIMIZER  # (meta_training imports this module)
+
     parts = []
     if meta.get("num_tasks"):
         parts.append(f"{meta['num_tasks']:,} tasks")
@@ -45,6 +51,8 @@ def interventions(meta: dict) -> str:
         parts.append(f"curriculum {meta['curriculum']}")
     if meta.get("distinct_examples"):
         parts.append(f"bursty {meta['distinct_examples']}")
+    parts += [f"{OPTIMIZER_NAMES[key]} {value:g}" for key, value in (optimizer or {}).items()
+              if key in DEFAULT_OPTIMIZER and value != DEFAULT_OPTIMIZER[key]]  # fmt: skip
     return ", ".join(parts) or "fresh tasks"
 
 

@@ -34,8 +34,8 @@ def table(runs: list[dict], names: list[str] | None = None) -> str:
         minutes = f"{r['train_runtime'] / 60:.0f} min"
         backbone = r["backbone"] + (f" ({meta['config_overrides']})" if meta.get("config_overrides") else "")
         cells = [f"`{names[i]}`"] if names else []
-        cells += [backbone, interventions(meta), f"{r['num_parameters'] / 1e6:.2f} M", f"{r['state_size']:,}",
-                  str(r["train_steps"]), minutes]  # fmt: skip
+        cells += [backbone, interventions(meta, r.get("optimizer")), f"{r['num_parameters'] / 1e6:.2f} M",
+                  f"{r['state_size']:,}", str(r["train_steps"]), minutes]  # fmt: skip
         for name in sets:
             value = r.get(f"final_{name}_accuracy_last")
             sgd = (r.get("sgd") or {}).get(name, {}).get(str(last))
@@ -59,7 +59,8 @@ def plot(runs: list[dict], path, task_set: str) -> None:
     for r in runs:
         points = last_position_accuracy(r["curves"][:-1], task_set)  # the last entry is the final evaluation
         if points:
-            ax.plot(*zip(*points), "o-", ms=3, label=f"{r['backbone']}, {interventions(r['meta_arguments'])}")
+            label = f"{r['backbone']}, {interventions(r['meta_arguments'], r.get('optimizer'))}"
+            ax.plot(*zip(*points), "o-", ms=3, label=label)
     ax.axhline(0.1, color="grey", lw=0.8, ls=":", label="chance")
     ax.axhline(CHANCE_EXIT, color="grey", lw=0.8, ls="--")
     ax.set(xlabel="meta-training step", ylabel="accuracy at the last position", title=task_set, ylim=(0, 1))

@@ -66,10 +66,15 @@ class MetaArguments:
     data_dir: str | None = field(default=None, metadata={"help": "where the fashion-mnist IDX files are"})
 
 
+# The outer loop's settings that the paper's interventions vary, unless given: Adam lr 1e-3, eps 1e-8, meta-batch 128
+DEFAULT_OPTIMIZER = {"meta_batch_size": 128, "learning_rate": 1e-3, "adam_epsilon": 1e-8}
+
+
 def meta_training_defaults() -> dict:
     """TrainingArguments values of a meta-training run unless given (a fixed number of steps of an endless stream)."""
-    return dict(max_steps=2000, per_device_train_batch_size=128, learning_rate=1e-3, weight_decay=0.0,
-                lr_scheduler_type="constant", warmup_steps=0, eval_strategy="steps", eval_steps=100,
+    return dict(max_steps=2000, per_device_train_batch_size=DEFAULT_OPTIMIZER["meta_batch_size"],
+                learning_rate=DEFAULT_OPTIMIZER["learning_rate"], adam_epsilon=DEFAULT_OPTIMIZER["adam_epsilon"],
+                weight_decay=0.0, lr_scheduler_type="constant", warmup_steps=0, eval_strategy="steps", eval_steps=100,
                 logging_steps=25, save_strategy="no", report_to="none", dataloader_num_workers=0,
                 max_grad_norm=1.0, dataloader_pin_memory=False)  # fmt: skip
 
@@ -145,6 +150,12 @@ def build_model(meta: MetaArguments) -> GPICLForInContextClassification:
     return GPICLForInContextClassification(config)
 
 
+def optimizer_settings(args: TrainingArguments) -> dict:
+    """The outer loop's settings that the paper's interventions vary: meta-batch size, learning rate, Adam epsilon."""
+    batch = args.per_device_train_batch_size * max(1, args.world_size) * args.gradient_accumulation_steps
+    return {"meta_batch_size": batch, "learning_rate": args.learning_rate, "adam_epsilon": args.adam_epsilon}
+
+
 def steps_to_leave_plateau(curves: list[dict], name: str) -> int | None:
     """The first evaluated step whose accuracy at the last position on `name` is above CHANCE_EXIT."""
     return next((c["step"] for c in curves if name in c and c[name][-1] > CHANCE_EXIT), None)
@@ -159,7 +170,7 @@ def run(meta: MetaArguments, args: TrainingArguments) -> dict:
     set_seed(args.seed)
     train, evals = build_samplers(meta, args.seed)
     model = build_model(meta)
-    batch = args.per_device_train_batch_size * max(1, args.world_size) * args.gradient_accumulation_steps
+    batch = optimizer_settings(args)["meta_batch_size"]
     trainer = MetaTrainer(model=model, args=args, train_dataset=TaskStream(train, batch), eval_samplers=evals,
                           eval_sequences=meta.eval_sequences)  # fmt: skip
     start = time.time()
@@ -175,6 +186,7 @@ def run(meta: MetaArguments, args: TrainingArguments) -> dict:
         "state_size_examples": meta.sequence_length - 1,
         "backbone": meta.backbone,
         "meta_arguments": vars(meta),
+        "optimizer": optimizer_settings(args),
         "command": command_line(getattr(args, "command", sys.argv[1:]), "meta-train"),
         "device": device_description(args),
         "curves": trainer.curves,
