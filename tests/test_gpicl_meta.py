@@ -11,8 +11,9 @@ from PIL import Image
 from transformers import AutoModelForTokenClassification, pipeline
 
 from ttt_hf import InContextClassificationPipeline
+from ttt_hf.data import load_image_arrays
 from ttt_hf.gpicl_card import interventions
-from ttt_hf.gpicl_evaluation import _sgd_linear, in_context_accuracy, sgd_accuracy
+from ttt_hf.gpicl_evaluation import _sgd_linear, in_context_accuracy, pipeline_accuracy, sgd_accuracy
 from ttt_hf.gpicl_tasks import (
     FIXED_TASK_SEED,
     UNSEEN_TASK_OFFSET,
@@ -172,6 +173,23 @@ def test_a_tiny_meta_training_run_writes_model_results_and_plots(meta_trained):
     assert 0 <= saved["final_unseen-digits_accuracy_last"] <= 1
     model = AutoModelForTokenClassification.from_pretrained(out)
     assert model.config.backbone == "ttt_linear" and model.config.input_dim == 64
+
+
+def test_pipeline_accuracy_counts_what_the_pipeline_answers(meta_trained, monkeypatch):
+    out, _ = meta_trained
+    found = pipeline_accuracy(str(out), "digits", support=11, queries=6, draws=2, seed=1)
+    assert found in {k / 12 for k in range(13)}
+    answers = []  # the same draws by hand, through the pipeline itself
+    classify = pipeline("in-context-classification", model=str(out))
+    images, labels = load_image_arrays("digits", "test")
+    rng = np.random.default_rng(1)
+    for _ in range(2):
+        chosen = rng.permutation(len(labels))[:17]
+        result = classify([Image.fromarray(images[i]) for i in chosen[11:]],
+                          support=[Image.fromarray(images[i]) for i in chosen[:11]],
+                          support_labels=[f"class {labels[i]}" for i in chosen[:11]])  # fmt: skip
+        answers += [r[0]["label"] == f"class {labels[i]}" for r, i in zip(result, chosen[11:])]
+    assert found == sum(answers) / 12
 
 
 def test_pipeline_classifies_queries_from_labelled_support(meta_trained):

@@ -1,5 +1,6 @@
-"""In-context evaluation of GPICL learners: accuracy at every position on unseen tasks, and the paper's SGD row (a
-linear classifier trained by SGD on the same context examples) on the same sequences."""
+"""In-context evaluation of GPICL learners: accuracy at every position on unseen tasks, the paper's SGD row (a
+linear classifier trained by SGD on the same context examples) on the same sequences, and the accuracy a user gets
+through `pipeline("in-context-classification")` on real images (`python -m ttt_hf.gpicl_evaluation MODEL`)."""
 
 import torch
 import torch.nn.functional as F
@@ -66,3 +67,47 @@ def _sgd_linear(x, y, num_classes, learning_rate, epochs, batch_size, seed):
             weight -= learning_rate * xb.transpose(1, 2) @ error / idx.shape[1]
             bias -= learning_rate * error.mean(1)
     return weight, bias
+
+
+def pipeline_accuracy(model, dataset: str, support: int = 99, queries: int = 40, draws: int = 5, seed: int = 0,
+                      data_dir: str | None = None) -> float:  # fmt: skip
+    """Accuracy of `pipeline("in-context-classification", model=model)` on `dataset`'s test images as a user calls
+    it: `draws` times, `support` random labelled images (class names as labels) and `queries` other images to
+    classify, all in their original size (the pipeline resizes, normalises and projects them)."""
+    import numpy as np
+    from PIL import Image
+    from transformers import pipeline
+
+    from .data import load_image_arrays
+
+    images, labels = load_image_arrays(dataset, "test", data_dir=data_dir)
+    classify = pipeline("in-context-classification", model=model)
+    rng, hits = np.random.default_rng(seed), 0
+    for _ in range(draws):
+        chosen = rng.permutation(len(labels))[: support + queries]
+        context, asked = chosen[:support], chosen[support:]
+        answers = classify([Image.fromarray(images[i]) for i in asked],
+                           support=[Image.fromarray(images[i]) for i in context],
+                           support_labels=[f"class {labels[i]}" for i in context])  # fmt: skip
+        hits += sum(answer[0]["label"] == f"class {labels[i]}" for answer, i in zip(answers, asked))
+    return hits / (draws * queries)
+
+
+def main(argv=None):
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m ttt_hf.gpicl_evaluation", description=pipeline_accuracy.__doc__)
+    parser.add_argument("model", help="a meta-trained learner: folder or Hub id")
+    parser.add_argument("--datasets", default="mnist-5k,fashion-mnist")
+    parser.add_argument("--support", type=int, default=99)
+    parser.add_argument("--queries", type=int, default=40)
+    parser.add_argument("--draws", type=int, default=5)
+    args = parser.parse_args(argv)
+    for dataset in args.datasets.split(","):
+        accuracy = pipeline_accuracy(args.model, dataset, args.support, args.queries, args.draws)
+        print(f"{dataset}: {100 * accuracy:.1f} % of {args.draws * args.queries} queries through the pipeline "
+              f"({args.draws} draws of {args.support} labelled test images)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
