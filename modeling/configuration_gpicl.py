@@ -65,12 +65,14 @@ class GPICLConfig(PreTrainedConfig):
     decoder_layer_norm: bool = True
 
     # As remote code (no ttt_hf), `pipeline("in-context-classification", trust_remote_code=True)` takes the
-    # checkpoint's pipeline_gpicl.py (the installed ttt_hf registers that task itself).
-    custom_pipelines = remote_pipeline(
-        "in-context-classification",
-        "pipeline_gpicl.InContextClassificationPipeline",
-        "AutoModelForTokenClassification",
-    )
+    # checkpoint's pipeline_gpicl.py, which save_pretrained copies there (the installed ttt_hf registers the task).
+    REMOTE_PIPELINES = {
+        "in-context-classification": {
+            "impl": "pipeline_gpicl.InContextClassificationPipeline",
+            "pt": ["AutoModelForTokenClassification"],
+        }
+    }
+    custom_pipelines = remote_pipeline(REMOTE_PIPELINES)
 
     def __post_init__(self, **kwargs):
         if self.intermediate_size is None:

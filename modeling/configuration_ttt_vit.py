@@ -74,22 +74,41 @@ def _preset_table():
 PRESETS = _preset_table()
 
 
-def remote_pipeline(task: str, impl: str, auto_class: str) -> property:
-    """A config's `custom_pipelines`: {task: impl} when the config class runs as remote code (no ttt_hf), so that
-    `pipeline(task, model=..., trust_remote_code=True)` takes the checkpoint's own pipeline file (which the modeling
-    file imports, so that save_pretrained copies it). The installed copy reports none: ttt_hf registers its
-    pipelines itself, and a custom pipeline in config.json would make `pipeline()` demand `trust_remote_code`."""
+def remote_pipeline(pipelines: dict) -> property:
+    """A config's `custom_pipelines`: `pipelines` ({task: {"impl": "module.Class", "pt": [auto class]}}) when the
+    config class runs as remote code (no ttt_hf), so that `pipeline(task, model=..., trust_remote_code=True)` takes
+    the checkpoint's own pipeline file (`copy_pipeline_code` puts it there). The installed copy reports none: ttt_hf
+    registers its pipelines itself, and a custom pipeline in config.json would make `pipeline()` demand
+    `trust_remote_code`."""
 
     def get(config) -> dict:
-        pipelines = dict(config.__dict__.get("custom_pipelines") or {})  # any set by hand or read from config.json
+        found = dict(config.__dict__.get("custom_pipelines") or {})  # any set by hand or read from config.json
         if __name__.startswith("transformers_modules."):
-            pipelines.setdefault(task, {"impl": impl, "pt": [auto_class]})
-        return pipelines
+            for task, entry in pipelines.items():
+                found.setdefault(task, entry)
+        return found
 
     def set(config, value):
         config.__dict__["custom_pipelines"] = value
 
     return property(get, set)
+
+
+def copy_pipeline_code(config, folder) -> None:
+    """Copy the files of the config class's REMOTE_PIPELINES, and every file they import relatively, into `folder`
+    (a saved checkpoint), so that the pipeline loads as remote code without the model's own files importing it: the
+    model then loads without the pipeline's dependencies (PIL)."""
+    import shutil
+    from pathlib import Path
+
+    from transformers.dynamic_module_utils import get_relative_import_files
+
+    here = Path(__file__).resolve().parent
+    for entry in type(config).REMOTE_PIPELINES.values():
+        source = here / f"{entry['impl'].rsplit('.', 1)[0]}.py"
+        for path in [source, *map(Path, get_relative_import_files(source))]:
+            if not (Path(folder) / path.name).exists():
+                shutil.copyfile(path, Path(folder) / path.name)
 
 
 class TTTViTConfig(PreTrainedConfig):
@@ -254,9 +273,13 @@ class TTTViTConfig(PreTrainedConfig):
 
     # As remote code (no ttt_hf), `pipeline("image-classification")` takes the checkpoint's pipeline_ttt_vit.py, which
     # keeps each image's mode for the processor (the installed ttt_hf registers that pipeline itself).
-    custom_pipelines = remote_pipeline(
-        "image-classification", "pipeline_ttt_vit.TTTViTImageClassificationPipeline", "AutoModelForImageClassification"
-    )
+    REMOTE_PIPELINES = {
+        "image-classification": {
+            "impl": "pipeline_ttt_vit.TTTViTImageClassificationPipeline",
+            "pt": ["AutoModelForImageClassification"],
+        }
+    }
+    custom_pipelines = remote_pipeline(REMOTE_PIPELINES)
 
     def inner_lrs(self) -> list[float]:
         """The step size of every inner step, as a list of length `inner_steps`."""

@@ -17,7 +17,7 @@ from transformers.modeling_outputs import ModelOutput
 
 from .causal_ttt_layers import CausalConv, CausalTTTMixer
 from .configuration_gpicl import GPICLConfig
-from .pipeline_gpicl import InContextClassificationPipeline  # noqa: F401  (copied as remote code)
+from .configuration_ttt_vit import copy_pipeline_code
 from .ttt_layers import TTTMixer, _merge_heads, _split_heads
 
 AUTO_MAP = {
@@ -93,9 +93,11 @@ class GPICLPreTrainedModel(PreTrainedModel):
     _no_split_modules = ["GPICLBlock"]
 
     def save_pretrained(self, save_directory, *args, **kwargs):
-        """Save as usual, plus an `auto_map` for every Auto class (`trust_remote_code=True` loads without ttt_hf)."""
+        """Save as usual, plus an `auto_map` for every Auto class (`trust_remote_code=True` loads without ttt_hf) and
+        the pipeline's code (its own files: the model's do not import it, so the model loads without PIL)."""
         self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **AUTO_MAP}
         super().save_pretrained(save_directory, *args, **kwargs)
+        copy_pipeline_code(self.config, save_directory)
 
     def _init_weights(self, module):
         """GPT-style: normal(0, initializer_range) linear and embedding weights, zero biases, LayerNorm 1 and 0; the

@@ -10,6 +10,7 @@ import textwrap
 import pytest
 import torch
 from transformers import AutoConfig, AutoModel, AutoModelForTokenClassification, pipeline
+from transformers.dynamic_module_utils import get_imports, get_relative_import_files
 
 from ttt_hf import GPICLConfig, GPICLForInContextClassification, GPICLModel
 from ttt_hf.modeling.causal_ttt_layers import CausalTTTMixer
@@ -259,6 +260,9 @@ def test_save_load_and_remote_code_round_trip(tmp_path, backbone):
                  "pipeline_gpicl.py", "tasks_gpicl.py", "pipeline_ttt_vit.py"):  # fmt: skip
         assert (repo / name).exists(), name
     assert "custom_pipelines" not in config  # installed, ttt_hf registers the task: no trust_remote_code needed
+    chain = [repo / "modeling_gpicl.py", *get_relative_import_files(repo / "modeling_gpicl.py")]
+    assert not any("pipeline" in str(path) for path in chain)  # the model's code does not import the pipeline's,
+    assert "PIL" not in {name for path in chain for name in get_imports(path)}  # so it loads without PIL
     classify = pipeline("in-context-classification", model=str(repo))
     support = list(x[0].numpy())
     predictions = classify(support[:3], support=support, support_labels=labels[0].tolist(), top_k=2)

@@ -175,21 +175,29 @@ def test_a_tiny_meta_training_run_writes_model_results_and_plots(meta_trained):
     assert model.config.backbone == "ttt_linear" and model.config.input_dim == 64
 
 
-def test_pipeline_accuracy_counts_what_the_pipeline_answers(meta_trained, monkeypatch):
-    out, _ = meta_trained
-    found = pipeline_accuracy(str(out), "digits", support=11, queries=6, draws=2, seed=1)
-    assert found in {k / 12 for k in range(13)}
-    answers = []  # the same draws by hand, through the pipeline itself
-    classify = pipeline("in-context-classification", model=str(out))
+def test_pipeline_accuracy_counts_what_the_pipeline_answers(monkeypatch):
+    """A stand-in pipeline that always answers the first support label: the accuracy is the share of queries of
+    that class, and every image arrives at its own size with its class name."""
     images, labels = load_image_arrays("digits", "test")
-    rng = np.random.default_rng(1)
-    for _ in range(2):
+    seen = []
+
+    def first_label(model):
+        def classify(queries, support, support_labels):
+            seen.append((model, len(queries), len(support), {image.size for image in queries + support}))
+            return [[{"label": support_labels[0], "score": 1.0}] for _ in queries]
+
+        return classify
+
+    monkeypatch.setattr("transformers.pipeline", lambda task, model: first_label(model))
+    found = pipeline_accuracy("some/learner", "digits", support=11, queries=6, draws=3, seed=1)
+    expected, rng = 0, np.random.default_rng(1)
+    for _ in range(3):
         chosen = rng.permutation(len(labels))[:17]
-        result = classify([Image.fromarray(images[i]) for i in chosen[11:]],
-                          support=[Image.fromarray(images[i]) for i in chosen[:11]],
-                          support_labels=[f"class {labels[i]}" for i in chosen[:11]])  # fmt: skip
-        answers += [r[0]["label"] == f"class {labels[i]}" for r, i in zip(result, chosen[11:])]
-    assert found == sum(answers) / 12
+        expected += int((labels[chosen[11:]] == labels[chosen[0]]).sum())
+    assert found == expected / 18 and 0 < found < 1
+    assert seen == [("some/learner", 6, 11, {(8, 8)})] * 3
+    with pytest.raises(ValueError, match="180 images, fewer than support \\+ queries = 200"):
+        pipeline_accuracy("some/learner", "digits", support=150, queries=50)
 
 
 def test_pipeline_classifies_queries_from_labelled_support(meta_trained):
@@ -269,6 +277,9 @@ def test_curriculum_gives_fewer_classes_per_task_first(digits):
         parse_curriculum("2-500")
     with pytest.raises(ValueError, match="increasing"):
         parse_curriculum("2:500,5:100")
+    for text in ("2:500,5:500", "2:0"):  # a stage that would never run
+        with pytest.raises(ValueError, match="increasing positive steps"):
+            parse_curriculum(text)
 
 
 def test_bursty_sequences_repeat_few_examples_first(digits):

@@ -111,6 +111,12 @@ def build_gpicl_card(repo_id: str, config: dict, results: dict, arguments: dict)
         datasets=[hub_id] if hub_id else None, metrics=["accuracy"], eval_results=gpicl_eval_results(results),
     )  # fmt: skip
     rows = accuracy_rows(results)
+    sgd_note = (
+        f"; in brackets, a linear classifier trained by SGD on the same n examples (the paper's SGD row; lr "
+        f"{SGD_LEARNING_RATE}, {SGD_EPOCHS} epochs)"
+        if results.get("sgd")
+        else ""
+    )
     minutes = results.get("train_runtime", 0) / 60
     body = f"""# {repo_id.split("/")[-1]}
 
@@ -152,8 +158,7 @@ classify(query_images, support=support_images, support_labels=labels, top_k=1)
 ## Results
 
 Accuracy after n examples on tasks never seen in meta-training (test splits, {meta["final_eval_sequences"]:,}
-sequences each); in brackets, a linear classifier trained by SGD on the same n examples (the paper's SGD row;
-lr {SGD_LEARNING_RATE}, {SGD_EPOCHS} epochs):
+sequences each){sgd_note}:
 
 {chr(10).join(rows)}
 

@@ -81,6 +81,10 @@ def pipeline_accuracy(model, dataset: str, support: int = 99, queries: int = 40,
     from .data import load_image_arrays
 
     images, labels = load_image_arrays(dataset, "test", data_dir=data_dir)
+    if support + queries > len(labels):
+        raise ValueError(
+            f"{dataset}'s test split has {len(labels)} images, fewer than support + queries = {support + queries}."
+        )
     classify = pipeline("in-context-classification", model=model)
     rng, hits = np.random.default_rng(seed), 0
     for _ in range(draws):
@@ -102,9 +106,12 @@ def main(argv=None):
     parser.add_argument("--support", type=int, default=99)
     parser.add_argument("--queries", type=int, default=40)
     parser.add_argument("--draws", type=int, default=5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data_dir", help="where the fashion-mnist IDX files are")
     args = parser.parse_args(argv)
     for dataset in args.datasets.split(","):
-        accuracy = pipeline_accuracy(args.model, dataset, args.support, args.queries, args.draws)
+        accuracy = pipeline_accuracy(args.model, dataset, args.support, args.queries, args.draws, args.seed,
+                                     args.data_dir)  # fmt: skip
         print(f"{dataset}: {100 * accuracy:.1f} % of {args.draws * args.queries} queries through the pipeline "
               f"({args.draws} draws of {args.support} labelled test images)")  # fmt: skip
 

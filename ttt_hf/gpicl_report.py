@@ -44,10 +44,13 @@ def table(runs: list[dict], names: list[str] | None = None) -> str:
         step = r.get(f"steps_to_leave_plateau_unseen-{meta['dataset']}")
         cells.append(f"step {step}" if step is not None else f"not within {r['train_steps']}")
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", f"State: the floats a sequence carries from one position to the next. Accuracy after {last} "
-              f"examples on tasks never seen in meta-training (test splits; SGD: a linear classifier trained by SGD "
-              f"on the same {last} examples). Left chance: the first evaluation with accuracy above "
-              f"{100 * CHANCE_EXIT:.0f} % at the last position."]  # fmt: skip
+    if not runs:
+        return "No meta-training runs (`ttt-hf meta-train` writes them; `ttt-hf zoo store` keeps zoo learners)."
+    lasts = " or ".join(sorted({str(r["meta_arguments"]["sequence_length"] - 1) for r in runs}, key=int))
+    lines += ["", f"State: the floats a sequence carries from one position to the next. Accuracy after {lasts} "
+              f"examples (all but the last of a sequence) on tasks never seen in meta-training (test splits; SGD: a "
+              f"linear classifier trained by SGD on the same examples). Left chance: the first evaluation with "
+              f"accuracy above {100 * CHANCE_EXIT:.0f} % at the last position."]  # fmt: skip
     return "\n".join(lines)
 
 

@@ -41,7 +41,8 @@ class TaskSampler:
     all classes after the last step (`parse_curriculum("2:500,5:1000")`).
     distinct_examples: until step s_1 every sequence draws its examples from only m_1 base examples, so that they
     repeat exactly (bursty sequences: the label of a repeated input is in the context), until s_2 from m_2, ...;
-    every example drawn afresh after the last step (`parse_curriculum("10:300", "--distinct_examples")`)."""
+    every example drawn afresh after the last step (`parse_curriculum("10:300", "--distinct_examples")`); a stage
+    with m >= sequence_length changes nothing."""
 
     inputs: torch.Tensor  # [n, N_x]
     labels: torch.Tensor  # [n]
@@ -134,8 +135,9 @@ def parse_curriculum(text: str | None, flag: str = "--curriculum") -> tuple[tupl
         except ValueError:
             raise ValueError(f"{flag} takes value:until_step pairs such as '2:500,5:1000', got {item!r}.") from None
         stages.append((until, value))
-    if [until for until, _ in stages] != sorted(until for until, _ in stages):
-        raise ValueError(f"{flag} stages must end at increasing steps, got {text!r}.")
+    ends = [until for until, _ in stages]
+    if any(b <= a for a, b in zip([0] + ends, ends)):
+        raise ValueError(f"{flag} stages must end at increasing positive steps, got {text!r}.")
     return tuple(stages)
 
 

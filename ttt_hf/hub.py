@@ -99,14 +99,19 @@ def package_code_folder() -> Path:
 
 
 def code_files(run: Path, config: dict, processor_config: dict) -> dict[str, Path]:
-    """The model code of the run, path in the repo -> file: the modules `auto_map` names and every file they import
-    relatively — what transformers downloads for `trust_remote_code=True`. They come from the run, where
-    `save_pretrained` copied them; a folder with no .py file at all (a zoo folder in model_cards/, kept without
-    code) gets them from the installed package instead, found the same way."""
+    """The model code of the run, path in the repo -> file: the modules `auto_map` names, the pipelines of the config
+    class (`REMOTE_PIPELINES`) and of config.json, and every file they import relatively — what transformers
+    downloads for `trust_remote_code=True`. They come from the run, where `save_pretrained` copied them; a folder
+    with no .py file at all (a zoo folder in model_cards/, kept without code) gets them from the installed package
+    instead, found the same way."""
+    from transformers import CONFIG_MAPPING
     from transformers.dynamic_module_utils import get_relative_import_files
 
     modules = _modules(config.get("auto_map") or {}) | _modules(processor_config.get("auto_map") or {})
-    modules |= {p["impl"].rsplit(".", 1)[0] for p in (config.get("custom_pipelines") or {}).values() if "impl" in p}
+    model_type = config.get("model_type")
+    config_class = CONFIG_MAPPING[model_type] if model_type in CONFIG_MAPPING else None
+    pipelines = {**getattr(config_class, "REMOTE_PIPELINES", {}), **(config.get("custom_pipelines") or {})}
+    modules |= {p["impl"].rsplit(".", 1)[0] for p in pipelines.values() if "impl" in p}
     if not modules:
         raise ValueError(
             f"{run / 'config.json'} has no auto_map, so the repo could not load without ttt_hf: save the model with "

@@ -66,7 +66,7 @@ class MetaArguments:
     data_dir: str | None = field(default=None, metadata={"help": "where the fashion-mnist IDX files are"})
 
 
-# The outer loop's settings that the paper's interventions vary, unless given: Adam lr 1e-3, eps 1e-8, meta-batch 128
+# The outer loop's settings that the paper's interventions vary, unless given
 DEFAULT_OPTIMIZER = {"meta_batch_size": 128, "learning_rate": 1e-3, "adam_epsilon": 1e-8}
 
 
@@ -136,6 +136,11 @@ def reproduce_final_accuracy(folder) -> tuple[str, float, float]:
     name = f"unseen-{meta.dataset}"
     sampler = unseen_sampler(meta, meta.dataset, arguments["training"]["seed"])
     model = GPICLForInContextClassification.from_pretrained(folder)
+    if f"final_{name}_accuracy_last" not in results:
+        raise ValueError(
+            f"{folder} has no final evaluation on {name} (its --eval_datasets left out {meta.dataset}): nothing to "
+            "check its weights against; meta-train again with the training dataset among --eval_datasets."
+        )
     found = in_context_accuracy(model, sampler, meta.final_eval_sequences)["accuracy"][-1]
     return name, found, results[f"final_{name}_accuracy_last"]
 

@@ -88,7 +88,7 @@ FMNIST_SETTINGS = {  # setting -> (preset prefix, overrides, flags, mixers)
 }  # fmt: skip
 FMNIST_SEEDS = {"mlp": (0, 1), "linattn": (0, 1)}  # the paper's key comparison gets two seeds; the others one
 
-# In-context learners (GPICL), meta-trained on fresh tasks of mnist-5k (width 128, 4 layers, meta-batch 128) on 2 CPU
+# In-context learners (GPICL), meta-trained on fresh tasks of mnist-5k with `ttt-hf meta-train`'s defaults on 2 CPU
 # cores: bursty sequences of 10 base examples until step 400, then every example fresh (docs/gpicl.md).
 GPICL_FLAGS = ("--distinct_examples", "10:400", "--max_steps", "1000", "--eval_steps", "50")
 GPICL_BACKBONES = {"ttt_linear": "ttt_conv_size=2"}  # backbone -> config overrides
@@ -179,15 +179,23 @@ def fixed_test_slice(arguments: dict):
 
 
 def check_run_is_the_entry(run: Path, entry: ZooEntry) -> None:
-    """ValueError unless `run` was made by the entry's kind of command, on its dataset (and GPICL backbone)."""
+    """ValueError unless `run` was made by the entry's kind of command, on its dataset, with its config overrides
+    (and, for a learner, its backbone)."""
+    from .training import parse_overrides
+
     config = json.loads((run / "config.json").read_text())
     if (config.get("model_type") == "gpicl") != entry.in_context:
         raise ValueError(f"{run} is not a `ttt-hf {entry.trainer}` run, which zoo entry {entry.name} needs.")
     if entry.in_context:
         meta = json.loads((run / RESULTS_FILE).read_text())["meta_arguments"]
         found, wanted = (config["backbone"], meta["dataset"]), (entry.mixer, entry.dataset)
-        if found != wanted:
-            raise ValueError(f"{run} meta-trained (backbone, dataset) {found}; zoo entry {entry.name} is {wanted}.")
+    else:
+        found = json.loads((run / "training_args.json").read_text())["data"]["dataset"]
+        wanted = entry.dataset
+    overrides = parse_overrides(entry.overrides)
+    found, wanted = (found, {k: config.get(k) for k in overrides}), (wanted, overrides)
+    if found != wanted:
+        raise ValueError(f"{run} was trained as {found}; zoo entry {entry.name} is {wanted}.")
 
 
 def in_context_slice(folder) -> tuple[float, int, str]:
