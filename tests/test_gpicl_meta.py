@@ -311,5 +311,8 @@ def test_report_tabulates_runs_and_plots(meta_trained, tmp_path):
     accuracy = 100 * results["final_unseen-digits_accuracy_last"]
     sgd = 100 * results["sgd"]["unseen-digits"][11]
     assert row.startswith("| ttt_linear | 4 tasks, meta-batch 8 |") and f"{accuracy:.1f} % ({sgd:.1f} %)" in row
+    seen = 100 * results["final_seen_accuracy_last"]  # a pool of 4 tasks: the meta-training tasks have a column
+    assert "| time | seen | unseen-digits (SGD) |" in text.splitlines()[0]
+    assert f"| {seen:.1f} % | {accuracy:.1f} % ({sgd:.1f} %) |" in row
     main([str(out), "--plot", str(tmp_path / "cmp.png"), "--task_set", "unseen-digits"])
     assert (tmp_path / "cmp.png").stat().st_size > 1000

@@ -2,8 +2,8 @@
 
 Each RUN is the --output_dir of a `ttt-hf meta-train` run. The table gives, per run: backbone and interventions,
 parameters, the state a position carries after 99 examples, steps and time, accuracy after the last example on
-unseen tasks of every evaluated dataset next to the SGD row, and the step at which that accuracy first left
-chance (> 20 %), or "not within N".
+unseen tasks of every evaluated dataset next to the SGD row (and on the meta-training tasks, for runs on a pool of
+tasks), and the step at which that accuracy first left chance (> 20 %), or "not within N".
 """
 
 import argparse
@@ -25,9 +25,11 @@ def load_runs(paths) -> list[dict]:
 
 def table(runs: list[dict], names: list[str] | None = None) -> str:
     """The markdown table of `runs` (see the module docstring); `names` adds a first column naming each run."""
-    sets = sorted({name for r in runs for name in unseen_sets(r)})
+    seen = ["seen"] if any("final_seen_accuracy_last" in r for r in runs) else []  # runs on a pool of tasks
+    sets = seen + sorted({name for r in runs for name in unseen_sets(r)})
     head = (["model"] if names else []) + ["backbone", "meta-training", "params", "state (floats)", "steps", "time"]
-    head += [f"{name} (SGD)" for name in sets] + ["left chance (unseen tasks of its training dataset)"]
+    head += [name if name == "seen" else f"{name} (SGD)" for name in sets]
+    head += ["left chance (unseen tasks of its training dataset)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for i, r in enumerate(runs):
         meta, last = r["meta_arguments"], r["meta_arguments"]["sequence_length"] - 1
