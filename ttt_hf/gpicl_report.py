@@ -23,6 +23,12 @@ def load_runs(paths) -> list[dict]:
     return runs
 
 
+def model_description(run: dict) -> str:
+    """The backbone and any config overrides of a run, e.g. "ttt_linear (ttt_conv_size=2)"."""
+    overrides = run["meta_arguments"].get("config_overrides")
+    return run["backbone"] + (f" ({overrides})" if overrides else "")
+
+
 def table(runs: list[dict], names: list[str] | None = None) -> str:
     """The markdown table of `runs` (see the module docstring); `names` adds a first column naming each run."""
     seen = ["seen"] if any("final_seen_accuracy_last" in r for r in runs) else []  # runs on a pool of tasks
@@ -34,9 +40,8 @@ def table(runs: list[dict], names: list[str] | None = None) -> str:
     for i, r in enumerate(runs):
         meta, last = r["meta_arguments"], r["meta_arguments"]["sequence_length"] - 1
         minutes = f"{r['train_runtime'] / 60:.0f} min"
-        backbone = r["backbone"] + (f" ({meta['config_overrides']})" if meta.get("config_overrides") else "")
         cells = [f"`{names[i]}`"] if names else []
-        cells += [backbone, interventions(meta, r.get("optimizer")), f"{r['num_parameters'] / 1e6:.2f} M",
+        cells += [model_description(r), interventions(meta, r.get("optimizer")), f"{r['num_parameters'] / 1e6:.2f} M",
                   f"{r['state_size']:,}", str(r["train_steps"]), minutes]  # fmt: skip
         for name in sets:
             value = r.get(f"final_{name}_accuracy_last")
@@ -64,7 +69,7 @@ def plot(runs: list[dict], path, task_set: str) -> None:
     for r in runs:
         points = last_position_accuracy(r["curves"][:-1], task_set)  # the last entry is the final evaluation
         if points:
-            label = f"{r['backbone']}, {interventions(r['meta_arguments'], r.get('optimizer'))}"
+            label = f"{model_description(r)}, {interventions(r['meta_arguments'], r.get('optimizer'))}"
             ax.plot(*zip(*points), "o-", ms=3, label=label)
     ax.axhline(0.1, color="grey", lw=0.8, ls=":", label="chance")
     ax.axhline(CHANCE_EXIT, color="grey", lw=0.8, ls="--")
