@@ -3,9 +3,13 @@ and the in-context classification pipeline."""
 
 import torch
 
-# Task seeds from here on are never meta-training tasks (pools are seeds 0 .. n - 1, fresh tasks draw below 2^40
-# only with probability 2^-22): meta-testing uses them, and the pipeline's default projection is the one below it.
+# torch's CPU generator keeps only the low 32 bits of a seed, so two seeds name the same task when they agree
+# there. Meta-testing uses seeds from UNSEEN_TASK_OFFSET on (low bits 0, 1, 2, ..., as many as it reads), and the
+# pipeline's default projection the one below it (low bits 2^32 - 1); pools of meta-training tasks start at
+# POOL_TASK_OFFSET (low bits 2^31 on), so that a pool never holds an unseen task. Fresh tasks draw their seeds at
+# random: one meets a given unseen task with probability 2^-32.
 UNSEEN_TASK_OFFSET = 2**40
+POOL_TASK_OFFSET = 2**31
 
 
 def random_task(seed: int, input_dim: int, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -16,4 +20,4 @@ def random_task(seed: int, input_dim: int, num_classes: int) -> tuple[torch.Tens
     return projection, torch.randperm(num_classes, generator=g)
 
 
-__all__ = ["UNSEEN_TASK_OFFSET", "random_task"]
+__all__ = ["POOL_TASK_OFFSET", "UNSEEN_TASK_OFFSET", "random_task"]

@@ -16,6 +16,7 @@ from ttt_hf.gpicl_card import interventions
 from ttt_hf.gpicl_evaluation import _sgd_linear, in_context_accuracy, pipeline_accuracy, sgd_accuracy
 from ttt_hf.gpicl_tasks import (
     FIXED_TASK_SEED,
+    POOL_TASK_OFFSET,
     UNSEEN_TASK_OFFSET,
     TaskSampler,
     TaskStream,
@@ -57,7 +58,8 @@ def test_sampler_builds_sequences_of_one_task_and_reproduces(digits):
     batch = sampler.batch(5, 8)
     assert batch["inputs"].shape == (8, 30, 64) and batch["labels"].shape == (8, 30)
     seeds = batch["task_seeds"].tolist()
-    assert seeds[:2] == [FIXED_TASK_SEED] * 2 and all(0 <= s < 4 for s in seeds[2:])  # 25 % fixed, pool of 4
+    assert seeds[:2] == [FIXED_TASK_SEED] * 2  # 25 % fixed, the rest from a pool of 4
+    assert all(POOL_TASK_OFFSET <= s < POOL_TASK_OFFSET + 4 for s in seeds[2:])
     for i, seed in enumerate(seeds):  # every example is x A^T of a base example, labelled by the permutation
         projection, permutation = task_of(seed, 64, 10)
         base = batch["inputs"][i] @ torch.linalg.inv(projection.T)
@@ -76,7 +78,24 @@ def test_sampler_builds_sequences_of_one_task_and_reproduces(digits):
     assert torch.equal(torch.stack([f["inputs"] for f in first]), sampler.batch(0, 8)["inputs"])
 
 
-@pytest.mark.parametrize("kwargs,message", [(dict(num_tasks=0), "`num_tasks`"), (dict(fixed_task_fraction=1.5), "in")])
+def test_a_pool_never_holds_an_unseen_task(digits):
+    """torch's generator keeps a seed's low 32 bits: pools and meta-test tasks must differ there (they once did not,
+    and the first unseen sequences of a pool run were its own training tasks)."""
+    pool = TaskSampler(*digits, num_tasks=2**16)
+    pool_seeds = {(POOL_TASK_OFFSET + i) % 2**32 for i in range(2**16)}
+    unseen = TaskSampler(*digits, unseen=True)
+    unseen_seeds = {s % 2**32 for step in range(64) for s in unseen.task_seeds(step, 128)}  # 8,192 sequences
+    assert len(unseen_seeds) == 64 * 128 and not pool_seeds & unseen_seeds
+    assert all(POOL_TASK_OFFSET <= s < POOL_TASK_OFFSET + 2**16 for s in pool.task_seeds(0, 128))
+    first_pool, first_unseen = task_of(POOL_TASK_OFFSET, 64, 10)[0], task_of(UNSEEN_TASK_OFFSET, 64, 10)[0]
+    assert not torch.equal(first_pool, first_unseen)
+    assert torch.equal(task_of(UNSEEN_TASK_OFFSET, 64, 10)[0], task_of(0, 64, 10)[0])  # the low bits name the task
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [(dict(num_tasks=0), "`num_tasks`"), (dict(num_tasks=2**31), "2\\^31 - 1"), (dict(fixed_task_fraction=1.5), "in")],
+)
 def test_sampler_refuses_bad_settings(digits, kwargs, message):
     with pytest.raises(ValueError, match=message):
         TaskSampler(*digits, **kwargs)

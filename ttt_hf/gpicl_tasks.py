@@ -4,8 +4,9 @@ A base dataset (flattened grey images, z-normalised over all its examples and pi
 is a random linear projection A_s (N_x x N_x, entries N(0, 1 / N_x)) of every input and a random permutation
 rho_s of the labels, both drawn from the integer seed s. A sequence is `sequence_length` examples of one task.
 Meta-training draws from the base dataset's train split and either a pool of `num_tasks` tasks (seeds
-0 .. num_tasks - 1: the memorisation-to-learning transition) or fresh seeds forever (`num_tasks=None`);
-meta-testing draws unseen tasks (seeds from a disjoint range) on a test split, of the same or another dataset.
+POOL_TASK_OFFSET + 0 .. num_tasks - 1: the memorisation-to-learning transition) or fresh seeds forever
+(`num_tasks=None`); meta-testing draws unseen tasks (seeds that no pool holds; modeling/tasks_gpicl.py) on a test
+split, of the same or another dataset.
 Everything is a function of the sampler's seed and the step, so runs reproduce.
 """
 
@@ -16,7 +17,7 @@ import torch
 from torch.utils.data import IterableDataset
 
 from .data import load_image_arrays
-from .modeling.tasks_gpicl import UNSEEN_TASK_OFFSET  # meta-test task seeds start here
+from .modeling.tasks_gpicl import POOL_TASK_OFFSET, UNSEEN_TASK_OFFSET  # where pools and meta-test tasks start
 from .modeling.tasks_gpicl import random_task as task_of  # the task family, shared with the pipeline
 
 FIXED_TASK_SEED = -1  # the task of the biased fraction of every batch (the paper's intervention)
@@ -34,7 +35,7 @@ def base_inputs(dataset: str, split: str, image_size: int = 14, data_dir: str | 
 class TaskSampler:
     """Draws batches of sequences [B, T, N_x] with labels [B, T] from a base dataset (see the module docstring).
 
-    num_tasks: the pool size (seeds 0 .. num_tasks - 1), or None for a fresh task per sequence.
+    num_tasks: the pool size (seeds POOL_TASK_OFFSET + 0 .. num_tasks - 1), or None for a fresh task per sequence.
     fixed_task_fraction: the share of every batch drawn from one fixed task (the paper's biasing intervention).
     unseen: draw meta-test tasks (seeds from UNSEEN_TASK_OFFSET on) instead of meta-training ones.
     curriculum: until step s_1 every sequence uses k_1 classes of its task (drawn per sequence), until s_2 k_2, ...;
@@ -56,9 +57,9 @@ class TaskSampler:
     distinct_examples: tuple[tuple[int, int], ...] = ()  # ((until_step, base examples per sequence), ...)
 
     def __post_init__(self):
-        if self.num_tasks is not None and self.num_tasks < 1:
+        if self.num_tasks is not None and not 1 <= self.num_tasks < 2**31:
             raise ValueError(
-                f"`num_tasks` must be a positive number of tasks or None (unlimited), got {self.num_tasks}."
+                f"`num_tasks` must be a number of tasks in 1 .. 2^31 - 1, or None (unlimited), got {self.num_tasks}."
             )
         if not 0.0 <= self.fixed_task_fraction <= 1.0:
             raise ValueError(f"`fixed_task_fraction` must be in [0, 1], got {self.fixed_task_fraction}.")
@@ -95,7 +96,7 @@ class TaskSampler:
         elif self.num_tasks is None:
             seeds = torch.randint(0, 2**62, (free,), generator=g).tolist()
         else:
-            seeds = torch.randint(0, self.num_tasks, (free,), generator=g).tolist()
+            seeds = (POOL_TASK_OFFSET + torch.randint(0, self.num_tasks, (free,), generator=g)).tolist()
         return [FIXED_TASK_SEED] * fixed + seeds
 
     def batch(self, step: int, batch_size: int) -> dict[str, torch.Tensor]:
