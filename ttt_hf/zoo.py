@@ -88,10 +88,10 @@ FMNIST_SETTINGS = {  # setting -> (preset prefix, overrides, flags, mixers)
 }  # fmt: skip
 FMNIST_SEEDS = {"mlp": (0, 1), "linattn": (0, 1)}  # the paper's key comparison gets two seeds; the others one
 
-# In-context learners (GPICL), meta-trained on fresh tasks of mnist-5k with `ttt-hf meta-train`'s defaults on 2 CPU
-# cores: bursty sequences of 10 base examples until step 400, then every example fresh (docs/gpicl.md).
-# The matched-parameter comparison (about 1 M parameters each), with the causal convolutions that let them leave the
-# plateau; TTT-MLP's 600 steps are what its 0.15 steps/s (one core) fit in a session.
+# In-context learners (GPICL): the matched-parameter comparison (about 1 M parameters each), meta-trained on fresh
+# tasks of mnist-5k with `ttt-hf meta-train`'s defaults, bursty sequences first (10 base examples each until step
+# 400) and the causal convolutions that let them leave the plateau (docs/gpicl.md); TTT-MLP's 600 steps are what its
+# 0.15 steps/s on one core fit in a session.
 GPICL_FLAGS = ("--distinct_examples", "10:400", "--eval_steps", "50")
 GPICL_BACKBONES = {  # backbone -> (config overrides, steps, plan)
     "ttt_linear": ("ttt_conv_size=2", 1000, "CPU, 35 min"),
@@ -135,7 +135,7 @@ def _zoo() -> dict[str, ZooEntry]:
                 mixer=backbone,
                 plan=plan,
                 trainer="meta-train",
-            )  # fmt: skip
+            )
         )
     return {entry.name: entry for entry in entries}
 
