@@ -34,6 +34,7 @@ from transformers import (
 from transformers.trainer_utils import get_last_checkpoint
 
 from .data import image_info, load_image_dataset
+from .device_data import DeviceBatchCollator, IndexDataset, decode_split, device_data_plan, normalisation_table
 from .hub import TRAINING_ARGS_FILE, HubPublishError, check_repo_id, publish
 from .metrics import compute_classification_metrics
 from .model_sizing import AUTO_MODEL, auto_geometry, preset_geometry
@@ -130,6 +131,12 @@ class DataArguments:
         default=default("eval_crop_fraction"),
         metadata={"help": "Evaluation centre-crop fraction (1.0: plain resize)." + recipe_help("eval_crop_fraction")},
     )
+    device_data: bool = field(
+        default=True,
+        metadata={"help": "Hold the splits as uint8 tensors on the training device and crop, flip and normalise whole "
+                  "batches there, where that applies (not with RandAugment; splits up to 4 GiB decoded); false: "
+                  "augment image by image with PIL in the data loader."},
+    )  # fmt: skip
 
 
 def _recipe_field(flag: str, help_: str):
@@ -390,6 +397,29 @@ def build_model(model_args: ModelArguments, data_args: DataArguments, class_name
     return model, processor
 
 
+def device_resident(data, processor, image_size: int, data_args, training_args, mixup):
+    """(train, validation, test datasets of indices, training collator, evaluation collator) of the device-resident
+    path (`ttt_hf.device_data`): the three splits decoded once into one uint8 tensor on the training device."""
+    device = training_args.device
+    decoded = [
+        decode_split(data[name], processor, desc=f"decoding {name}") for name in ("train", "validation", "test")
+    ]
+    images = torch.cat([images for images, _ in decoded]).to(device)  # [N, C, S, S] uint8
+    labels = torch.cat([labels for _, labels in decoded])
+    starts = np.cumsum([0] + [len(labels) for _, labels in decoded])
+    sets = [IndexDataset(int(stop - start), offset=int(start)) for start, stop in zip(starts[:-1], starts[1:])]
+    table = normalisation_table(processor)
+    train_collator = DeviceBatchCollator(
+        images, labels, table, image_size,
+        random_resized_crop=data_args.random_resized_crop, scale=(data_args.crop_min_scale, 1.0),
+        horizontal_flip=data_args.horizontal_flip, seed=training_args.seed, mixup=mixup,
+    )  # fmt: skip
+    eval_collator = DeviceBatchCollator(images, labels, table, image_size)
+    # the collators index a device tensor: in the main process, from unpinned memory
+    training_args.dataloader_num_workers, training_args.dataloader_pin_memory = 0, False
+    return (*sets, train_collator, eval_collator)
+
+
 def inner_losses_on(model, pixel_values: torch.Tensor) -> np.ndarray | None:
     """Mean inner-loop loss [layers, T + 1] at W_0 .. W_T on a batch, or None for attention mixers."""
     model.eval()
@@ -423,32 +453,44 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: TTT
     class_names = data["train"].features["label"].names
     info = image_info(data)
     model, processor = build_model(model_args, data_args, class_names, info)
-    train_transform = TrainTransform(
-        processor,
-        random_resized_crop=data_args.random_resized_crop,
-        scale=(data_args.crop_min_scale, 1.0),
-        horizontal_flip=data_args.horizontal_flip,
-        rand_augment=data_args.rand_augment,
-        seed=training_args.seed,
-    )
-    train_set = data["train"].with_transform(train_transform)
-    eval_set = data["validation"].with_transform(EvalTransform(processor))
-    test_set = data["test"].with_transform(EvalTransform(processor))
-    collator = (
+    mixup = (
         MixupCollator(len(class_names), data_args.mixup_alpha, seed=training_args.seed)
         if data_args.mixup_alpha > 0
-        else collate_images
+        else None
     )
+    plan = device_data_plan(
+        data_args.device_data, data, model.config.image_size, model.config.num_channels, data_args.rand_augment
+    )
+    if plan.applies:
+        train_set, eval_set, test_set, collator, eval_collator = device_resident(
+            data, processor, model.config.image_size, data_args, training_args, mixup
+        )
+        train_transform = collator
+    else:
+        train_transform = TrainTransform(
+            processor,
+            random_resized_crop=data_args.random_resized_crop,
+            scale=(data_args.crop_min_scale, 1.0),
+            horizontal_flip=data_args.horizontal_flip,
+            rand_augment=data_args.rand_augment,
+            seed=training_args.seed,
+        )
+        train_set = data["train"].with_transform(train_transform)
+        eval_set = data["validation"].with_transform(EvalTransform(processor))
+        test_set = data["test"].with_transform(EvalTransform(processor))
+        collator, eval_collator = mixup or collate_images, collate_images
+    logger.info("data path: %s (%s)", "device-resident" if plan.applies else "per image", plan.reason)
     trainer = ImageClassificationTrainer(
         model=model,
         args=training_args,
         train_dataset=train_set,
         eval_dataset=eval_set,
         data_collator=collator,
+        eval_data_collator=eval_collator,
         compute_metrics=compute_classification_metrics,
         processing_class=processor,
         callbacks=[
-            SetEpochCallback(train_transform, collator),
+            SetEpochCallback(train_transform, mixup),
             LogLastStep(),
             PerProcessSeed(),
             timer := EpochTimer(),
@@ -489,7 +531,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: TTT
             plot_training_curves(
                 trainer.state.log_history, os.path.join(training_args.output_dir, "training_curves.png")
             )
-            probe = collate_images([test_set[i] for i in range(min(32, len(test_set)))])["pixel_values"]
+            probe = eval_collator([test_set[i] for i in range(min(32, len(test_set)))])["pixel_values"]
             losses = inner_losses_on(model, probe)
             if losses is not None:
                 plot_inner_losses(

@@ -306,7 +306,14 @@ def random_resized_crop(
 ) -> Image.Image:
     """Crop a random area (share `scale` of the image, aspect ratio `ratio`) and resize it to `size` (height,
     width), as torchvision's RandomResizedCrop: ten tries, then a centre crop at the nearest allowed ratio."""
-    width, height = image.size
+    left, top, w, h = crop_box(image.size[1], image.size[0], scale, ratio, rng)
+    return image.resize((size[1], size[0]), resample, box=(left, top, left + w, top + h))
+
+
+def crop_box(
+    height: int, width: int, scale: tuple[float, float], ratio: tuple[float, float], rng: np.random.Generator
+) -> tuple[int, int, int, int]:
+    """(left, top, w, h) of a random-resized crop of a height x width image (`random_resized_crop`'s draw)."""
     for _ in range(10):
         area = width * height * rng.uniform(*scale)
         aspect = np.exp(rng.uniform(np.log(ratio[0]), np.log(ratio[1])))
@@ -318,7 +325,7 @@ def random_resized_crop(
         w = min(width, round(height * ratio[1]))
         h = min(height, round(width / ratio[0]))
         left, top = (width - w) // 2, (height - h) // 2
-    return image.resize((size[1], size[0]), resample, box=(left, top, left + w, top + h))
+    return left, top, w, h
 
 
 def _input_size(image_processor) -> tuple[int, int]:
@@ -424,9 +431,12 @@ class MixupCollator(_EpochSeeded):
         self.num_labels, self.alpha, self.seed = num_labels, alpha, seed
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
-        batch = collate_images(features)
+        return self.mix(collate_images(features))
+
+    def mix(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Mix a collated batch {"pixel_values" [B, C, H, W], "labels" long [B]} (on any device)."""
         pixel_values, labels = batch["pixel_values"], batch["labels"]
-        content = pixel_values[..., ::4, ::4].contiguous().numpy().tobytes() + labels.numpy().tobytes()
+        content = pixel_values[..., ::4, ::4].cpu().contiguous().numpy().tobytes() + labels.cpu().numpy().tobytes()
         lam = float(augmentation_rng(self.seed, self.epoch, content).beta(self.alpha, self.alpha))
         lam = max(lam, 1 - lam)
         one_hot = torch.nn.functional.one_hot(labels, self.num_labels).float()  # [B, num_labels]
@@ -442,5 +452,6 @@ __all__ = [
     "RandAugment",
     "TrainTransform",
     "collate_images",
+    "crop_box",
     "random_resized_crop",
 ]
