@@ -64,7 +64,8 @@ def device_description(training_args) -> str:
         name = torch.cuda.get_device_name(device)
     elif device.type == "cpu":
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        name = f"CPU ({platform.machine()}, {cores} cores)"
+        threads = torch.get_num_threads()
+        name = f"CPU ({platform.machine()}, {cores} cores" + (f", {threads} thread(s))" if threads < cores else ")")
     else:
         name = device.type
     return f"{name}, torch {torch.__version__}"

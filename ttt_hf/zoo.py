@@ -43,6 +43,7 @@ class ZooEntry:
     mixer: str = "mlp"  # the MIXER_PRESETS suffix (a classifier) or the GPICL backbone (an in-context learner)
     plan: str = "CPU, minutes"  # where and how long it is meant to train
     trainer: str = "train"  # `ttt-hf train` (a TTT-ViT classifier) or `ttt-hf meta-train` (a GPICL learner)
+    tier: str = "CPU"  # where it is meant to train: "CPU" or "GPU"
 
     @property
     def in_context(self) -> bool:
@@ -74,19 +75,75 @@ class ZooEntry:
         return shlex.join(["ttt-hf", self.trainer, *self.train_arguments()])
 
 
-# Fashion-MNIST, all 60,000 training images (54,000 train / 6,000 validation; test = the official 10,000): one
-# small ViT for every mixer, one recipe and budget per setting. Patches: 28x28 input, 4x4 patches (49 tokens),
-# sin-cos positions. Pixels: 14x14 input, 1x1 patches (196 tokens), learned positions. Meant for a GPU (about
-# 7 CPU-minutes per epoch for MTTT-MLP patches on 2 cores).
+@dataclass(frozen=True)
+class ZooSetting:
+    """One comparison of the zoo: every mixer in `mixers` trained on one dataset with one model size, recipe and
+    budget (what `ttt-hf zoo train --setting NAME` runs), on the device of its tier."""
+
+    name: str  # the entries are ttt-vit-<mixer suffix>-<name>[-seed<k>]
+    tier: str  # "CPU" (trained on 2 CPU cores) or "GPU" (one device call: scripts/train_zoo_gpu.sh)
+    dataset: str
+    description: str  # the input in words, for the results table
+    preset: str  # the preset prefix ("auto" keeps the trainer's auto model, with the mixer as an override)
+    overrides: str
+    flags: tuple[str, ...]
+    mixers: tuple[str, ...]
+    seeds: dict  # mixer suffix -> seeds (the others: seed 0)
+    plan: str
+
+    def entries(self) -> list[ZooEntry]:
+        entries = []
+        for suffix in self.mixers:
+            mixer = ",".join(f"{key}={value}" for key, value in MIXER_PRESETS[suffix].fields.items())
+            for seed in self.seeds.get(suffix, (0,)):
+                entries.append(
+                    ZooEntry(
+                        f"ttt-vit-{suffix}-{self.name}" + (f"-seed{seed}" if seed else ""),
+                        self.dataset,
+                        preset="auto" if self.preset == "auto" else f"{self.preset}-{suffix}",
+                        overrides=",".join(filter(None, [self.overrides, mixer if self.preset == "auto" else ""])),
+                        flags=self.flags,
+                        seed=seed,
+                        setting=self.name,
+                        mixer=suffix,
+                        plan=self.plan,
+                        tier=self.tier,
+                    )
+                )
+        return entries
+
+
+ALL_MIXERS = tuple(MIXER_PRESETS)
+PATCH_MIXERS = tuple(s for s in MIXER_PRESETS if s != "mlp-shuffled4")  # shuffled batching is the pixel variant
+TWO_SEEDS = {"mlp": (0, 1), "linattn": (0, 1)}  # the paper's key comparison gets two seeds; the others one
+# Fashion-MNIST, all 60,000 training images (54,000 train / 6,000 validation; test = the official 10,000).
+# GPU tier: one small ViT for every mixer, one recipe and budget per setting. Patches: 28x28 input, 4x4 patches
+# (49 tokens), sin-cos positions. Pixels: 14x14 input (196 tokens) and 28x28 (784 tokens), learned positions.
 FMNIST_MODEL = "hidden_size=96,num_hidden_layers=6,num_attention_heads=3,intermediate_size=384"
 FMNIST_FLAGS = ("--num_train_epochs", "30", "--global_batch_size", "128", "--crop_min_scale", "0.5",
                 "--horizontal_flip", "true", "--torch_compile", "true")  # fmt: skip
-FMNIST_SETTINGS = {  # setting -> (preset prefix, overrides, flags, mixers)
-    "patch": ("ttt-vit-tiny16", f"{FMNIST_MODEL},patch_size=4", ("--image_size", "28"),
-              [s for s in MIXER_PRESETS if s != "mlp-shuffled4"]),
-    "pixel": ("ttt-vit-tiny-pixel", FMNIST_MODEL, ("--image_size", "14"), list(MIXER_PRESETS)),
+# CPU tier: the trainer's auto model (4 layers of width 96; 7x7 patches of 28x28 images, 16 tokens) for every mixer,
+# 12 epochs with flips; and digits as pixels (8x8, 64 tokens) with the default recipe (60 epochs of 1,437 images).
+CPU_FLAGS = ("--num_train_epochs", "12", "--horizontal_flip", "true")
+AUTO_SIZE = "hidden_size=96,num_hidden_layers=4,num_attention_heads=3,intermediate_size=384"
+SETTINGS = {
+    setting.name: setting
+    for setting in (
+        ZooSetting("fmnist-cpu", "CPU", "fashion-mnist", "Fashion-MNIST, 7x7 patches (16 tokens)", "auto", "",
+                   CPU_FLAGS, PATCH_MIXERS, TWO_SEEDS, "CPU, 25 min"),
+        ZooSetting("digits-pixel", "CPU", "digits", "digits as pixels (8x8, 64 tokens)", "ttt-vit-tiny-pixel",
+                   AUTO_SIZE, (), ALL_MIXERS, {}, "CPU, 10 min"),
+        ZooSetting("fmnist-patch", "GPU", "fashion-mnist", "Fashion-MNIST, 4x4 patches (49 tokens)", "ttt-vit-tiny16",
+                   f"{FMNIST_MODEL},patch_size=4", FMNIST_FLAGS + ("--image_size", "28"), PATCH_MIXERS, TWO_SEEDS,
+                   "GPU"),
+        ZooSetting("fmnist-pixel", "GPU", "fashion-mnist", "Fashion-MNIST as 14x14 pixels (196 tokens)",
+                   "ttt-vit-tiny-pixel", FMNIST_MODEL, FMNIST_FLAGS + ("--image_size", "14"), ALL_MIXERS, TWO_SEEDS,
+                   "GPU"),
+        ZooSetting("fmnist-pixel28", "GPU", "fashion-mnist", "Fashion-MNIST as 28x28 pixels (784 tokens)",
+                   "ttt-vit-tiny-pixel", FMNIST_MODEL, FMNIST_FLAGS + ("--image_size", "28"),
+                   ("mlp", "mlp-shuffled4", "linattn", "attn"), {}, "GPU, if the measured throughput fits"),
+    )
 }  # fmt: skip
-FMNIST_SEEDS = {"mlp": (0, 1), "linattn": (0, 1)}  # the paper's key comparison gets two seeds; the others one
 
 # In-context learners (GPICL): the matched-parameter comparison (about 1 M parameters each), meta-trained on fresh
 # tasks of mnist-5k with `ttt-hf meta-train`'s defaults, bursty sequences first (10 base examples each until step
@@ -108,22 +165,8 @@ def _zoo() -> dict[str, ZooEntry]:
         # example; the comparison of the mixers is the fmnist-patch / fmnist-pixel entries below
         ZooEntry("ttt-vit-mlp-fashion-mnist", "fashion-mnist", setting="fashion-mnist auto", plan="CPU, 25 min"),
     ]
-    for setting, (prefix, overrides, flags, mixers) in FMNIST_SETTINGS.items():
-        for suffix in mixers:
-            for seed in FMNIST_SEEDS.get(suffix, (0,)):
-                entries.append(
-                    ZooEntry(
-                        f"ttt-vit-{suffix}-fmnist-{setting}" + (f"-seed{seed}" if seed else ""),
-                        "fashion-mnist",
-                        preset=f"{prefix}-{suffix}",
-                        overrides=overrides,
-                        flags=FMNIST_FLAGS + flags,
-                        seed=seed,
-                        setting=f"fashion-mnist {setting}",
-                        mixer=suffix,
-                        plan="GPU (or hours on CPU)",
-                    )
-                )
+    for setting in SETTINGS.values():
+        entries += setting.entries()
     for backbone, (overrides, steps, plan) in GPICL_BACKBONES.items():
         entries.append(
             ZooEntry(
@@ -272,6 +315,58 @@ def store(name: str, run_dir, model_cards=None, org: str | None = None) -> Path:
     return target
 
 
+def train_many(names: list[str], root, parallel: int = 1, extra=(), poll: float = 2.0) -> dict[str, int]:
+    """Train zoo entries `parallel` at a time, one `ttt-hf zoo train NAME` process each, writing ordinary run folders
+    ROOT/NAME (and their output to ROOT/NAME.log); entries whose ROOT/NAME/all_results.json exists are done and
+    skipped. On a machine without a GPU each process gets an equal share of the cores (OMP_NUM_THREADS); on a GPU they
+    share the device. Returns name -> exit code, in the order they were given."""
+    import os
+    import subprocess
+    import time
+
+    import torch
+
+    if parallel < 1:
+        raise ValueError(f"--parallel must be at least 1, got {parallel}.")
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ)
+    if not torch.cuda.is_available():
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        env["OMP_NUM_THREADS"] = str(max(1, cores // parallel))
+    pending = [name for name in names if not (root / name / RESULTS_FILE).is_file()]
+    for name in names:
+        if name not in pending:
+            print(f"{name}: done already ({root / name / RESULTS_FILE})", flush=True)
+    running, codes, start = {}, {}, time.time()
+    while pending or running:
+        while pending and len(running) < parallel:
+            name = pending.pop(0)
+            command = [
+                sys.executable,
+                "-m",
+                "ttt_hf.cli",
+                "zoo",
+                "train",
+                name,
+                "--output_dir",
+                str(root / name),
+                *extra,
+            ]
+            log = open(root / f"{name}.log", "w")  # noqa: SIM115  (closed when the run ends)
+            running[name] = (subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env), log)
+            print(f"[{time.time() - start:7.0f} s] started {name} (log: {root / name}.log)", flush=True)
+        time.sleep(poll)
+        for name, (process, log) in list(running.items()):
+            if process.poll() is not None:
+                log.close()
+                codes[name] = process.returncode
+                del running[name]
+                state = "finished" if process.returncode == 0 else f"FAILED (exit code {process.returncode})"
+                print(f"[{time.time() - start:7.0f} s] {state}: {name}", flush=True)
+    return {name: codes.get(name, 0) for name in names}
+
+
 def publish_zoo(org: str, names=(), dry_run=None, model_cards=None) -> list:
     """Publish each trained entry (all of them, or `names`) from model_cards/<name>/ to ORG/<name>; with `dry_run`,
     write each into DIR/<name> instead."""
@@ -399,9 +494,15 @@ def argument_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model_cards", "--model-cards", default=None, help=f"zoo folders (default {MODEL_CARDS})")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="the entries, their commands, and which are trained")
-    train = commands.add_parser("train", help="run the entry's `ttt-hf train`; further flags are appended")
-    train.add_argument("name")
-    train.add_argument("--output_dir", "--output-dir", help="default: outputs/zoo/NAME")
+    train = commands.add_parser(
+        "train",
+        help="run the entry's `ttt-hf train` (or every entry of --setting / --tier); further flags are appended",
+    )
+    train.add_argument("name", nargs="?")
+    train.add_argument("--output_dir", "--output-dir", help="default: outputs/zoo/NAME (with --setting: the root)")
+    train.add_argument("--setting", action="append", choices=list(SETTINGS), help="every entry of this setting")
+    train.add_argument("--tier", choices=("CPU", "GPU"), help="every entry of every setting of this tier")
+    train.add_argument("--parallel", type=int, default=1, help="with --setting/--tier: runs at once, one process each")
     stored = commands.add_parser("store", help="keep a finished run as model_cards/NAME/ (no model code)")
     stored.add_argument("name")
     stored.add_argument("run_dir")
@@ -417,16 +518,39 @@ def argument_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _train_parser_actions():
+    parser = argument_parser()
+    commands = next(action for action in parser._actions if isinstance(action, argparse._SubParsersAction))
+    return commands.choices["train"]._actions
+
+
 def main(argv: list[str] | None = None):
     argv = sys.argv[1:] if argv is None else list(argv)
-    args, extra = argument_parser().parse_known_args(argv)
-    if extra and args.command != "train":
-        argument_parser().parse_args(argv)  # the usual error for unknown flags
+    extra = []
+    if "train" in argv:  # flags from the first one `zoo train` does not know on go to the run(s)
+        ours = {option for action in _train_parser_actions() for option in action.option_strings}
+        start = argv.index("train") + 1
+        unknown = [i for i in range(start, len(argv)) if argv[i].startswith("-") and argv[i].split("=")[0] not in ours]
+        first = unknown[0] if unknown else len(argv)
+        argv, extra = argv[:first], argv[first:]
+    args = argument_parser().parse_args(argv)
     if args.command == "list":
         print(listing(args.model_cards))
+    elif args.command == "train" and (args.setting or args.tier):
+        if args.name:
+            raise ValueError("Give a NAME or --setting/--tier, not both.")
+        names = [e.name for e in ZOO.values() if e.setting in (args.setting or ()) or e.tier == args.tier]
+        results = train_many(names, args.output_dir or "outputs/zoo", args.parallel, extra)
+        failed = [name for name, code in results.items() if code]
+        if failed:
+            raise SystemExit(
+                f"ttt-hf zoo train: {len(failed)} of {len(results)} runs failed (see their .log files): {failed}"
+            )
     elif args.command == "train":
         from . import meta_training, training
 
+        if not args.name:
+            raise ValueError("Name a zoo entry (`ttt-hf zoo list`), or give --setting or --tier.")
         entry = get_entry(args.name)
         output_dir = args.output_dir or f"outputs/zoo/{entry.name}"
         main_of = meta_training.main if entry.in_context else training.main
