@@ -79,15 +79,23 @@ def test_the_grid_script_reads_the_mixers_from_python(capsys):
 def test_zoo_entries_are_train_commands_of_the_intended_models():
     assert {"ttt-vit-mlp-digits", "ttt-vit-mlp-mnist-5k"} <= set(zoo.ZOO)
     assert zoo.ZOO["ttt-vit-mlp-digits"].command() == "ttt-hf train --dataset digits"
-    fmnist = [entry for entry in zoo.ZOO.values() if entry.dataset == "fashion-mnist"]
-    for setting in ("fashion-mnist patch", "fashion-mnist pixel"):
-        entries = [entry for entry in fmnist if entry.setting == setting]
+    for setting in ("fmnist-cpu", "digits-pixel", "fmnist-patch", "fmnist-pixel", "fmnist-pixel28"):
+        entries = [entry for entry in zoo.ZOO.values() if entry.setting == setting]
         mixers = {entry.mixer for entry in entries}
-        assert mixers >= set(MIXER_PRESETS) - {"mlp-shuffled4"}
-        for suffix in ("mlp", "linattn"):  # the paper's key comparison: two seeds each
-            assert len({entry.seed for entry in entries if entry.mixer == suffix}) >= 2
-        assert len({(entry.flags, entry.recipe, entry.overrides) for entry in entries}) == 1  # same budget
-    assert "mlp-shuffled4" in {entry.mixer for entry in fmnist if entry.setting == "fashion-mnist pixel"}
+        every = set(MIXER_PRESETS) if "pixel" in setting else set(MIXER_PRESETS) - {"mlp-shuffled4"}
+        assert mixers >= every or setting == "fmnist-pixel28", setting  # 784 tokens: the paper's four pixel rows
+        if setting in ("fmnist-cpu", "fmnist-patch", "fmnist-pixel"):  # the paper's key comparison: two seeds each
+            for suffix in ("mlp", "linattn"):
+                assert len({entry.seed for entry in entries if entry.mixer == suffix}) == 2
+        assert len({entry.tier for entry in entries}) == 1 and len({entry.dataset for entry in entries}) == 1
+        assert len({(entry.flags, entry.recipe) for entry in entries}) == 1  # same budget
+        geometry = set()
+        for entry in entries:
+            model_args, _, training_args = training.parse_arguments(entry.train_arguments())
+            fields = {**PRESETS.get(model_args.preset, {}), **training.parse_overrides(model_args.config_overrides)}
+            geometry.add((fields.get("patch_size"), model_args.image_size, fields.get("hidden_size")))
+        assert len(geometry) == 1, geometry  # same model size and input for every mixer
+    assert {e.tier for e in zoo.ZOO.values() if e.setting.startswith("fmnist-p")} == {"GPU"}
     for entry in (entry for entry in zoo.ZOO.values() if entry.in_context):  # GPICL learners: `ttt-hf meta-train`
         meta, arguments = meta_training.parse_arguments(entry.train_arguments())
         assert (meta.backbone, meta.dataset, arguments.seed) == (entry.mixer, entry.dataset, entry.seed)
@@ -330,6 +338,76 @@ def test_readme_zoo_tables_are_the_commands_output(learners):
     match = re.search(f"<!-- zoo table: {command} -->\n(.*?)\n<!-- end zoo table -->", readme, flags=re.S)
     assert match, f"README lacks the table `{command}` generates"
     assert match.group(1).strip() == zoo.results_table(learners=learners).strip()
+
+
+def test_zoo_train_a_setting_runs_its_entries_in_parallel_processes(tmp_path, capsys):
+    """Two processes at once, one thread each, every run an ordinary run folder with its log; finished ones skipped."""
+    flags = ["--max_steps", "2", "--max_eval_samples", "20", "--save_strategy", "no", "--plots", "false",
+             "--config_overrides", "hidden_size=12,num_hidden_layers=1,num_attention_heads=3,intermediate_size=24",
+             "--report_to", "none", "--disable_tqdm", "true"]  # fmt: skip
+    names = [entry.name for entry in zoo.ZOO.values() if entry.setting == "digits-pixel"][:3]
+    (tmp_path / names[2]).mkdir()
+    (tmp_path / names[2] / zoo.RESULTS_FILE).write_text("{}")  # done already
+    assert zoo.train_many(names, tmp_path, parallel=2, extra=flags, poll=0.2) == dict.fromkeys(names, 0)
+    for name in names[:2]:
+        results = json.loads((tmp_path / name / zoo.RESULTS_FILE).read_text())
+        assert results["device"].startswith("CPU (") and "1 thread(s)" in results["device"]
+        assert results["global_step"] if "global_step" in results else results["epoch"] > 0
+        assert (tmp_path / f"{name}.log").stat().st_size > 0
+    printed = capsys.readouterr().out
+    assert f"{names[2]}: done already" in printed and printed.count("finished: ") == 2
+    assert zoo.train_many(names[:1], tmp_path / "bad", extra=["--max_steps", "x"], poll=0.2) == {names[0]: 2}
+    assert "--max-steps: invalid int value" in (tmp_path / "bad" / f"{names[0]}.log").read_text()
+
+
+def test_zoo_train_a_tier_passes_its_entries_and_fails_when_one_fails(monkeypatch):
+    calls = []
+    monkeypatch.setattr(zoo, "train_many", lambda *args: calls.append(args) or {args[0][0]: 0, args[0][1]: 1})
+    with pytest.raises(SystemExit, match=r"1 of 2 runs failed \(see their .log files\)"):
+        zoo.main(["train", "--tier", "CPU", "--parallel", "2", "--output_dir", "runs", "--max_steps", "5"])
+    names, root, parallel, extra = calls[0]
+    assert names == [e.name for e in zoo.ZOO.values() if e.tier == "CPU" and e.setting in zoo.SETTINGS]
+    assert (root, parallel, extra) == ("runs", 2, ["--max_steps", "5"])
+    with pytest.raises(ValueError, match="NAME or --setting"):
+        zoo.main(["train", names[0], "--setting", "digits-pixel"])
+
+
+def _fake_run(folder: Path, payload: bytes = b"") -> None:
+    folder.mkdir(parents=True)
+    (folder / zoo.RESULTS_FILE).write_text('{"test_accuracy": 0.5}')
+    (folder / "model.safetensors").write_bytes(payload)
+    (folder / "training_args.bin").write_bytes(b"a pickle")
+    (folder / "checkpoint-10").mkdir()
+    (folder / "checkpoint-10" / "optimizer.pt").write_bytes(b"big")
+
+
+def test_pack_fits_the_way_back_and_unpack_restores_the_runs(tmp_path):
+    import os
+
+    root = tmp_path / "runs"
+    for k in range(5):  # incompressible 300 KiB each: two fit an archive of 700 KiB
+        _fake_run(root / f"run-{k}", os.urandom(300 * 1024))
+    (root / "unfinished").mkdir()
+    (root / "run-0.log").write_text("the run's output")
+    archives = zoo.pack(root, tmp_path / "out", max_files=3, max_bytes=700 * 1024)
+    assert len(archives) == 3 and all(path.stat().st_size <= 700 * 1024 for path in archives)
+    runs = zoo.unpack(archives, tmp_path / "back")
+    assert sorted(run.name for run in runs) == [f"run-{k}" for k in range(5)]
+    for k in range(5):
+        back, original = tmp_path / "back" / f"run-{k}", root / f"run-{k}"
+        assert (back / "model.safetensors").read_bytes() == (original / "model.safetensors").read_bytes()
+        assert not (back / "training_args.bin").exists() and not (back / "checkpoint-10").exists()
+    assert (tmp_path / "back" / "run-0" / "run-0.log").read_text() == "the run's output"
+    with pytest.raises(FileExistsError, match="--force"):
+        zoo.unpack(archives[:1], tmp_path / "back")
+    zoo.unpack(archives[:1], tmp_path / "back", force=True)
+    with pytest.raises(ValueError, match="more than 2"):
+        zoo.pack(root, tmp_path / "out2", max_files=2, max_bytes=700 * 1024)
+    assert not (tmp_path / "out2").exists()  # refused before writing anything
+    with pytest.raises(ValueError, match="over 0.25 MiB"):
+        zoo.pack(root, tmp_path / "out3", max_bytes=256 * 1024)
+    with pytest.raises(ValueError, match="No finished run"):
+        zoo.pack(tmp_path / "back" / "run-0", tmp_path / "out4")
 
 
 def test_zoo_train_runs_the_entrys_command_with_extra_flags(monkeypatch):

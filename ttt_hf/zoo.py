@@ -9,6 +9,9 @@ model code, which `ttt_hf.hub` adds from the installed package at publish time. 
     ttt-hf zoo train NAME [--output_dir DIR] [flags]   run the entry's `ttt-hf train`/`meta-train` (+ flags)
     ttt-hf zoo store NAME RUN_DIR                 keep a finished run as model_cards/NAME/ (with its test-slice score)
     ttt-hf zoo publish --org ORG [--dry-run DIR] [NAME ...]   publish trained entries to ORG/NAME
+    ttt-hf zoo train --setting S|--tier T [--parallel N]   every entry of a setting or tier, N processes at once
+    ttt-hf zoo pack OUT [--root DIR]              finished runs into at most 8 archives of 16 MiB (a device call)
+    ttt-hf zoo unpack ARCHIVE... [--root DIR]     the runs again, ready for `zoo store`
     ttt-hf zoo table [--learners]                 the README's results tables (classifiers, or in-context learners)
     ttt-hf zoo mixers                             the mixer presets: `suffix field=value,...` (for shell scripts)
 """
@@ -367,6 +370,84 @@ def train_many(names: list[str], root, parallel: int = 1, extra=(), poll: float 
     return {name: codes.get(name, 0) for name in names}
 
 
+MAX_ARCHIVES, MAX_ARCHIVE_BYTES = 8, 16 * 2**20  # what a device call brings back: at most 8 files of 16 MiB
+
+
+def _run_files(run: Path) -> list[Path]:
+    """The files of a finished run that `zoo store` and a reader need: all but its checkpoints and pickles (Trainer's
+    training_args.bin; training_args.json holds the arguments)."""
+    files = (p for p in run.rglob("*") if p.is_file() and p.suffix not in (".bin", ".pt"))
+    return sorted(p for p in files if not p.relative_to(run).parts[0].startswith("checkpoint-"))
+
+
+def _tar_gz(path: Path, runs: list[Path]) -> int:
+    import tarfile
+
+    with tarfile.open(path, "w:gz", compresslevel=9) as archive:
+        for run in runs:
+            for file in _run_files(run):
+                archive.add(file, arcname=str(Path(run.name) / file.relative_to(run)), recursive=False)
+            log = run.parent / f"{run.name}.log"
+            if log.is_file():
+                archive.add(log, arcname=f"{run.name}/{log.name}")
+    return path.stat().st_size
+
+
+def pack(root, out, max_files: int = MAX_ARCHIVES, max_bytes: int = MAX_ARCHIVE_BYTES) -> list[Path]:
+    """Pack every finished run under `root` (a folder with all_results.json; checkpoints left out, the run's log kept)
+    into at most `max_files` archives OUT/zoo-runs-<k>.tar.gz of at most `max_bytes` each, whole runs per archive
+    (first fit, largest first). ValueError, before writing anything, if they cannot fit."""
+    import tempfile
+
+    root, out = Path(root), Path(out)
+    runs = sorted(p.parent for p in root.glob(f"*/{RESULTS_FILE}"))
+    if not runs:
+        raise ValueError(f"No finished run (a folder with {RESULTS_FILE}) under {root}.")
+    with tempfile.TemporaryDirectory() as scratch:  # each run's compressed size, alone
+        sizes = {run: _tar_gz(Path(scratch) / f"{run.name}.tar.gz", [run]) for run in runs}
+    bins: list[list[Path]] = []
+    for run in sorted(runs, key=lambda r: -sizes[r]):
+        if sizes[run] > max_bytes:
+            raise ValueError(f"{run} takes {sizes[run] / 2**20:.1f} MiB compressed, over {max_bytes / 2**20:g} MiB.")
+        fitting = next((b for b in bins if sum(sizes[r] for r in b) + sizes[run] <= 0.98 * max_bytes), None)
+        if fitting is None:
+            bins.append(fitting := [])
+        fitting.append(run)
+    if len(bins) > max_files:
+        total = sum(sizes.values()) / 2**20
+        raise ValueError(
+            f"{len(runs)} runs take {total:.1f} MiB compressed, {len(bins)} archives of {max_bytes / 2**20:g} MiB: "
+            f"more than {max_files}. Pack fewer runs (move some out of {root}) or smaller models."
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    archives = []
+    for k, group in enumerate(bins):
+        path = out / f"zoo-runs-{k}.tar.gz"
+        if _tar_gz(path, sorted(group)) > max_bytes:
+            raise ValueError(f"{path} came out over {max_bytes / 2**20:g} MiB; pack with a smaller --max_bytes.")
+        archives.append(path)
+    return archives
+
+
+def unpack(archives, root, force: bool = False) -> list[Path]:
+    """Extract `pack`'s archives into ROOT/<run>/ (tarfile's "data" filter: no absolute paths, links out or devices);
+    a run folder that exists already is refused unless `force`. Returns the run folders."""
+    import tarfile
+
+    root = Path(root)
+    runs = []
+    for path in archives:
+        with tarfile.open(path, "r:gz") as archive:
+            members = archive.getmembers()
+            names = sorted({Path(m.name).parts[0] for m in members})
+            clash = [name for name in names if (root / name).exists()]
+            if clash and not force:
+                raise FileExistsError(f"{path}: {', '.join(clash)} exist(s) in {root}; remove them or pass --force.")
+            archive.extractall(root, filter="data")
+            runs += [root / name for name in names]
+    return runs
+
+
 def publish_zoo(org: str, names=(), dry_run=None, model_cards=None) -> list:
     """Publish each trained entry (all of them, or `names`) from model_cards/<name>/ to ORG/<name>; with `dry_run`,
     write each into DIR/<name> instead."""
@@ -514,6 +595,15 @@ def argument_parser() -> argparse.ArgumentParser:
     tables = commands.add_parser("table", help="the results table of the trained entries (markdown)")
     tables.add_argument("--learners", action="store_true", help="the in-context learners' table instead")
     commands.add_parser("speed", help="measure every trained entry's inference images/s here, into its results")
+    packed = commands.add_parser("pack", help="pack finished runs into archives a device call can bring back")
+    packed.add_argument("out", help="folder for zoo-runs-<k>.tar.gz")
+    packed.add_argument("--root", default="outputs/zoo", help="the runs' parent folder (default outputs/zoo)")
+    packed.add_argument("--max_files", "--max-files", type=int, default=MAX_ARCHIVES)
+    packed.add_argument("--max_bytes", "--max-bytes", type=int, default=MAX_ARCHIVE_BYTES)
+    unpacked = commands.add_parser("unpack", help="extract packed runs into run folders (then `zoo store`)")
+    unpacked.add_argument("archives", nargs="+")
+    unpacked.add_argument("--root", default="outputs/zoo", help="where the run folders go (default outputs/zoo)")
+    unpacked.add_argument("--force", action="store_true", help="replace run folders that exist")
     commands.add_parser("mixers", help="the mixer presets as `suffix field=value,...` lines")
     return parser
 
@@ -539,7 +629,8 @@ def main(argv: list[str] | None = None):
     elif args.command == "train" and (args.setting or args.tier):
         if args.name:
             raise ValueError("Give a NAME or --setting/--tier, not both.")
-        names = [e.name for e in ZOO.values() if e.setting in (args.setting or ()) or e.tier == args.tier]
+        settings = [name for name, s in SETTINGS.items() if name in (args.setting or ()) or s.tier == args.tier]
+        names = [e.name for e in ZOO.values() if e.setting in settings]
         results = train_many(names, args.output_dir or "outputs/zoo", args.parallel, extra)
         failed = [name for name, code in results.items() if code]
         if failed:
@@ -567,6 +658,13 @@ def main(argv: list[str] | None = None):
     elif args.command == "speed":
         for name, speed in measure_speed(args.model_cards).items():
             print(f"{name}: {speed:,.0f} images/s")
+    elif args.command == "pack":
+        for path in pack(args.root, args.out, args.max_files, args.max_bytes):
+            print(f"{path}: {path.stat().st_size / 2**20:.1f} MiB")
+    elif args.command == "unpack":
+        for run in unpack(args.archives, args.root, args.force):
+            entry = f"`ttt-hf zoo store {run.name} {run}`" if run.name in ZOO else "(not a zoo entry)"
+            print(f"{run} {entry}")
     else:
         print(mixers())
 
