@@ -5,6 +5,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -370,6 +371,41 @@ def test_zoo_train_a_tier_passes_its_entries_and_fails_when_one_fails(monkeypatc
     assert (root, parallel, extra) == ("runs", 2, ["--max_steps", "5"])
     with pytest.raises(ValueError, match="NAME or --setting"):
         zoo.main(["train", names[0], "--setting", "digits-pixel"])
+
+
+@pytest.mark.slow
+def test_the_device_script_dry_run_on_the_cpu_trains_and_packs(tmp_path):
+    """scripts/train_zoo_gpu.sh end to end on a CPU (ALLOW_CPU), on the digits setting: environment check, runs in
+    parallel under their time budget, the archives of the way back, which unpack into storable runs."""
+    import os
+
+    env = {
+        **os.environ,
+        "ALLOW_CPU": "1",
+        "NO_WHEELS": "1",
+        "PYTHON": sys.executable,
+        "OUT": str(tmp_path / "out"),
+        "RUNS": str(tmp_path / "runs"),
+        "SITE": str(tmp_path / "site"),
+        "DATA_DIR": "",
+        "SETTINGS": "--setting digits-pixel",
+        "PARALLEL": "2",
+        "BUDGET_S": "2",
+        "EXTRA": "--num_train_epochs 1 --max_eval_samples 40 --use_cpu true --plots false "
+        "--config_overrides hidden_size=12,num_hidden_layers=1,num_attention_heads=3,intermediate_size=24",
+    }
+    done = subprocess.run(["bash", "scripts/train_zoo_gpu.sh"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=900)  # fmt: skip
+    log = (tmp_path / "out" / "device_call.log").read_text()
+    assert done.returncode == 0 and "] done" in log, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "CPU (ALLOW_CPU: a dry run)" in log and "finished: ttt-vit-attn-digits-pixel" in log
+    archives = sorted((tmp_path / "out").glob("zoo-runs-*.tar.gz"))
+    assert 1 <= len(archives) <= 7 and all(path.stat().st_size <= zoo.MAX_ARCHIVE_BYTES for path in archives)
+    runs = zoo.unpack(archives, tmp_path / "back")
+    assert {run.name for run in runs} == {e.name for e in zoo.ZOO.values() if e.setting == "digits-pixel"}
+    for run in runs:
+        results = json.loads((run / zoo.RESULTS_FILE).read_text())
+        assert results["epoch"] <= 1 and "steady_train_images_per_second" in results
 
 
 def _fake_run(folder: Path, payload: bytes = b"") -> None:

@@ -10,6 +10,7 @@ training split, stratified by label and with a fixed seed, so a run is reproduci
 import gzip
 import importlib.util
 import io
+import lzma
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,11 +41,13 @@ _Arrays = dict[str, tuple[np.ndarray, np.ndarray]]
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """Read an IDX file (the MNIST format), gzip-compressed or plain, into an array of its shape and type."""
+    """Read an IDX file (the MNIST format), gzip- or xz-compressed or plain, into an array of its shape and type."""
     with open(path, "rb") as file:
         raw = file.read()
     if raw[:2] == b"\x1f\x8b":
         raw = gzip.decompress(raw)
+    elif raw[:6] == b"\xfd7zXZ\x00":
+        raw = lzma.decompress(raw)
     if len(raw) < 4 or raw[:2] != b"\x00\x00" or raw[2] not in _IDX_DTYPES:
         raise ValueError(f"{path} is not an IDX file (bad magic number {raw[:4].hex()}).")
     ndim = raw[3]
@@ -58,13 +61,13 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
 
 def _find_file(directories: list[Path], stem: str) -> Path:
     for directory in directories:
-        for name in (f"{stem}.gz", stem):
+        for name in (f"{stem}.gz", f"{stem}.xz", stem):
             if (directory / name).is_file():
                 return directory / name
     looked = ", ".join(str(directory) for directory in directories)
     raise FileNotFoundError(
-        f"fashion-mnist: no {stem}(.gz) in {looked}. Install the Debian package (apt install dataset-fashion-mnist) "
-        "or pass `data_dir` pointing at the four IDX files from https://github.com/zalandoresearch/fashion-mnist."
+        f"fashion-mnist: no {stem}(.gz|.xz) in {looked}. Install the Debian package "
+        "(apt install dataset-fashion-mnist) or pass `data_dir` pointing at the four IDX files from https://github.com/zalandoresearch/fashion-mnist."
     )
 
 

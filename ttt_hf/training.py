@@ -187,6 +187,11 @@ class TTTTrainingArguments(TrainingArguments):
         default=torch.cuda.is_available(), metadata={"help": "Pin host memory (useful only with a GPU)."}
     )
     plots: bool = field(default=True, metadata={"help": "Write training_curves.png and inner_losses.png."})
+    time_budget_s: float | None = field(
+        default=None,
+        metadata={"help": "Stop training after this many seconds (then evaluate and save as usual): a run that must "
+                  "end within a fixed device time. all_results.json records the epochs done."},
+    )  # fmt: skip
 
     def __post_init__(self):
         get_recipe(self.recipe)
@@ -309,6 +314,29 @@ class EpochTimer(TrainerCallback):
             return {}
         steady = self.durations[1:] or self.durations
         return {"epoch_seconds": statistics.median(steady), "first_epoch_seconds": self.durations[0]}
+
+
+class StepTimer(TrainerCallback):
+    """Steady training speed: the median wall time between consecutive optimiser steps (evaluations and checkpoints
+    fall between a few steps only, so the median ignores them) as images per second over all processes. With
+    `budget_s`, training stops once that many seconds have passed since the first step began."""
+
+    def __init__(self, budget_s: float | None = None):
+        self.budget_s, self.times = budget_s, []
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.times = [time.perf_counter()]
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.times.append(time.perf_counter())
+        if self.budget_s is not None and self.times[-1] - self.times[0] > self.budget_s:
+            control.should_training_stop = True
+
+    def metrics(self, images_per_step: int) -> dict:
+        steps = [b - a for a, b in zip(self.times[1:], self.times[2:])]  # the first step pays for warm-up
+        if not steps:
+            return {}
+        return {"steady_train_images_per_second": images_per_step / statistics.median(steps)}
 
 
 class SetEpochCallback(TrainerCallback):
@@ -494,6 +522,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: TTT
             LogLastStep(),
             PerProcessSeed(),
             timer := EpochTimer(),
+            step_timer := StepTimer(training_args.time_budget_s),
         ],
     )
     logger.info(
@@ -512,7 +541,10 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: TTT
             raise FileNotFoundError(f"--resume_from_checkpoint last: no checkpoint in {training_args.output_dir}.")
     train_result = trainer.train(resume_from_checkpoint=resume)
     trainer.save_model()
-    metrics = {**train_result.metrics, **timer.metrics()}
+    images_per_step = (
+        training_args.train_batch_size * training_args.gradient_accumulation_steps * training_args.world_size
+    )
+    metrics = {**train_result.metrics, **timer.metrics(), **step_timer.metrics(images_per_step)}
     metrics.update(trainer.evaluate(eval_set, metric_key_prefix="eval"))
     metrics.update(trainer.evaluate(test_set, metric_key_prefix="test"))
     metrics["num_parameters"] = model.num_parameters()
