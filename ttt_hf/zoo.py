@@ -12,6 +12,7 @@ model code, which `ttt_hf.hub` adds from the installed package at publish time. 
     ttt-hf zoo train --setting S|--tier T [--parallel N]   every entry of a setting or tier, N processes at once
     ttt-hf zoo pack OUT [--root DIR]              finished runs into at most 8 archives of 16 MiB (a device call)
     ttt-hf zoo unpack ARCHIVE... [--root DIR]     the runs again, ready for `zoo store`
+    ttt-hf zoo throughput --setting S [...]       training images/s per data path and batch (ttt_hf.throughput)
     ttt-hf zoo table [--learners]                 the README's results tables (classifiers, or in-context learners)
     ttt-hf zoo mixers                             the mixer presets: `suffix field=value,...` (for shell scripts)
 """
@@ -526,6 +527,7 @@ def results_table(model_cards=None, learners: bool = False) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     machines = set()
+    setting_names = {name: f"{setting.tier}: {setting.description}" for name, setting in SETTINGS.items()}
     for name, entry in ZOO.items():
         if not is_trained(name, model_cards) or entry.in_context:
             continue
@@ -537,7 +539,7 @@ def results_table(model_cards=None, learners: bool = False) -> str:
         speed = results.get("inference_images_per_s")
         machines.add(results.get("inference_machine"))
         lines.append(
-            f"| `{name}` | {entry.setting} | {MIXER_PRESETS[entry.mixer].paper_name} "
+            f"| `{name}` | {setting_names.get(entry.setting, entry.setting)} | {MIXER_PRESETS[entry.mixer].paper_name} "
             f"| {results['num_parameters'] / 1e6:.2f} M | {grid * grid} | {_percent(results['test_accuracy'])} "
             f"| {_percent(top5)} | {_percent(results.get('test_slice_accuracy'))} "
             f"| {'—' if speed is None else f'{speed:,.0f}'} "
@@ -550,7 +552,64 @@ def results_table(model_cards=None, learners: bool = False) -> str:
             "",
             f"Inference images/s: `ttt-hf zoo speed` (batch 256, eager float32) on {', '.join(sorted(machines))}.",
         ]
-    return "\n".join(lines)
+    summary = setting_summary(model_cards)
+    return "\n".join(lines + (["", summary] if summary else []))
+
+
+def _test_accuracies(model_cards=None) -> dict[tuple[str, str], list[float]]:
+    """(setting, mixer) -> test top-1 of every trained seed, for the settings of `SETTINGS`."""
+    found: dict[tuple[str, str], list[float]] = {}
+    for name, entry in ZOO.items():
+        if entry.setting in SETTINGS and is_trained(name, model_cards):
+            results = json.loads((folder(name, model_cards) / RESULTS_FILE).read_text())
+            found.setdefault((entry.setting, entry.mixer), []).append(results["test_accuracy"])
+    return found
+
+
+def _mean_spread(values: list[float]) -> tuple[float, float]:
+    """Mean and half the range (0 for one seed), in percent."""
+    return 100 * sum(values) / len(values), 50 * (max(values) - min(values))
+
+
+def compare(setting: str, first: str, second: str, model_cards=None) -> str | None:
+    """One sentence: whether mixer `first` beats `second` in `setting` by more than the seeds' spread, or None
+    when either is untrained."""
+    accuracies = _test_accuracies(model_cards)
+    if (setting, first) not in accuracies or (setting, second) not in accuracies:
+        return None
+    (a, da), (b, db) = _mean_spread(accuracies[setting, first]), _mean_spread(accuracies[setting, second])
+    seeds = f"{len(accuracies[setting, first])} and {len(accuracies[setting, second])} seed(s)"
+    names = MIXER_PRESETS[first].paper_name, MIXER_PRESETS[second].paper_name
+    facts = f"{names[0]} {a:.2f} ± {da:.2f} % against {names[1]} {b:.2f} ± {db:.2f} % ({seeds})"
+    if min(len(accuracies[setting, first]), len(accuracies[setting, second])) < 2:
+        verdict = "one seed of one of them: no spread to compare against, so no verdict"
+    elif abs(a - b) > da + db:
+        verdict = f"{names[0] if a > b else names[1]} is ahead by more than the seeds' spread"
+    else:
+        verdict = "a tie within the seeds' spread"
+    return f"{SETTINGS[setting].description}: {facts}: {verdict}."
+
+
+def setting_summary(model_cards=None) -> str:
+    """Markdown: per tier and setting, each mixer's test top-1 as mean ± half the range over its seeds, and the
+    paper's key comparison (MTTT-MLP against linear attention) in words."""
+    accuracies = _test_accuracies(model_cards)
+    if not accuracies:
+        return ""
+    lines = [
+        "| tier | setting | mixer (paper's name) | seeds | test top-1 %, mean ± half-range |",
+        "|---|---|---|---|---|",
+    ]
+    for setting in SETTINGS.values():
+        for mixer in setting.mixers:
+            if (setting.name, mixer) in accuracies:
+                values = accuracies[setting.name, mixer]
+                mean, spread = _mean_spread(values)
+                lines.append(f"| {setting.tier} | {setting.description} | {MIXER_PRESETS[mixer].paper_name} "
+                             f"| {len(values)} | {mean:.2f} ± {spread:.2f} |")  # fmt: skip
+    sentences = [compare(name, "mlp", "linattn", model_cards) for name in SETTINGS]
+    sentences = [sentence for sentence in sentences if sentence]
+    return "\n".join(lines + (["", *sentences] if sentences else []))
 
 
 def _paper_rank(config: dict, mixer: str) -> str:
@@ -608,6 +667,8 @@ def argument_parser() -> argparse.ArgumentParser:
     unpacked.add_argument("--root", default="outputs/zoo", help="where the run folders go (default outputs/zoo)")
     unpacked.add_argument("--force", action="store_true", help="replace run folders that exist")
     commands.add_parser("mixers", help="the mixer presets as `suffix field=value,...` lines")
+    commands.add_parser("throughput", help="training images/s of a setting's entries per data path and batch size",
+                        add_help=False)  # fmt: skip
     return parser
 
 
@@ -619,6 +680,10 @@ def _train_parser_actions():
 
 def main(argv: list[str] | None = None):
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["throughput"]:  # its own flags: ttt_hf.throughput
+        from .throughput import main as throughput
+
+        return throughput(argv[1:])
     extra = []
     if "train" in argv:  # flags from the first one `zoo train` does not know on go to the run(s)
         ours = {option for action in _train_parser_actions() for option in action.option_strings}

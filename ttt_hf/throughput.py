@@ -1,0 +1,106 @@
+"""Training throughput of the zoo's settings: steady training images per second of each entry's own `ttt-hf train`
+command for a few steps, per data path (per image with PIL, or device-resident) and batch size, run after run in one
+process on one machine (`ttt-hf zoo throughput --help`). docs/performance.md's training table comes from it.
+
+Steady: the median time between optimiser steps after the first (`training.StepTimer`), so neither warm-up nor
+compilation counts; the per-image path's PIL work runs in the main process, as `ttt-hf train` runs it by default.
+"""
+
+import argparse
+import csv
+import os
+import tempfile
+
+import torch
+
+from . import training, zoo
+from .measure import machine_description
+
+PATHS = {"per-image": "false", "device": "true"}
+
+
+def measure(entry: zoo.ZooEntry, path: str, batch: int | None, steps: int, extra=()) -> dict:
+    """One row: the entry's command with `--device_data` for `path`, `batch` images per step, `steps` steps."""
+    with tempfile.TemporaryDirectory() as scratch:
+        flags = [*entry.train_arguments(), "--max_steps", str(steps), "--eval_strategy", "no", "--save_strategy", "no",
+                 "--plots", "false", "--max_eval_samples", "64", "--report_to", "none", "--disable_tqdm", "true",
+                 "--output_dir", scratch, "--device_data", PATHS[path], "--logging_steps", str(steps)]  # fmt: skip
+        if batch is not None:
+            flags += ["--global_batch_size", str(batch)]
+        metrics = training.main([*flags, *extra])
+    settings = metrics["settings"]
+    return {
+        "setting": entry.setting,
+        "mixer": entry.mixer,
+        "entry": entry.name,
+        "path": path,
+        "batch": settings["per_device_train_batch_size"] * settings["world_size"],
+        "steps": steps,
+        "images_per_second": metrics.get("steady_train_images_per_second"),
+        "device": metrics["device"],
+    }
+
+
+def table(rows: list[dict]) -> str:
+    """Markdown: one line per (setting, mixer, batch), the paths side by side, and their ratio."""
+    paths = list(dict.fromkeys(row["path"] for row in rows))
+    lines = ["| setting | mixer | batch | " + " | ".join(f"{p} images/s" for p in paths)
+             + (" | device / per-image |" if len(paths) == 2 else " |"),
+             "|---|---|---|" + "---|" * (len(paths) + (len(paths) == 2))]  # fmt: skip
+    keys = list(dict.fromkeys((row["setting"], row["mixer"], row["batch"]) for row in rows))
+    for key in keys:
+        speeds = {
+            row["path"]: row["images_per_second"]
+            for row in rows
+            if (row["setting"], row["mixer"], row["batch"]) == key
+        }
+        cells = [f"{speeds[p]:,.0f}" if speeds.get(p) else "—" for p in paths]
+        if len(paths) == 2:
+            ratio = speeds.get("device") and speeds.get("per-image") and speeds["device"] / speeds["per-image"]
+            cells.append(f"{ratio:.2f}" if ratio else "—")
+        lines.append(f"| {key[0]} | {key[1]} | {key[2]} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> list[dict]:
+    parser = argparse.ArgumentParser(prog="ttt-hf zoo throughput", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--setting", action="append", required=True, choices=list(zoo.SETTINGS))
+    parser.add_argument("--mixers", help="comma-separated mixer suffixes (default: every mixer of the setting)")
+    parser.add_argument("--paths", default="per-image,device", help="per-image, device, or both (default)")
+    parser.add_argument("--batches", default=None, help="comma-separated global batch sizes (default: the entry's)")
+    parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--csv", default=None, help="also write the rows here")
+    args, extra = parser.parse_known_args(argv)
+    paths = args.paths.split(",")
+    if set(paths) - set(PATHS):
+        parser.error(f"--paths takes {', '.join(PATHS)}")
+    batches = [int(b) for b in args.batches.split(",")] if args.batches else [None]
+    wanted = args.mixers.split(",") if args.mixers else None
+    entries, seen = [], set()
+    for entry in zoo.ZOO.values():  # one seed per mixer: the seed does not change the speed
+        if (
+            entry.setting in args.setting
+            and (wanted is None or entry.mixer in wanted)
+            and (entry.setting, entry.mixer) not in seen
+        ):
+            seen.add((entry.setting, entry.mixer))
+            entries.append(entry)
+    rows = []
+    for entry in entries:
+        for batch in batches:
+            for path in paths:  # the paths alternate, so drift in the machine's speed hits both alike
+                rows.append(measure(entry, path, batch, args.steps, extra))
+                print(f"{entry.name} {path} batch {rows[-1]['batch']}: {rows[-1]['images_per_second']:,.0f} images/s",
+                      flush=True)  # fmt: skip
+    machine = machine_description("cuda" if torch.cuda.is_available() else "cpu")
+    print(f"\n{table(rows)}\n\nmachine: {machine}; device of the runs: {rows[0]['device']}")
+    if args.csv:
+        os.makedirs(os.path.dirname(os.path.abspath(args.csv)), exist_ok=True)
+        with open(args.csv, "w", newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    return rows
+
+
+__all__ = ["measure", "table"]
