@@ -527,7 +527,7 @@ def results_table(model_cards=None, learners: bool = False) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     machines = set()
-    setting_names = {name: f"{setting.tier}: {setting.description}" for name, setting in SETTINGS.items()}
+    tiers = {name: f"{setting.tier}: {setting.description}" for name, setting in SETTINGS.items()}
     for name, entry in ZOO.items():
         if not is_trained(name, model_cards) or entry.in_context:
             continue
@@ -539,7 +539,7 @@ def results_table(model_cards=None, learners: bool = False) -> str:
         speed = results.get("inference_images_per_s")
         machines.add(results.get("inference_machine"))
         lines.append(
-            f"| `{name}` | {setting_names.get(entry.setting, entry.setting)} | {MIXER_PRESETS[entry.mixer].paper_name} "
+            f"| `{name}` | {tiers.get(entry.setting, entry.setting)} | {MIXER_PRESETS[entry.mixer].paper_name} "
             f"| {results['num_parameters'] / 1e6:.2f} M | {grid * grid} | {_percent(results['test_accuracy'])} "
             f"| {_percent(top5)} | {_percent(results.get('test_slice_accuracy'))} "
             f"| {'—' if speed is None else f'{speed:,.0f}'} "
