@@ -278,3 +278,16 @@ def test_quickstart_on_digits_reloads_and_pipeline_agrees(tmp_path):
     assert result["pipeline_accuracy"] == result["test_accuracy"]
     assert result["inner_loss_after"] < result["inner_loss_before"]
     assert (tmp_path / "qs" / "model.safetensors").exists()
+
+
+def test_a_checkpoint_path_that_does_not_exist_says_so(tmp_path, monkeypatch):
+    """A mistyped directory names the directory looked for, not only the Hub (which HF_HUB_OFFLINE keeps away)."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"'\./run': no such directory \(.*/run\)"):
+        evaluation.main(["--model_name_or_path", "./run", "--dataset", "digits"])
+    with pytest.raises(FileNotFoundError, match="no such directory .* and not a Hub model id either"):
+        training.main([*COMMON, "--model_name_or_path", "outputs/runs/last", "--output_dir", "out"])
+    with pytest.raises(
+        OSError, match=r"'outputs/run' is not a directory here \(.*outputs/run\), and loading it as a Hub"
+    ):
+        evaluation.main(["--model_name_or_path", "outputs/run", "--dataset", "digits"])

@@ -13,6 +13,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoImageProcessor, AutoModelForImageClassification, HfArgumentParser
 
+from .checkpoints import from_pretrained
 from .data import BUNDLED_DATASETS, drop_unreadable_images, load_image_dataset
 from .metrics import TopKAccuracy
 from .plots import plot_confusion_matrix
@@ -52,8 +53,11 @@ def default_output_dir(args: EvaluationArguments) -> str:
 def evaluate_checkpoint(args: EvaluationArguments) -> dict:
     args.output_dir = args.output_dir or default_output_dir(args)
     model = (
-        AutoModelForImageClassification.from_pretrained(
-            args.model_name_or_path, trust_remote_code=args.trust_remote_code, dtype=getattr(torch, args.dtype)
+        from_pretrained(
+            AutoModelForImageClassification,
+            args.model_name_or_path,
+            trust_remote_code=args.trust_remote_code,
+            dtype=getattr(torch, args.dtype),
         )
         .to(args.device)
         .eval()

@@ -33,6 +33,7 @@ from transformers import (
 )
 from transformers.trainer_utils import get_last_checkpoint
 
+from .checkpoints import from_pretrained
 from .data import image_info, load_image_dataset
 from .device_data import DeviceBatchCollator, IndexDataset, decode_split, device_data_plan, normalisation_table
 from .hub import TRAINING_ARGS_FILE, HubPublishError, check_repo_id, publish
@@ -385,8 +386,8 @@ def build_model(model_args: ModelArguments, data_args: DataArguments, class_name
     labels = dict(id2label=dict(enumerate(class_names)), label2id={n: i for i, n in enumerate(class_names)})
     overrides = parse_overrides(model_args.config_overrides)
     if model_args.model_name_or_path:
-        config = AutoConfig.from_pretrained(
-            model_args.model_name_or_path, trust_remote_code=model_args.trust_remote_code
+        config = from_pretrained(
+            AutoConfig, model_args.model_name_or_path, trust_remote_code=model_args.trust_remote_code
         )
         check_override_keys(overrides, type(config))
         config = AutoConfig.from_pretrained(
