@@ -42,6 +42,9 @@ class GPICLConfig(PreTrainedConfig):
         inner_hidden_ratio (`int`, defaults to 4): hidden width of the TTT-MLP learner, in units of the head width.
         learn_inner_init (`bool`, defaults to `True`): whether W_0 is trained by the outer loop.
         decoder_layer_norm (`bool`, defaults to `True`): LayerNorm on the TTT layers' decoded reconstruction.
+        trained_sequence_length (`int`, *optional*): the examples per sequence of meta-training (set by
+            `ttt-hf meta-train`); the in-context pipeline warns on a longer support set, whose positions the learner
+            never saw.
     """
 
     model_type = "gpicl"
@@ -63,6 +66,7 @@ class GPICLConfig(PreTrainedConfig):
     inner_hidden_ratio: int = 4
     learn_inner_init: bool = True
     decoder_layer_norm: bool = True
+    trained_sequence_length: int | None = None
 
     # As remote code (no ttt_hf), `pipeline("in-context-classification", trust_remote_code=True)` takes the
     # checkpoint's pipeline_gpicl.py, which save_pretrained copies there (the installed ttt_hf registers the task).
@@ -100,6 +104,9 @@ class GPICLConfig(PreTrainedConfig):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"`{name}` must be a positive integer, got {value!r}.")
+        length = self.trained_sequence_length
+        if length is not None and (isinstance(length, bool) or not isinstance(length, int) or length < 2):
+            raise ValueError(f"`trained_sequence_length` must be an integer of at least 2, got {length!r}.")
         if self.num_classes < 2:
             raise ValueError(f"`num_classes` must be at least 2, got {self.num_classes}.")
         if self.backbone != "lstm" and self.hidden_size % self.num_attention_heads:

@@ -14,9 +14,12 @@ the support examples with their labels, then the query, whose prediction is read
 import numpy as np
 import torch
 from transformers import Pipeline
+from transformers.utils import logging
 
 from .pipeline_ttt_vit import load_image_in_its_mode
 from .tasks_gpicl import UNSEEN_TASK_OFFSET, random_task
+
+logger = logging.get_logger(__name__)
 
 
 class InContextClassificationPipeline(Pipeline):
@@ -62,6 +65,13 @@ class InContextClassificationPipeline(Pipeline):
                 f"The support set has {len(classes)} classes; this learner was meta-trained on tasks of at most "
                 f"{self.model.config.num_classes}."
             )
+        trained = getattr(self.model.config, "trained_sequence_length", None)
+        if trained is not None and len(support) + 1 > trained:
+            logger.warning(
+                "The support set has %d examples: with the query, sequences of %d, longer than the %d this learner "
+                "was meta-trained on. Its predictions past position %d are untested; a support set of at most %d "
+                "examples stays within what it learned.", len(support), len(support) + 1, trained, trained, trained - 1
+            )  # fmt: skip
         x = torch.stack([self._features(example, timeout) for example in support])  # [S, N_x]
         mean, std = x.mean(), x.std().clamp_min(1e-8)
         projection, _ = random_task(projection_seed, self.model.config.input_dim, self.model.config.num_classes)

@@ -246,6 +246,23 @@ def test_pipeline_classifies_queries_from_labelled_support(meta_trained):
         classify(support[0], support=support * 2, support_labels=[str(i) for i in range(12)])
 
 
+def test_pipeline_warns_on_a_support_set_longer_than_meta_training(meta_trained, caplog):
+    """Meta-trained on sequences of 12: 11 support examples and the query are what it learned; 12 are not."""
+    out, _ = meta_trained
+    classify = pipeline("in-context-classification", model=str(out))
+    assert classify.model.config.trained_sequence_length == 12
+    rng = np.random.default_rng(0)
+    support = [rng.normal(size=64).astype(np.float32) for _ in range(12)]
+    labels = [str(i % 3) for i in range(12)]
+    with caplog.at_level("WARNING"):
+        classify(support[0], support=support[:11], support_labels=labels[:11])
+    assert "meta-trained on" not in caplog.text
+    with caplog.at_level("WARNING"):
+        classify(support[0], support=support, support_labels=labels)
+    assert "sequences of 13, longer than the 12 this learner was meta-trained on" in caplog.text
+    assert "at most 11 examples" in caplog.text
+
+
 REMOTE_LOAD = HIDE_TTT_HF + textwrap.dedent(
     """
     import torch

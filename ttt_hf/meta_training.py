@@ -151,7 +151,8 @@ def build_model(meta: MetaArguments) -> GPICLForInContextClassification:
     config = GPICLConfig(backbone=meta.backbone, input_dim=meta.image_size**2, num_classes=10,
                          hidden_size=meta.hidden_size, num_hidden_layers=meta.num_hidden_layers,
                          num_attention_heads=meta.num_attention_heads,
-                         max_position_embeddings=max(1024, meta.sequence_length), **overrides)  # fmt: skip
+                         max_position_embeddings=max(1024, meta.sequence_length),
+                         trained_sequence_length=meta.sequence_length, **overrides)  # fmt: skip
     return GPICLForInContextClassification(config)
 
 
