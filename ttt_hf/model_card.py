@@ -319,7 +319,16 @@ Recipe `{recipe}`: {recipe_text}. The full arguments are in `training_args.json`
 
 Device: {results.get("device") or "not recorded"}, {processes}. Training time (Trainer's `train_runtime`, with
 the validation after each epoch): {_duration(results.get("train_runtime"))} for {epochs} epochs;
-{_duration(results.get("epoch_seconds"))} per epoch of training steps (median after the first)."""
+{_duration(results.get("epoch_seconds"))} per epoch of training steps (median after the first).{_speed(results)}"""
+
+
+def _speed(results: dict) -> str:
+    """' Steady training speed: N images/s (median step, ... data path).', where the run recorded it."""
+    speed = results.get("steady_train_images_per_second")
+    if speed is None:
+        return ""
+    path = f", {results['data_path']} data path" if results.get("data_path") else ""
+    return f" Steady training speed: {speed:,.0f} images/s (the median step after the first{path})."
 
 
 def _limits(config: dict, dataset_name: str) -> str:

@@ -548,6 +548,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: TTT
     metrics = {**train_result.metrics, **timer.metrics(), **step_timer.metrics(images_per_step)}
     metrics.update(trainer.evaluate(eval_set, metric_key_prefix="eval"))
     metrics.update(trainer.evaluate(test_set, metric_key_prefix="test"))
+    metrics["data_path"] = "device-resident" if plan.applies else "per image"
     metrics["num_parameters"] = model.num_parameters()
     metrics["recipe"] = training_args.recipe
     metrics["settings"] = {  # what this run used: the recipe's values and the flags given over them
