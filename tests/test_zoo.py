@@ -92,7 +92,7 @@ def test_zoo_entries_are_train_commands_of_the_intended_models():
         assert len({(entry.flags, entry.recipe) for entry in entries}) == 1  # same budget
         geometry = set()
         for entry in entries:
-            model_args, _, training_args = training.parse_arguments(entry.train_arguments())
+            model_args, _, _ = training.parse_arguments([*entry.train_arguments(), "--use_cpu", "true"])  # bf16: GPU
             fields = {**PRESETS.get(model_args.preset, {}), **training.parse_overrides(model_args.config_overrides)}
             geometry.add((fields.get("patch_size"), model_args.image_size, fields.get("hidden_size")))
         assert len(geometry) == 1, geometry  # same model size and input for every mixer
@@ -102,7 +102,9 @@ def test_zoo_entries_are_train_commands_of_the_intended_models():
         assert (meta.backbone, meta.dataset, arguments.seed) == (entry.mixer, entry.dataset, entry.seed)
         assert entry.command().startswith("ttt-hf meta-train --dataset mnist-5k --backbone ")
     for entry in (entry for entry in zoo.ZOO.values() if not entry.in_context):
-        model_args, data_args, training_args = training.parse_arguments(entry.train_arguments())
+        model_args, data_args, training_args = training.parse_arguments(
+            [*entry.train_arguments(), "--use_cpu", "true"]
+        )
         assert (data_args.dataset, training_args.seed, training_args.recipe) == (
             entry.dataset, entry.seed, entry.recipe)  # fmt: skip
         fields = PRESETS.get(model_args.preset, {"mixer": "ttt_mlp"})

@@ -19,14 +19,30 @@ from .measure import machine_description
 PATHS = {"per-image": "false", "device": "true"}
 
 
-def measure(entry: zoo.ZooEntry, path: str, batch: int | None, steps: int, extra=()) -> dict:
-    """One row: the entry's command with `--device_data` for `path`, `batch` images per step, `steps` steps."""
+def scaled_learning_rate(entry: zoo.ZooEntry, batch: int, extra=()) -> float:
+    """The entry's learning rate scaled to `batch` by the square root of the batch ratio (Adam's usual rule)."""
+    _, _, args = training.parse_arguments([*entry.train_arguments(), *extra, "--use_cpu", "true", "--bf16", "false"])
+    args.resolve_batch_size()
+    return args.learning_rate * (batch / (args.per_device_train_batch_size * args.world_size)) ** 0.5
+
+
+def measure(
+    entry: zoo.ZooEntry, path: str, batch: int | None, steps: int, extra=(), epochs: float | None = None
+) -> dict:
+    """One row: the entry's command with `--device_data` for `path`, `batch` images per step, `steps` steps; or, with
+    `epochs`, that many epochs at the learning rate scaled to `batch`, and the test accuracy it reaches."""
     with tempfile.TemporaryDirectory() as scratch:
-        flags = [*entry.train_arguments(), "--max_steps", str(steps), "--eval_strategy", "no", "--save_strategy", "no",
-                 "--plots", "false", "--max_eval_samples", "64", "--report_to", "none", "--disable_tqdm", "true",
-                 "--output_dir", scratch, "--device_data", PATHS[path], "--logging_steps", str(steps)]  # fmt: skip
+        flags = [*entry.train_arguments(), "--eval_strategy", "no", "--save_strategy", "no", "--plots", "false",
+                 "--report_to", "none", "--disable_tqdm", "true", "--output_dir", scratch,
+                 "--device_data", PATHS[path]]  # fmt: skip
+        if epochs is None:
+            flags += ["--max_steps", str(steps), "--max_eval_samples", "64", "--logging_steps", str(steps)]
+        else:
+            flags += ["--num_train_epochs", str(epochs)]
         if batch is not None:
             flags += ["--global_batch_size", str(batch)]
+            if epochs is not None:
+                flags += ["--learning_rate", f"{scaled_learning_rate(entry, batch, extra):.3g}"]
         metrics = training.main([*flags, *extra])
     settings = metrics["settings"]
     return {
@@ -38,6 +54,9 @@ def measure(entry: zoo.ZooEntry, path: str, batch: int | None, steps: int, extra
         "steps": steps,
         "images_per_second": metrics.get("steady_train_images_per_second"),
         "device": metrics["device"],
+        "epochs": epochs,
+        "learning_rate": settings["learning_rate"],
+        "test_accuracy": metrics["test_accuracy"] if epochs is not None else None,
     }
 
 
@@ -59,6 +78,12 @@ def table(rows: list[dict]) -> str:
             ratio = speeds.get("device") and speeds.get("per-image") and speeds["device"] / speeds["per-image"]
             cells.append(f"{ratio:.2f}" if ratio else "—")
         lines.append(f"| {key[0]} | {key[1]} | {key[2]} | " + " | ".join(cells) + " |")
+    trained = [row for row in rows if row.get("test_accuracy") is not None]
+    if trained:
+        lines += ["", "| setting | mixer | batch | learning rate | epochs | test top-1 % | data path |",
+                  "|---|---|---|---|---|---|---|"]  # fmt: skip
+        lines += [f"| {r['setting']} | {r['mixer']} | {r['batch']} | {r['learning_rate']:.3g} | {r['epochs']:g} "
+                  f"| {100 * r['test_accuracy']:.2f} | {r['path']} |" for r in trained]  # fmt: skip
     return "\n".join(lines)
 
 
@@ -69,6 +94,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
     parser.add_argument("--paths", default="per-image,device", help="per-image, device, or both (default)")
     parser.add_argument("--batches", default=None, help="comma-separated global batch sizes (default: the entry's)")
     parser.add_argument("--steps", type=int, default=30)
+    parser.add_argument("--epochs", type=float, default=None,
+                        help="train this many epochs per batch size instead, the entry's learning rate scaled by "
+                        "sqrt(batch / its batch), and report the test accuracy too")  # fmt: skip
     parser.add_argument("--csv", default=None, help="also write the rows here")
     args, extra = parser.parse_known_args(argv)
     paths = args.paths.split(",")
@@ -89,7 +117,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     for entry in entries:
         for batch in batches:
             for path in paths:  # the paths alternate, so drift in the machine's speed hits both alike
-                rows.append(measure(entry, path, batch, args.steps, extra))
+                rows.append(measure(entry, path, batch, args.steps, extra, args.epochs))
                 print(f"{entry.name} {path} batch {rows[-1]['batch']}: {rows[-1]['images_per_second']:,.0f} images/s",
                       flush=True)  # fmt: skip
     machine = machine_description("cuda" if torch.cuda.is_available() else "cpu")
@@ -103,4 +131,4 @@ def main(argv: list[str] | None = None) -> list[dict]:
     return rows
 
 
-__all__ = ["measure", "table"]
+__all__ = ["measure", "scaled_learning_rate", "table"]
