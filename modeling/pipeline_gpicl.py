@@ -67,7 +67,7 @@ class InContextClassificationPipeline(Pipeline):
             )
         trained = getattr(self.model.config, "trained_sequence_length", None)
         if trained is not None and len(support) + 1 > trained:
-            logger.warning(
+            logger.warning_once(
                 "The support set has %d examples: with the query, sequences of %d, longer than the %d this learner "
                 "was meta-trained on. Its predictions past position %d are untested; a support set of at most %d "
                 "examples stays within what it learned.", len(support), len(support) + 1, trained, trained, trained - 1

@@ -30,6 +30,9 @@ case ${1:-prepare} in
     du -sh .whl .fmnist
     echo "what travels: $(travels) (at most 64 MiB; 'slim' leaves the zoo's weights and plots behind)" ;;
   slim)
+    if ! git diff --cached --quiet; then echo "staged changes: commit or unstage them first (slim stages nothing)"; exit 1; fi
+    if git ls-files --error-unmatch model_cards >/dev/null 2>&1; then :; else echo "slim already"; exit 0; fi
+    echo "until 'restore', do not commit: the index holds model_cards/ and docs/ as removed"
     for path in model_cards docs; do
       grep -qxF "/$path/" "$exclude" || echo "/$path/" >> "$exclude"
       git rm -r -q --cached "$path"

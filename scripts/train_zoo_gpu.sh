@@ -30,7 +30,7 @@ if [ -d .whl ] && [ -z "${NO_WHEELS:-}" ]; then
   $py -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$site" .whl/*.whl || exit 1
 fi
 $py -m pip install -q --no-index --no-deps --no-build-isolation --no-compile --target "$site" . || exit 1
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || [ -n "${ALLOW_CPU:-}" ]
+nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || [ -n "${ALLOW_CPU:-}" ] || exit 1
 $py - <<'PY' || exit 1
 import torch, transformers, datasets, accelerate, ttt_hf
 import os
@@ -45,10 +45,10 @@ if os.environ.get("DATA_DIR"):
 PY
 
 settings=${SETTINGS:-"--tier GPU"}
-count=$($py -c "from ttt_hf import zoo; import sys; print(sum(1 for e in zoo.ZOO.values() if e.setting in zoo.SETTINGS and zoo.SETTINGS[e.setting].tier == 'GPU'))")
-stamp "training ${PARALLEL:-$count} at a time: $settings"
-timeout --signal=INT $(( 560 - ($(date +%s) - t0) - 45 )) \
-  $py -m ttt_hf.cli zoo train $settings --parallel "${PARALLEL:-$count}" --output_dir "$runs" \
+stamp "training $settings, ${PARALLEL:-all} at a time"
+# a backstop: the runs end by their time budget; at the limit zoo train stops the rest, 20 s later they are killed
+timeout -k 20 --signal=INT $(( 560 - ($(date +%s) - t0) - 45 )) \
+  $py -m ttt_hf.cli zoo train $settings --parallel "${PARALLEL:-0}" --output_dir "$runs" \
     ${DATA_DIR:+--data_dir "$DATA_DIR"} --time_budget_s "${BUDGET_S:-330}" --dataloader_num_workers 0 --save_strategy no \
     --disable_tqdm true --report_to none ${EXTRA:-}
 stamp "training ended (exit code $?)"

@@ -15,6 +15,7 @@ from ttt_hf.device_data import (
     IndexDataset,
     crop_and_flip,
     crop_boxes,
+    decode_sources,
     decode_split,
     device_data_plan,
     normalisation_table,
@@ -103,21 +104,43 @@ def test_flip_rate_matches_the_per_image_path():
     assert torch.equal(pixels[~mirrored], original.expand(n - flipped_device, 1, 8, 8))
 
 
-def test_a_crop_is_pils_bilinear_resize_of_the_same_box():
-    """Upsampling a box (the only direction on the device path: crops are at most the stored image) as PIL does it,
-    to within one grey level (PIL rounds to whole levels between its horizontal and vertical passes), mirrored when
-    flipped."""
+@pytest.mark.parametrize("size", [28, 14, 9])
+def test_a_crop_is_pils_bilinear_resize_of_the_same_box(size):
+    """PIL's `resize(box=..., BILINEAR)`, growing or shrinking (antialiased), to within one grey level (PIL rounds to
+    whole levels between its horizontal and vertical passes), mirrored when flipped."""
     rng = np.random.default_rng(0)
     picture = rng.integers(0, 256, (28, 28), dtype=np.uint8)
     image = PIL.Image.fromarray(picture)
     boxes = torch.tensor([[0, 0, 28, 28], [3, 5, 20, 17], [10, 0, 18, 28], [7, 7, 9, 9]], dtype=torch.float64)
     flip = torch.tensor([False, True, False, True])
-    out = crop_and_flip(torch.from_numpy(picture)[None, None].expand(4, 1, 28, 28), boxes, flip, 28)
+    out = crop_and_flip(torch.from_numpy(picture)[None, None].expand(4, 1, 28, 28), boxes, flip, size)
     for (left, top, w, h), mirrored, got in zip(boxes.long().tolist(), flip, out[:, 0]):
-        expected = np.array(image.resize((28, 28), PIL.Image.BILINEAR, box=(left, top, left + w, top + h)))
+        expected = np.array(image.resize((size, size), PIL.Image.BILINEAR, box=(left, top, left + w, top + h)))
         expected = torch.from_numpy(expected[:, ::-1].copy() if mirrored else expected).long()
         assert (got - expected).abs().max() <= 1 and (got - expected).abs().float().mean() < 0.3
-    assert torch.equal(out[0, 0], torch.from_numpy(picture).long())  # the whole image: exactly itself
+    if size == 28:
+        assert torch.equal(out[0, 0], torch.from_numpy(picture).long())  # the whole image: exactly itself
+
+
+def test_training_crops_come_from_the_images_at_their_own_resolution():
+    """A 14x14 model on 28x28 images: evaluation sees the processor's 14x14 images; training crops are cut from the
+    28x28 originals (as the per-image path cuts them), not from the 14x14 copies."""
+    split = load_image_dataset("mnist-5k", max_train_samples=64)["train"]
+    processor = TTTViTImageProcessor.for_image_size(14, 1, crop_fraction=1.0)
+    images, labels = decode_split(split, processor)
+    sources = decode_sources(split, processor)
+    assert images.shape == (64, 1, 14, 14) and sources.shape == (64, 1, 28, 28)
+    assert torch.equal(sources[5, 0], torch.from_numpy(np.array(split[5]["image"])))
+    collator = DeviceBatchCollator(images, labels, normalisation_table(processor), 14, sources=sources,
+                                   random_resized_crop=True, scale=(0.5, 1.0))  # fmt: skip
+    features = [{"index": i} for i in range(64)]
+    boxes, _ = collator.draws(torch.arange(64), 28, 28)
+    assert boxes[:, 2].max() <= 28 and boxes[:, 2].max() > 14  # boxes in the originals' pixels
+    expected = crop_and_flip(sources, boxes, None, 14)
+    channel = torch.zeros(1, dtype=torch.long)[None, :, None, None]
+    assert torch.equal(collator(features)["pixel_values"], normalisation_table(processor)[channel, expected])
+    plain = DeviceBatchCollator(images, labels, normalisation_table(processor), 14, sources=sources)
+    assert torch.equal(plain(features)["pixel_values"], normalisation_table(processor)[channel, images.long()])
 
 
 def test_draws_are_a_function_of_seed_epoch_and_batch():
@@ -137,6 +160,13 @@ def test_plan_applies_where_it_can_and_says_why_not():
     assert device_data_plan(True, splits, 28, 1, rand_augment=False).applies
     assert "RandAugment" in device_data_plan(True, splits, 28, 1, rand_augment=True).reason
     assert "switched off" in device_data_plan(False, splits, 28, 1, rand_augment=False).reason
+    mixed = load_image_dataset("mnist-5k", max_train_samples=20)["train"]
+    assert device_data_plan(True, {"train": mixed}, 28, 1, rand_augment=False, crop=True).applies
+    resized = mixed.map(lambda row, i: {"image": row["image"].resize((20, 20)) if i % 2 else row["image"]},
+                        with_indices=True)  # fmt: skip
+    assert device_data_plan(True, {"train": resized}, 28, 1, rand_augment=False).applies  # no crop: one geometry
+    two_sizes = device_data_plan(True, {"train": resized}, 28, 1, rand_augment=False, crop=True)
+    assert not two_sizes.applies and "2 sizes" in two_sizes.reason
     too_big = device_data_plan(True, {"train": range(2_000_000)}, 224, 3, rand_augment=False)
     assert not too_big.applies and "GiB" in too_big.reason
     assert len(IndexDataset(5, offset=10)) == 5 and IndexDataset(5, offset=10)[4] == {"index": 14}

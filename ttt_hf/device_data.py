@@ -1,21 +1,18 @@
-"""The device-resident data path: a split held as one uint8 tensor on the training device, augmented in batches.
+"""The device-resident data path: a split held as uint8 tensors on the training device, augmented in batches.
 
 The per-image path (`transforms.TrainTransform` in `dataset.with_transform`) decodes, crops and flips every image
 with PIL on every epoch, then runs the image processor; on a GPU that host work, not the model, sets the pace of a
-small model on small images. Here a split is decoded once through the image processor's own geometry (its resize
-and centre crop, exactly) into `[N, C, S, S]` uint8 on the device; a training batch is a gather of indices, the
-recipe's random-resized crop and horizontal flip as one `grid_sample` of the whole batch, and the processor's
-rescale and normalisation as a 256-entry lookup table built by the processor itself — so with augmentation off the
-pixel values are bit-identical to the processor's. `Trainer` still runs the loop: the dataset yields indices, the
-collator builds the batch.
+small model on small images. Here every split is decoded once through the image processor's own geometry (its
+resize and centre crop, exactly) into `[N, C, S, S]` uint8 on the device, and the processor's rescale and
+normalisation become a 256-entry lookup table built by the processor itself, so that without augmentation the
+pixel values are bit-identical to the processor's. For the recipe's random-resized crop the training split is also
+kept at its own resolution, and a batch's crops are resized with PIL's bilinear weights written as two matrices per
+image (`resize_weights`: antialiased when shrinking, as PIL's `resize(box=...)`), flips included, in two batched
+matrix products. `Trainer` still runs the loop: the dataset yields indices, the collator builds the batch.
 
-Where it applies (`device_data_plan`): every image of the split fits `DEVICE_DATA_MAX_BYTES` once decoded, and the
-recipe needs nothing it does not do. RandAugment keeps the per-image path (its ops reproduce the official TF code
-image by image in NumPy); mixup works on either path (it mixes collated batches).
-
-Crops are taken from the image at the model's input geometry rather than from the original; for the bundled
-datasets, whose images are already the model's size, that is the same image; for larger images it only changes
-the interpolation (a crop is upsampled from the stored image instead of downsampled from the original).
+Where it applies (`device_data_plan`): the decoded splits fit `DEVICE_DATA_MAX_BYTES`, the recipe needs nothing it
+does not do (RandAugment keeps the per-image path: its ops reproduce the official TF code image by image in NumPy;
+mixup works on either path), and, with the random-resized crop on, the training images all have one size.
 """
 
 import hashlib
@@ -24,7 +21,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from .modeling.image_processing_ttt_vit import convert_image_mode
@@ -40,18 +36,42 @@ class DevicePlan:
     reason: str
 
 
-def device_data_plan(wanted: bool, splits: dict, image_size: int, num_channels: int, rand_augment: bool) -> DevicePlan:
-    """Whether to hold `splits` ({name: Dataset}) on the device for a model of this input size and channel count."""
+def device_data_plan(
+    wanted: bool, splits: dict, image_size: int, num_channels: int, rand_augment: bool, crop: bool = False
+) -> DevicePlan:
+    """Whether to hold `splits` ({name: Dataset}) on the device for a model of this input size and channel count
+    (with `crop`: the training split at its own resolution too, which needs one image size)."""
     if not wanted:
         return DevicePlan(False, "switched off (--device_data false)")
     if rand_augment:
         return DevicePlan(False, "RandAugment runs per image (its ops reproduce the official TF code in NumPy)")
     total = sum(len(split) for split in splits.values()) * num_channels * image_size**2
+    sizes = None
+    if crop:
+        sizes = _image_sizes(splits["train"])
+        if len(sizes) != 1:
+            return DevicePlan(False, f"the training images have {len(sizes)} sizes; random-resized crops of them are "
+                              "cut image by image")  # fmt: skip
+        height, width = next(iter(sizes))
+        total += len(splits["train"]) * num_channels * height * width
     if total > DEVICE_DATA_MAX_BYTES:
-        return DevicePlan(
-            False, f"the decoded splits would take {total / 2**30:.1f} GiB, over {DEVICE_DATA_MAX_BYTES // 2**30} GiB"
-        )
+        limit = DEVICE_DATA_MAX_BYTES / 2**30
+        return DevicePlan(False, f"the decoded splits would take {total / 2**30:.1f} GiB, over {limit:g} GiB")
     return DevicePlan(True, f"{total / 2**20:.1f} MiB of uint8 images on the training device")
+
+
+def _image_sizes(split) -> set[tuple[int, int]]:
+    """The (height, width) of the images of `split` (PIL reads only the headers)."""
+    import io
+
+    import PIL.Image
+    from datasets import Image
+
+    sizes = set()
+    for item in split.cast_column("image", Image(decode=False))["image"]:
+        with PIL.Image.open(io.BytesIO(item["bytes"]) if item.get("bytes") else item["path"]) as image:
+            sizes.add((image.height, image.width))
+    return sizes
 
 
 def normalisation_table(image_processor) -> torch.Tensor:
@@ -67,16 +87,19 @@ def normalisation_table(image_processor) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(table[:, 0, :], dtype=np.float32))
 
 
+def _mode(image_processor) -> str:
+    return "L" if getattr(image_processor, "num_channels", 3) == 1 else "RGB"
+
+
 def decode_split(split, image_processor, chunk: int = 2048, desc: str = "") -> tuple[torch.Tensor, torch.Tensor]:
     """(images uint8 [N, C, S, S], labels int64 [N]) of a split with columns `image` and `label`: each image in the
     processor's colour mode through its resize and centre crop (no rescale or normalisation)."""
-    mode = "L" if getattr(image_processor, "num_channels", 3) == 1 else "RGB"
     images, labels = [], np.asarray(split["label"], dtype=np.int64)
     with tqdm(total=len(split), desc=desc or "decoding images", unit="img", disable=len(split) < 3 * chunk) as bar:
         for start in range(0, len(split), chunk):
             rows = split[start : start + chunk]["image"]
             pixels = image_processor(
-                [convert_image_mode(image, mode) for image in rows],
+                [convert_image_mode(image, _mode(image_processor)) for image in rows],
                 do_rescale=False,
                 do_normalize=False,
                 return_tensors="np",
@@ -84,6 +107,13 @@ def decode_split(split, image_processor, chunk: int = 2048, desc: str = "") -> t
             images.append(np.clip(np.rint(pixels), 0, 255).astype(np.uint8))
             bar.update(len(rows))
     return torch.from_numpy(np.concatenate(images)), torch.from_numpy(labels)
+
+
+def decode_sources(split, image_processor) -> torch.Tensor:
+    """The images of a split at their own resolution, in the processor's colour mode: uint8 [N, C, H, W] (one size)."""
+    arrays = [np.asarray(convert_image_mode(image, _mode(image_processor))) for image in split["image"]]
+    stacked = np.stack(arrays)  # [N, H, W] or [N, H, W, C]
+    return torch.from_numpy(stacked[:, None] if stacked.ndim == 3 else np.moveaxis(stacked, -1, 1).copy())
 
 
 class IndexDataset(torch.utils.data.Dataset):
@@ -128,11 +158,25 @@ def crop_boxes(
     return torch.stack([left, top, w, h], 1)
 
 
+def resize_weights(start: torch.Tensor, length: torch.Tensor, size: int, source: int) -> torch.Tensor:
+    """[B, size, source] float32: PIL's bilinear resampling of the interval [start, start + length) of a `source`-long
+    axis to `size` samples, per image (Resample.c's coefficients: a triangle of width max(scale, 1), so shrinking is
+    antialiased, renormalised over the pixels inside the image)."""
+    scale = (length / size).double()[:, None, None]  # [B, 1, 1]
+    width = torch.clamp(scale, min=1.0)
+    out = torch.arange(size, dtype=torch.float64, device=start.device)[None, :, None]  # [1, size, 1]
+    pixel = torch.arange(source, dtype=torch.float64, device=start.device)[None, None, :]  # [1, 1, source]
+    centre = start.double()[:, None, None] + (out + 0.5) * scale
+    weights = torch.clamp(1 - torch.abs((pixel + 0.5 - centre) / width), min=0)  # [B, size, source]
+    return (weights / weights.sum(-1, keepdim=True)).float()
+
+
 def crop_and_flip(
     images: torch.Tensor, boxes: torch.Tensor | None, flip: torch.Tensor | None, size: int
 ) -> torch.Tensor:
-    """uint8 images [B, C, H, W] -> the boxes (left, top, w, h) resized to size x size with bilinear sampling (PIL's
-    for upsampling), mirrored where `flip`, rounded to whole grey levels: long [B, C, size, size]."""
+    """uint8 images [B, C, H, W] -> the boxes (left, top, w, h; whole images if None) resized to size x size as PIL's
+    bilinear `resize(box=...)` does (to within one grey level: PIL rounds between its two passes), mirrored where
+    `flip`, rounded to whole grey levels: long [B, C, size, size]."""
     batch, _, height, width = images.shape
     if boxes is None and (height, width) == (size, size):
         out = images.long()
@@ -140,23 +184,26 @@ def crop_and_flip(
     if boxes is None:
         boxes = torch.tensor([[0, 0, width, height]], dtype=torch.float64, device=images.device).expand(batch, 4)
     left, top, w, h = boxes.to(torch.float64).unbind(1)
-    sign = 1.0 - 2.0 * flip.double() if flip is not None else torch.ones_like(w)
-    theta = torch.zeros(batch, 2, 3, dtype=torch.float64, device=images.device)
-    theta[:, 0, 0], theta[:, 0, 2] = sign * w / width, (2 * left + w) / width - 1  # output x in [-1, 1] -> input x
-    theta[:, 1, 1], theta[:, 1, 2] = h / height, (2 * top + h) / height - 1
-    grid = F.affine_grid(theta.float(), [batch, images.shape[1], size, size], align_corners=False)
-    sampled = F.grid_sample(images.float(), grid, mode="bilinear", padding_mode="border", align_corners=False)
-    return sampled.round_().clamp_(0, 255).long()  # [B, C, size, size]
+    rows = resize_weights(top, h, size, height)  # [B, size, H]
+    columns = resize_weights(left, w, size, width)  # [B, size, W]
+    if flip is not None:
+        columns = torch.where(flip[:, None, None], columns.flip(1), columns)
+    out = rows[:, None] @ images.float() @ columns[:, None].transpose(-1, -2)  # [B, C, size, size]
+    return out.round_().clamp_(0, 255).long()
 
 
 class DeviceBatchCollator:
     """`Trainer`'s data collator for an `IndexDataset`: gathers the examples from the device-resident images, applies
     the recipe's random-resized crop and flip (training) or nothing (evaluation), and the processor's normalisation.
 
-    The draws of a batch are a pure function of (seed, epoch, the batch's indices), like the per-image path's
-    (seed, epoch, image content): the same on any process count or worker order, and a resumed run draws as an
-    uninterrupted one. `mixup` (a `transforms.MixupCollator`) mixes the collated batch.
+    `images` [N, C, S, S] are at the processor's geometry; `sources` [M, C, H, W], if given, are the first M of them
+    at their own resolution, which crops are cut from (without, crops are cut from `images`). The draws of a batch are
+    a pure function of (seed, epoch, the batch's indices) on one device type: whatever the order in which batches are
+    built, a resumed run draws as an uninterrupted one (another batch size or process count makes other batches, and
+    so other draws). `mixup` (a `transforms.MixupCollator`, given its epoch by the trainer's callback) mixes the batch.
     """
+
+    TRIES = 10  # random-resized-crop draws per image before the centre-crop fallback, as torchvision's
 
     def __init__(
         self,
@@ -165,6 +212,7 @@ class DeviceBatchCollator:
         table: torch.Tensor,
         size: int,
         *,
+        sources: torch.Tensor | None = None,
         random_resized_crop: bool = False,
         scale: tuple[float, float] = (0.05, 1.0),
         ratio: tuple[float, float] = (3 / 4, 4 / 3),
@@ -172,53 +220,37 @@ class DeviceBatchCollator:
         seed: int = 0,
         mixup=None,
     ):
-        self.images, self.labels, self.table, self.size = (
-            images,
-            labels.to(images.device),
-            table.to(images.device),
-            size,
-        )
-        self.random_resized_crop, self.scale, self.ratio, self.horizontal_flip = (
-            random_resized_crop,
-            scale,
-            ratio,
-            horizontal_flip,
-        )
-        self.seed, self.epoch, self.mixup = seed, 0, mixup
-
-    @property
-    def augments(self) -> bool:
-        return self.random_resized_crop or self.horizontal_flip
+        device = images.device
+        self.images, self.sources, self.size = images, sources, size
+        self.labels, self.table = labels.to(device), table.to(device)
+        self.random_resized_crop, self.scale, self.ratio = random_resized_crop, scale, ratio
+        self.horizontal_flip, self.seed, self.epoch, self.mixup = horizontal_flip, seed, 0, mixup
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
-        if self.mixup is not None:
-            self.mixup.set_epoch(epoch)
 
     def _generator(self, indices: torch.Tensor) -> torch.Generator:
         digest = hashlib.blake2b(indices.cpu().numpy().astype(np.int64).tobytes(), digest_size=8).digest()
         key = hashlib.blake2b(f"{self.seed},{self.epoch},".encode() + digest, digest_size=8).digest()
         return torch.Generator(device=self.images.device).manual_seed(int.from_bytes(key, "little") >> 1)
 
-    def draws(self, indices: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
-        """(crop boxes [B, 4] or None, flips bool [B] or None) of a batch."""
-        if not self.augments:
+    def draws(self, indices: torch.Tensor, height: int, width: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(crop boxes [B, 4] in a height x width image or None, flips bool [B] or None) of a batch."""
+        if not (self.random_resized_crop or self.horizontal_flip):
             return None, None
-        generator = self._generator(indices)
-        uniforms = torch.rand(
-            len(indices), 23, generator=generator, device=self.images.device
-        )  # 10 tries x (area, ratio), x, y, flip
-        _, _, height, width = self.images.shape
-        boxes = (
-            crop_boxes(height, width, self.scale, self.ratio, uniforms[:, :22]) if self.random_resized_crop else None
-        )
-        flip = uniforms[:, 22] < 0.5 if self.horizontal_flip else None
-        return boxes, flip
+        columns = 2 * self.TRIES + 3  # per try an area and a ratio; then x, y and the flip
+        uniforms = torch.rand(len(indices), columns, generator=self._generator(indices), device=self.images.device)
+        boxes = None
+        if self.random_resized_crop:
+            boxes = crop_boxes(height, width, self.scale, self.ratio, uniforms[:, :-1], tries=self.TRIES)
+        return boxes, (uniforms[:, -1] < 0.5 if self.horizontal_flip else None)
 
     def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
         indices = torch.tensor([int(f["index"]) for f in features], device=self.images.device)
-        boxes, flip = self.draws(indices)
-        levels = crop_and_flip(self.images[indices], boxes, flip, self.size)  # long [B, C, S, S]
+        crop_from = self.sources if self.random_resized_crop and self.sources is not None else self.images
+        pictures = crop_from[indices]  # uint8 [B, C, H, W]
+        boxes, flip = self.draws(indices, *pictures.shape[-2:])
+        levels = crop_and_flip(pictures, boxes, flip, self.size)  # long [B, C, S, S]
         channel = torch.arange(levels.shape[1], device=levels.device)[None, :, None, None]
         batch = {"pixel_values": self.table[channel, levels], "labels": self.labels[indices]}
         return self.mixup.mix(batch) if self.mixup is not None else batch
@@ -231,7 +263,9 @@ __all__ = [
     "IndexDataset",
     "crop_and_flip",
     "crop_boxes",
+    "decode_sources",
     "decode_split",
     "device_data_plan",
     "normalisation_table",
+    "resize_weights",
 ]

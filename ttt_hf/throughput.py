@@ -118,8 +118,9 @@ def main(argv: list[str] | None = None) -> list[dict]:
         for batch in batches:
             for path in paths:  # the paths alternate, so drift in the machine's speed hits both alike
                 rows.append(measure(entry, path, batch, args.steps, extra, args.epochs))
-                print(f"{entry.name} {path} batch {rows[-1]['batch']}: {rows[-1]['images_per_second']:,.0f} images/s",
-                      flush=True)  # fmt: skip
+                speed = rows[-1]["images_per_second"]
+                shown = "no steady step (give --steps 3 or more)" if speed is None else f"{speed:,.0f} images/s"
+                print(f"{entry.name} {path} batch {rows[-1]['batch']}: {shown}", flush=True)
     machine = machine_description("cuda" if torch.cuda.is_available() else "cpu")
     print(f"\n{table(rows)}\n\nmachine: {machine}; device of the runs: {rows[0]['device']}")
     if args.csv:

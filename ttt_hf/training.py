@@ -35,7 +35,15 @@ from transformers.trainer_utils import get_last_checkpoint
 
 from .checkpoints import from_pretrained
 from .data import image_info, load_image_dataset
-from .device_data import DeviceBatchCollator, IndexDataset, decode_split, device_data_plan, normalisation_table
+from .device_data import (
+    DEVICE_DATA_MAX_BYTES,
+    DeviceBatchCollator,
+    IndexDataset,
+    decode_sources,
+    decode_split,
+    device_data_plan,
+    normalisation_table,
+)
 from .hub import TRAINING_ARGS_FILE, HubPublishError, check_repo_id, publish
 from .metrics import compute_classification_metrics
 from .model_sizing import AUTO_MODEL, auto_geometry, preset_geometry
@@ -135,7 +143,8 @@ class DataArguments:
     device_data: bool = field(
         default=True,
         metadata={"help": "Hold the splits as uint8 tensors on the training device and crop, flip and normalise whole "
-                  "batches there, where that applies (not with RandAugment; splits up to 4 GiB decoded); false: "
+                  f"batches there, where that applies (not with RandAugment; splits up to "
+                  f"{DEVICE_DATA_MAX_BYTES / 2**30:g} GiB decoded); false: "
                   "augment image by image with PIL in the data loader."},
     )  # fmt: skip
 
@@ -323,21 +332,28 @@ class StepTimer(TrainerCallback):
     `budget_s`, training stops once that many seconds have passed since the first step began."""
 
     def __init__(self, budget_s: float | None = None):
-        self.budget_s, self.times = budget_s, []
+        self.budget_s, self.times, self.stopped = budget_s, [], False
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.times = [time.perf_counter()]
 
     def on_step_end(self, args, state, control, **kwargs):
         self.times.append(time.perf_counter())
-        if self.budget_s is not None and self.times[-1] - self.times[0] > self.budget_s:
-            control.should_training_stop = True
+        if self.budget_s is None:
+            return
+        over = torch.tensor(float(self.times[-1] - self.times[0] > self.budget_s))
+        if torch.distributed.is_available() and torch.distributed.is_initialized():  # every process stops at once
+            over = over.to(args.device)
+            torch.distributed.all_reduce(over, op=torch.distributed.ReduceOp.MAX)
+        if over.item():
+            control.should_training_stop = self.stopped = True
 
     def metrics(self, images_per_step: int) -> dict:
         steps = [b - a for a, b in zip(self.times[1:], self.times[2:])]  # the first step pays for warm-up
-        if not steps:
-            return {}
-        return {"steady_train_images_per_second": images_per_step / statistics.median(steps)}
+        found = {"stopped_by_time_budget": self.stopped} if self.budget_s is not None else {}
+        if steps:
+            found["steady_train_images_per_second"] = images_per_step / statistics.median(steps)
+        return found
 
 
 class SetEpochCallback(TrainerCallback):
@@ -428,24 +444,29 @@ def build_model(model_args: ModelArguments, data_args: DataArguments, class_name
 
 def device_resident(data, processor, image_size: int, data_args, training_args, mixup):
     """(train, validation, test datasets of indices, training collator, evaluation collator) of the device-resident
-    path (`ttt_hf.device_data`): the three splits decoded once into one uint8 tensor on the training device."""
+    path (`ttt_hf.device_data`): the three splits decoded once into one uint8 tensor on the training device, and the
+    training split at its own resolution too when the recipe crops."""
     device = training_args.device
     decoded = [
         decode_split(data[name], processor, desc=f"decoding {name}") for name in ("train", "validation", "test")
     ]
-    images = torch.cat([images for images, _ in decoded]).to(device)  # [N, C, S, S] uint8
+    images = torch.cat([images for images, _ in decoded]).to(device)  # [N, C, S, S] uint8, train first
     labels = torch.cat([labels for _, labels in decoded])
     starts = np.cumsum([0] + [len(labels) for _, labels in decoded])
     sets = [IndexDataset(int(stop - start), offset=int(start)) for start, stop in zip(starts[:-1], starts[1:])]
+    sources = decode_sources(data["train"], processor).to(device) if data_args.random_resized_crop else None
     table = normalisation_table(processor)
     train_collator = DeviceBatchCollator(
-        images, labels, table, image_size,
+        images, labels, table, image_size, sources=sources,
         random_resized_crop=data_args.random_resized_crop, scale=(data_args.crop_min_scale, 1.0),
         horizontal_flip=data_args.horizontal_flip, seed=training_args.seed, mixup=mixup,
     )  # fmt: skip
     eval_collator = DeviceBatchCollator(images, labels, table, image_size)
-    # the collators index a device tensor: in the main process, from unpinned memory
+    if training_args.dataloader_num_workers or training_args.dataloader_pin_memory:
+        logger.info("device-resident data: the batches are built in the main process from device memory "
+                    "(dataloader_num_workers 0, no pinned memory)")  # fmt: skip
     training_args.dataloader_num_workers, training_args.dataloader_pin_memory = 0, False
+    training_args.dataloader_prefetch_factor, training_args.dataloader_persistent_workers = None, False
     return (*sets, train_collator, eval_collator)
 
 
@@ -488,7 +509,12 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: TTT
         else None
     )
     plan = device_data_plan(
-        data_args.device_data, data, model.config.image_size, model.config.num_channels, data_args.rand_augment
+        data_args.device_data,
+        data,
+        model.config.image_size,
+        model.config.num_channels,
+        data_args.rand_augment,
+        crop=data_args.random_resized_crop,
     )
     if plan.applies:
         train_set, eval_set, test_set, collator, eval_collator = device_resident(
@@ -508,7 +534,8 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: TTT
         eval_set = data["validation"].with_transform(EvalTransform(processor))
         test_set = data["test"].with_transform(EvalTransform(processor))
         collator, eval_collator = mixup or collate_images, collate_images
-    logger.info("data path: %s (%s)", "device-resident" if plan.applies else "per image", plan.reason)
+    data_path = "device-resident" if plan.applies else "per image"
+    logger.info("data path: %s (%s)", data_path, plan.reason)
     trainer = ImageClassificationTrainer(
         model=model,
         args=training_args,
@@ -548,7 +575,8 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: TTT
     metrics = {**train_result.metrics, **timer.metrics(), **step_timer.metrics(images_per_step)}
     metrics.update(trainer.evaluate(eval_set, metric_key_prefix="eval"))
     metrics.update(trainer.evaluate(test_set, metric_key_prefix="test"))
-    metrics["data_path"] = "device-resident" if plan.applies else "per image"
+    metrics["data_path"] = data_path
+    metrics["planned_epochs"] = training_args.num_train_epochs if training_args.max_steps <= 0 else None
     metrics["num_parameters"] = model.num_parameters()
     metrics["recipe"] = training_args.recipe
     metrics["settings"] = {  # what this run used: the recipe's values and the flags given over them

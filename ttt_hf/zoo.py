@@ -323,54 +323,64 @@ def store(name: str, run_dir, model_cards=None, org: str | None = None) -> Path:
 
 
 def train_many(names: list[str], root, parallel: int = 1, extra=(), poll: float = 2.0) -> dict[str, int]:
-    """Train zoo entries `parallel` at a time, one `ttt-hf zoo train NAME` process each, writing ordinary run folders
-    ROOT/NAME (and their output to ROOT/NAME.log); entries whose ROOT/NAME/all_results.json exists are done and
-    skipped. On a machine without a GPU each process gets an equal share of the cores (OMP_NUM_THREADS); on a GPU they
-    share the device. Returns name -> exit code, in the order they were given."""
+    """Train zoo entries `parallel` at a time (0: all at once), one `ttt-hf zoo train NAME` process each, writing
+    ordinary run folders ROOT/NAME (and their output to ROOT/NAME.log); entries whose ROOT/NAME/all_results.json
+    exists are done and skipped. The processes share the machine's cores (OMP_NUM_THREADS and torch.compile's
+    workers), and on a GPU machine the device. Interrupted, it stops the runs still going. Returns name -> exit
+    code, in the order given."""
     import os
     import subprocess
     import time
 
     import torch
 
-    if parallel < 1:
-        raise ValueError(f"--parallel must be at least 1, got {parallel}.")
+    if parallel < 0:
+        raise ValueError(f"--parallel must be a number of processes (0: all at once), got {parallel}.")
+    if any(flag.split("=")[0] in ("--output_dir", "--output-dir") for flag in extra):
+        raise ValueError("Every run writes ROOT/NAME: give the root as `zoo train --output_dir`, before other flags.")
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
-    if not torch.cuda.is_available():
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-        env["OMP_NUM_THREADS"] = str(max(1, cores // parallel))
     pending = [name for name in names if not (root / name / RESULTS_FILE).is_file()]
     for name in names:
         if name not in pending:
             print(f"{name}: done already ({root / name / RESULTS_FILE})", flush=True)
+    parallel = min(parallel or len(pending), len(pending)) or 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    threads = str(max(1, cores // parallel))
+    env = {**os.environ, "OMP_NUM_THREADS": threads, "TORCHINDUCTOR_COMPILE_THREADS": threads}
+    if torch.cuda.is_available():  # a user's own thread settings win where the GPU does the work
+        env = {
+            **env,
+            **{k: os.environ[k] for k in ("OMP_NUM_THREADS", "TORCHINDUCTOR_COMPILE_THREADS") if k in os.environ},
+        }
     running, codes, start = {}, {}, time.time()
-    while pending or running:
-        while pending and len(running) < parallel:
-            name = pending.pop(0)
-            command = [
-                sys.executable,
-                "-m",
-                "ttt_hf.cli",
-                "zoo",
-                "train",
-                name,
-                "--output_dir",
-                str(root / name),
-                *extra,
-            ]
-            log = open(root / f"{name}.log", "w")  # noqa: SIM115  (closed when the run ends)
-            running[name] = (subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env), log)
-            print(f"[{time.time() - start:7.0f} s] started {name} (log: {root / name}.log)", flush=True)
-        time.sleep(poll)
-        for name, (process, log) in list(running.items()):
-            if process.poll() is not None:
-                log.close()
-                codes[name] = process.returncode
-                del running[name]
-                state = "finished" if process.returncode == 0 else f"FAILED (exit code {process.returncode})"
-                print(f"[{time.time() - start:7.0f} s] {state}: {name}", flush=True)
+    try:
+        while pending or running:
+            while pending and len(running) < parallel:
+                name = pending.pop(0)
+                command = [sys.executable, "-m", "ttt_hf.cli", "zoo", "train", name, "--output_dir", str(root / name),
+                           *extra]  # fmt: skip
+                log = open(root / f"{name}.log", "w")  # noqa: SIM115  (closed when the run ends)
+                running[name] = (subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env), log)
+                print(f"[{time.time() - start:7.0f} s] started {name} (log: {root / name}.log)", flush=True)
+            time.sleep(poll)
+            for name, (process, log) in list(running.items()):
+                if process.poll() is not None:
+                    log.close()
+                    codes[name] = process.returncode
+                    del running[name]
+                    state = "finished" if process.returncode == 0 else f"FAILED (exit code {process.returncode})"
+                    print(f"[{time.time() - start:7.0f} s] {state}: {name}", flush=True)
+    finally:  # interrupted (Ctrl-C, a timeout): stop the runs still going, and wait for them
+        for process, _ in running.values():
+            process.terminate()
+        for name, (process, log) in running.items():
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+            log.close()
+            print(f"[{time.time() - start:7.0f} s] stopped: {name}", flush=True)
     return {name: codes.get(name, 0) for name in names}
 
 
@@ -447,6 +457,10 @@ def unpack(archives, root, force: bool = False) -> list[Path]:
             clash = [name for name in names if (root / name).exists()]
             if clash and not force:
                 raise FileExistsError(f"{path}: {', '.join(clash)} exist(s) in {root}; remove them or pass --force.")
+            for name in clash:  # --force: the archive's run replaces the folder
+                shutil.rmtree(root / name)
+            if not hasattr(tarfile, "data_filter"):
+                raise RuntimeError("Unpacking safely needs Python 3.10.12, 3.11.4 or newer (tarfile's data filter).")
             archive.extractall(root, filter="data")
             runs += [root / name for name in names]
     return runs
@@ -556,13 +570,25 @@ def results_table(model_cards=None, learners: bool = False) -> str:
     return "\n".join(lines + (["", summary] if summary else []))
 
 
-def _test_accuracies(model_cards=None) -> dict[tuple[str, str], list[float]]:
-    """(setting, mixer) -> test top-1 of every trained seed, for the settings of `SETTINGS`."""
-    found: dict[tuple[str, str], list[float]] = {}
+@dataclass(frozen=True)
+class Trained:
+    """What the summary needs of one trained seed."""
+
+    test_accuracy: float
+    epochs: float
+    cut_short: bool  # stopped by its time budget before its planned epochs
+
+
+def _trained_seeds(model_cards=None) -> dict[tuple[str, str], list[Trained]]:
+    """(setting, mixer) -> every trained seed, for the settings of `SETTINGS`."""
+    found: dict[tuple[str, str], list[Trained]] = {}
     for name, entry in ZOO.items():
         if entry.setting in SETTINGS and is_trained(name, model_cards):
             results = json.loads((folder(name, model_cards) / RESULTS_FILE).read_text())
-            found.setdefault((entry.setting, entry.mixer), []).append(results["test_accuracy"])
+            seed = Trained(
+                results["test_accuracy"], results.get("epoch", 0), bool(results.get("stopped_by_time_budget"))
+            )
+            found.setdefault((entry.setting, entry.mixer), []).append(seed)
     return found
 
 
@@ -572,16 +598,20 @@ def _mean_spread(values: list[float]) -> tuple[float, float]:
 
 
 def compare(setting: str, first: str, second: str, model_cards=None) -> str | None:
-    """One sentence: whether mixer `first` beats `second` in `setting` by more than the seeds' spread, or None
-    when either is untrained."""
-    accuracies = _test_accuracies(model_cards)
-    if (setting, first) not in accuracies or (setting, second) not in accuracies:
+    """One sentence: whether mixer `first` beats `second` in `setting` by more than the seeds' spread (a verdict
+    only with two seeds or more each, every run at its planned epochs), or None when either is untrained."""
+    trained = _trained_seeds(model_cards)
+    if (setting, first) not in trained or (setting, second) not in trained:
         return None
-    (a, da), (b, db) = _mean_spread(accuracies[setting, first]), _mean_spread(accuracies[setting, second])
-    seeds = f"{len(accuracies[setting, first])} and {len(accuracies[setting, second])} seed(s)"
+    runs = trained[setting, first], trained[setting, second]
+    (a, da), (b, db) = (_mean_spread([seed.test_accuracy for seed in seeds]) for seeds in runs)
     names = MIXER_PRESETS[first].paper_name, MIXER_PRESETS[second].paper_name
-    facts = f"{names[0]} {a:.2f} ± {da:.2f} % against {names[1]} {b:.2f} ± {db:.2f} % ({seeds})"
-    if min(len(accuracies[setting, first]), len(accuracies[setting, second])) < 2:
+    facts = f"{names[0]} {a:.2f} ± {da:.2f} % against {names[1]} {b:.2f} ± {db:.2f} % ({len(runs[0])} and " + (
+        f"{len(runs[1])} seed(s))"
+    )
+    if any(seed.cut_short for seeds in runs for seed in seeds):
+        verdict = "a run was cut short by its time budget, so no verdict"
+    elif min(len(seeds) for seeds in runs) < 2:
         verdict = "one seed of one of them: no spread to compare against, so no verdict"
     elif abs(a - b) > da + db:
         verdict = f"{names[0] if a > b else names[1]} is ahead by more than the seeds' spread"
@@ -593,20 +623,19 @@ def compare(setting: str, first: str, second: str, model_cards=None) -> str | No
 def setting_summary(model_cards=None) -> str:
     """Markdown: per tier and setting, each mixer's test top-1 as mean ± half the range over its seeds, and the
     paper's key comparison (MTTT-MLP against linear attention) in words."""
-    accuracies = _test_accuracies(model_cards)
-    if not accuracies:
+    trained = _trained_seeds(model_cards)
+    if not trained:
         return ""
-    lines = [
-        "| tier | setting | mixer (paper's name) | seeds | test top-1 %, mean ± half-range |",
-        "|---|---|---|---|---|",
-    ]
+    lines = ["| tier | setting | mixer (paper's name) | seeds | epochs | test top-1 %, mean ± half-range |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
     for setting in SETTINGS.values():
         for mixer in setting.mixers:
-            if (setting.name, mixer) in accuracies:
-                values = accuracies[setting.name, mixer]
-                mean, spread = _mean_spread(values)
+            if (setting.name, mixer) in trained:
+                seeds = trained[setting.name, mixer]
+                mean, spread = _mean_spread([seed.test_accuracy for seed in seeds])
+                epochs = ", ".join(f"{seed.epochs:g}" + (" (cut short)" if seed.cut_short else "") for seed in seeds)
                 lines.append(f"| {setting.tier} | {setting.description} | {MIXER_PRESETS[mixer].paper_name} "
-                             f"| {len(values)} | {mean:.2f} ± {spread:.2f} |")  # fmt: skip
+                             f"| {len(seeds)} | {epochs} | {mean:.2f} ± {spread:.2f} |")  # fmt: skip
     sentences = [compare(name, "mlp", "linattn", model_cards) for name in SETTINGS]
     sentences = [sentence for sentence in sentences if sentence]
     return "\n".join(lines + (["", *sentences] if sentences else []))
@@ -645,7 +674,9 @@ def argument_parser() -> argparse.ArgumentParser:
     train.add_argument("--output_dir", "--output-dir", help="default: outputs/zoo/NAME (with --setting: the root)")
     train.add_argument("--setting", action="append", choices=list(SETTINGS), help="every entry of this setting")
     train.add_argument("--tier", choices=("CPU", "GPU"), help="every entry of every setting of this tier")
-    train.add_argument("--parallel", type=int, default=1, help="with --setting/--tier: runs at once, one process each")
+    train.add_argument(
+        "--parallel", type=int, default=1, help="with --setting/--tier: runs at once, one process each (0: all)"
+    )
     stored = commands.add_parser("store", help="keep a finished run as model_cards/NAME/ (no model code)")
     stored.add_argument("name")
     stored.add_argument("run_dir")
