@@ -460,3 +460,31 @@ def test_zoo_train_runs_the_entrys_command_with_extra_flags(monkeypatch):
     assert cli.main(["zoo", "train", LEARNER, "--max_steps", "2"]) == 0  # a learner: `ttt-hf meta-train`
     assert calls[-1] == [*zoo.ZOO[LEARNER].train_arguments(), "--output_dir", f"outputs/zoo/{LEARNER}",
                          "--max_steps", "2"]  # fmt: skip
+
+
+def _fake_results(model_cards: Path, name: str, accuracy: float, **more) -> None:
+    (model_cards / name).mkdir(parents=True)
+    results = {"test_accuracy": accuracy, "epoch": 12.0, **more}
+    (model_cards / name / zoo.RESULTS_FILE).write_text(json.dumps(results))
+
+
+def test_summary_gives_mean_and_spread_and_calls_a_tie_a_tie(tmp_path):
+    cards = tmp_path / "cards"
+    for name, accuracy in (("mlp-fmnist-cpu", 0.90), ("mlp-fmnist-cpu-seed1", 0.89), ("linattn-fmnist-cpu", 0.88),
+                           ("linattn-fmnist-cpu-seed1", 0.87), ("attn-fmnist-cpu", 0.91)):  # fmt: skip
+        _fake_results(cards, f"ttt-vit-{name}", accuracy)
+    summary = zoo.setting_summary(cards)
+    assert "| CPU | Fashion-MNIST, 7x7 patches (16 tokens) | MTTT-MLP (T=1) | 2 | 12, 12 | 89.50 ± 0.50 |" in summary
+    assert "| self-attention | 1 | 12 | 91.00 ± 0.00 |" in summary
+    assert (
+        "MTTT-MLP (T=1) 89.50 ± 0.50 % against linear attention (identity map) 87.50 ± 0.50 % (2 and 2 seed(s)): "
+        "MTTT-MLP (T=1) is ahead by more than the seeds' spread." in summary
+    )
+    (cards / "ttt-vit-linattn-fmnist-cpu-seed1" / zoo.RESULTS_FILE).write_text('{"test_accuracy": 0.905, "epoch": 12}')
+    assert zoo.compare("fmnist-cpu", "mlp", "linattn", cards).endswith("a tie within the seeds' spread.")
+    shutil.rmtree(cards / "ttt-vit-linattn-fmnist-cpu-seed1")
+    assert zoo.compare("fmnist-cpu", "mlp", "linattn", cards).endswith("no spread to compare against, so no verdict.")
+    _fake_results(cards, "ttt-vit-linattn-fmnist-cpu-seed1", 0.80, stopped_by_time_budget=True, epoch=7.5)
+    assert zoo.compare("fmnist-cpu", "mlp", "linattn", cards).endswith("cut short by its time budget, so no verdict.")
+    assert "12, 7.5 (cut short)" in zoo.setting_summary(cards)
+    assert zoo.compare("digits-pixel", "mlp", "linattn", cards) is None  # untrained
