@@ -289,6 +289,8 @@ def test_a_learner_publishes_with_its_card_and_loads_from_the_hub_as_remote_code
         "accuracy after 11 examples"
     )
     assert "ttt-hf meta-train --backbone ttt_linear" in card.text and "| unseen-digits |" in card.text
+    assert card.data.pipeline_tag == "other" and "token-classification" not in str(card.data.to_dict())
+    assert entry.dataset_split == "train" and "held out of the training split" in entry.dataset_name  # digits
     published = publish(out, repo)
     assert published.commit == hub_server.head(repo) and set(hub_server.files(repo)) == set(files) | {".gitattributes"}
     x, labels = torch.randn(2, 12, 64), torch.randint(0, 10, (2, 12))

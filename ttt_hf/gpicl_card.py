@@ -5,7 +5,7 @@ row and the paper's numbers, limits and citations."""
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from .gpicl_evaluation import SGD_EPOCHS, SGD_LEARNING_RATE
-from .model_card import LICENSE, _plural, dataset_facts
+from .model_card import LICENSE, _plural, dataset_facts, test_split_facts
 
 GPICL_BIBTEX = """\
 @article{kirsch2022general,
@@ -84,6 +84,9 @@ def accuracy_rows(results: dict) -> list[str]:
     return rows
 
 
+GPICL_PIPELINE_TAG = "other"  # the Hub has no in-context task; with none it would infer token classification
+
+
 def gpicl_eval_results(results: dict) -> list[EvalResult]:
     """Accuracy after the last context example on each set of unseen tasks, as model-index entries."""
     examples = results["meta_arguments"]["sequence_length"] - 1
@@ -91,9 +94,10 @@ def gpicl_eval_results(results: dict) -> list[EvalResult]:
     for name in unseen_sets(results):
         dataset = name[len("unseen-") :]
         hub_id, display, _ = dataset_facts(dataset)
+        split, note = test_split_facts(dataset)
         entries.append(EvalResult(
             task_type="in-context-classification", task_name="In-context classification (unseen tasks)",
-            dataset_type=hub_id or dataset, dataset_name=display, dataset_split="test",
+            dataset_type=hub_id or dataset, dataset_name=display + note, dataset_split=split,
             metric_type="accuracy", metric_name=f"accuracy after {examples} examples",
             metric_value=float(results[f"final_{name}_accuracy_last"]),
         ))  # fmt: skip
@@ -107,12 +111,15 @@ def build_gpicl_card(repo_id: str, config: dict, results: dict, arguments: dict)
     backbone = config["backbone"]
     data = ModelCardData(
         library_name="transformers", license=LICENSE, model_name=repo_id.split("/")[-1],
-        tags=["in-context-learning", "meta-learning", "gpicl", "test-time-training", backbone.replace("_", "-")],
+        pipeline_tag=GPICL_PIPELINE_TAG,
+        tags=["in-context-learning", "in-context-classification", "meta-learning", "gpicl", "test-time-training",
+              backbone.replace("_", "-")],
         datasets=[hub_id] if hub_id else None, metrics=["accuracy"], eval_results=gpicl_eval_results(results),
     )  # fmt: skip
     rows = accuracy_rows(results)
     sgd_note = (
-        f"; in brackets, a linear classifier trained by SGD on the same n examples (the paper's SGD row; lr "
+        f"; in brackets, a linear classifier trained by SGD on the same n examples (this project's baseline, "
+        f"after the paper's SGD row; lr "
         f"{SGD_LEARNING_RATE}, {SGD_EPOCHS} epochs)"
         if results.get("sgd")
         else ""
@@ -191,3 +198,5 @@ def check_gpicl_card(card: ModelCard, results: dict) -> None:
     wanted = {(r.dataset_name, r.metric_value) for r in gpicl_eval_results(results)}
     if not recorded or recorded != wanted:
         raise ValueError(f"invalid model card: model-index {recorded} differs from all_results.json {wanted}.")
+    if parsed.data.pipeline_tag != GPICL_PIPELINE_TAG:
+        raise ValueError(f"invalid model card: pipeline_tag {parsed.data.pipeline_tag!r}, not {GPICL_PIPELINE_TAG!r}.")

@@ -1,4 +1,4 @@
-"""In-context evaluation of GPICL learners: accuracy at every position on unseen tasks, the paper's SGD row (a
+"""In-context evaluation of GPICL learners: accuracy at every position on unseen tasks, this project's SGD baseline (a
 linear classifier trained by SGD on the same context examples) on the same sequences, and the accuracy a user gets
 through `pipeline("in-context-classification")` on real images (`python -m ttt_hf.gpicl_evaluation MODEL`)."""
 
