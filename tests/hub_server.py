@@ -5,7 +5,8 @@ It speaks the part of the Hub's HTTP API that `create_repo`, `upload_folder` / `
 fields the client (huggingface_hub 2.4) reads:
 
 - `GET /api/whoami-v2`; `POST /api/repos/create` (409 with the repo `url` when it exists); `DELETE /api/repos/delete`;
-  `PUT /api/models/{repo}/settings`; `POST /api/validate-yaml` (README front matter, model-index shape)
+  `PUT /api/models/{repo}/settings`; `POST /api/validate-yaml` (README front matter: model-index shape, license,
+  pipeline tag and dataset ids against the Hub's lists, checked on every commit that changes README.md too)
 - `GET /api/models/{repo}[/revision/{rev}]` (sha, private, siblings, cardData, config, safetensors), `tree`,
   `paths-info`, `refs`, `commits`, `branch`, `tag`
 - `POST /api/models/{repo}/preupload/{rev}`: "lfs" for files matching the repo's .gitattributes `filter=lfs` rules
@@ -553,6 +554,17 @@ def _ignored(path: str, gitignore: str | None) -> bool:
     return False
 
 
+# The values the Hub accepts (a subset of huggingface.js's lists, enough for what this project writes and its tests).
+HUB_LICENSES = frozenset({"apache-2.0", "mit", "bsd-2-clause", "bsd-3-clause", "cc-by-4.0", "cc-by-sa-4.0",
+                          "cc-by-nc-4.0", "cc0-1.0", "gpl-3.0", "lgpl-3.0", "openrail", "bigscience-openrail-m",
+                          "llama2", "unlicense", "other", "unknown"})  # fmt: skip
+HUB_PIPELINE_TAGS = frozenset({"image-classification", "zero-shot-image-classification", "image-feature-extraction",
+                               "object-detection", "image-segmentation", "text-classification",
+                               "token-classification", "text-generation", "feature-extraction", "fill-mask",
+                               "question-answering", "summarization", "translation", "tabular-classification",
+                               "time-series-forecasting", "reinforcement-learning", "other"})  # fmt: skip
+
+
 def _validate_card(content: str) -> tuple[list[str], list[str]]:
     """Errors and warnings for a README's YAML front matter, as /api/validate-yaml reports them."""
     match = re.match(r"^\s*---\s*\n(.*?)\n---\s*(\n|$)", content, flags=re.S)
@@ -575,6 +587,14 @@ def _validate_card(content: str) -> tuple[list[str], list[str]]:
         value = data.get(key)
         if value is not None and not isinstance(value, (str, list)):
             errors.append(f'"{key}" must be a string or a list of strings')
+    if isinstance(data.get("license"), str) and data["license"] not in HUB_LICENSES:
+        errors.append(f'"license" must be one of the Hub\'s license identifiers, not {data["license"]!r}')
+    if isinstance(data.get("pipeline_tag"), str) and data["pipeline_tag"] not in HUB_PIPELINE_TAGS:
+        errors.append(f'"pipeline_tag" must be one of the Hub\'s tasks, not {data["pipeline_tag"]!r}')
+    datasets = data.get("datasets")
+    for dataset in [datasets] if isinstance(datasets, str) else datasets if isinstance(datasets, list) else []:
+        if not isinstance(dataset, str) or not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", dataset):
+            errors.append(f'"datasets" must hold Hub dataset ids, not {dataset!r}')
     index = data.get("model-index")
     if index is not None:
         errors += _validate_model_index(index)
@@ -1281,6 +1301,10 @@ class _Handler(BaseHTTPRequestHandler):
                         del tree[p]
                 else:
                     raise HubError(400, f"Unknown commit operation {key!r}")
+            if "README.md" in tree and tree["README.md"] is not head.files.get("README.md"):
+                errors, _ = _validate_card(hub._content(tree["README.md"]).decode("utf-8", "replace"))
+                if errors:  # the Hub refuses a push whose card metadata it cannot index
+                    raise HubError(400, "Invalid metadata in README.md: " + "; ".join(errors))
             pr_url = None
             if create_pr:
                 repo.pr_count += 1

@@ -1,5 +1,6 @@
 """The Hub-protocol test server (tests/hub_server.py) driven by the real huggingface_hub client and transformers."""
 
+import base64
 import hashlib
 import json
 import textwrap
@@ -266,6 +267,36 @@ def test_invalid_card_metadata_is_refused_before_any_upload(hub_server, tmp_path
         api.upload_folder(repo_id="tester/card", folder_path=tmp_path / "run")
     assert hub_server.lfs_puts == [] and len(hub_server.commits("tester/card")) == 1
     assert_clean(hub_server)
+
+
+@pytest.mark.parametrize(
+    "metadata, problem",
+    [
+        ("pipeline_tag: in-context-classification", '"pipeline_tag" must be one of the Hub\'s tasks'),
+        ("license: apache 2", '"license" must be one of the Hub\'s license identifiers'),
+        ("datasets:\n- scikit-learn digits", '"datasets" must hold Hub dataset ids'),
+    ],
+)
+def test_card_values_the_hub_would_flag_are_refused_at_commit_too(hub_server, metadata, problem):
+    """What the Hub's metadata check refuses: unknown tasks and licences, dataset names that are no ids; also on a
+    plain commit of README.md (which the client does not validate first)."""
+    api = HfApi()
+    api.create_repo("tester/values")
+    card = f"---\nlicense: mit\n{metadata}\n---\nhi\n"
+    with pytest.raises(ValueError, match="Invalid metadata in README.md") as refused:  # the client asks validate-yaml
+        api.upload_file(path_or_fileobj=card.encode(), path_in_repo="README.md", repo_id="tester/values")
+    assert problem in str(refused.value.__cause__)
+    encoded = base64.b64encode(card.encode()).decode()
+    lines = [{"key": "header", "value": {"summary": "card"}},
+             {"key": "file", "value": {"path": "README.md", "content": encoded}}]  # fmt: skip
+    direct = httpx2.post(f"{hub_server.endpoint}/api/models/tester/values/commit/main",
+                         content="\n".join(json.dumps(line) for line in lines),
+                         headers={"authorization": f"Bearer {hub_server.token}"})  # fmt: skip
+    assert direct.status_code == 400 and problem in direct.json()["error"]  # a commit that skips the client check
+    assert len(hub_server.commits("tester/values")) == 1  # nothing committed
+    fine = "---\nlicense: apache-2.0\npipeline_tag: other\ndatasets:\n- ylecun/mnist\n---\nhi\n"
+    api.upload_file(path_or_fileobj=fine.encode(), path_in_repo="README.md", repo_id="tester/values")
+    assert hub_server.files("tester/values")["README.md"] == fine.encode()
 
 
 def test_pull_requests_and_branches(hub_server, tmp_path):
