@@ -24,7 +24,7 @@ from ttt_hf.gpicl_tasks import (
     parse_curriculum,
     task_of,
 )
-from ttt_hf.hub import publish, repo_files
+from ttt_hf.hub import MANIFEST_FILE, publish, repo_files
 from ttt_hf.meta_training import main as meta_train
 from ttt_hf.meta_training import steps_to_leave_plateau
 
@@ -292,7 +292,10 @@ def test_a_learner_publishes_with_its_card_and_loads_from_the_hub_as_remote_code
     assert card.data.pipeline_tag == "other" and "token-classification" not in str(card.data.to_dict())
     assert entry.dataset_split == "train" and "held out of the training split" in entry.dataset_name  # digits
     published = publish(out, repo)
-    assert published.commit == hub_server.head(repo) and set(hub_server.files(repo)) == set(files) | {".gitattributes"}
+    assert published.commit == hub_server.head(repo) and set(hub_server.files(repo)) == set(files) | {
+        ".gitattributes",
+        MANIFEST_FILE,
+    }
     x, labels = torch.randn(2, 12, 64), torch.randint(0, 10, (2, 12))
     torch.save(x, tmp_path / "x.pt")
     torch.save(labels, tmp_path / "labels.pt")

@@ -18,7 +18,7 @@ from PIL import Image
 from transformers import AutoModelForImageClassification, pipeline
 
 from ttt_hf import TTTViTForImageClassification, cli, training
-from ttt_hf.hub import HubPublishError, publish, repo_files
+from ttt_hf.hub import MANIFEST_FILE, HubPublishError, publish, repo_files
 from ttt_hf.model_card import build_card, check_card
 from ttt_hf.provenance import command_line
 
@@ -252,24 +252,30 @@ def test_publish_round_trip_through_the_hub_protocol(run_dir, hub_server, tmp_pa
     assert first.commit == hub_server.head(repo) and len(hub_server.commits(repo)) == 2  # one commit on the initial
     files = hub_server.files(repo)
     planned = repo_files(run_dir, repo)
-    assert set(files) == set(planned) | {".gitattributes"} and set(planned) == RUN_FILES | code_files(run_dir)
+    assert set(files) == set(planned) | {".gitattributes", MANIFEST_FILE} and set(planned) == RUN_FILES | code_files(
+        run_dir
+    )
+    assert json.loads(files[MANIFEST_FILE])["files"] == sorted([*planned, MANIFEST_FILE])  # what this publish wrote
     for name, source in planned.items():
         assert files[name] == (source if isinstance(source, bytes) else source.read_bytes()), name
     entries = hub_server.file_entries(repo)
     assert entries["model.safetensors"].is_lfs and entries["inner_losses.png"].is_lfs  # the LFS path, as on the Hub
     assert not entries["config.json"].is_lfs
 
-    # a second run over the repo: changed weights, a plot gone, and a file someone added to the repo by hand
+    # a second run over the repo: changed weights, a plot gone, and files others added to the repo
     second_run = copy_run(run_dir, tmp_path / "second")
     model = AutoModelForImageClassification.from_pretrained(second_run)
     with torch.no_grad():
         model.classifier.bias.add_(torch.linspace(-1, 1, model.config.num_labels))
     model.save_pretrained(second_run)
     (second_run / "inner_losses.png").unlink()
-    hub_server.commit_files(repo, {"notes.txt": b"added on the Hub"})
+    theirs = {"notes.txt": b"added on the Hub", ".eval_results/fashion.yaml": b"value: 0.9\n", "extra.png": b"png"}
+    hub_server.commit_files(repo, theirs)
     second = publish(second_run, repo, commit_message="Second run")
     files = hub_server.files(repo)
-    assert set(files) == set(repo_files(second_run, repo)) | {".gitattributes"}  # notes.txt and the plot are gone
+    ours = set(repo_files(second_run, repo))
+    assert set(files) == ours | set(theirs) | {".gitattributes", MANIFEST_FILE}  # our stale plot gone, theirs kept
+    assert all(files[name] == data for name, data in theirs.items())
     assert "inner_losses.png" in hub_server.files(repo, first.commit)
     assert hub_server.commits(repo)[0].title == "Second run" and second.commit == hub_server.head(repo)
 
@@ -319,7 +325,9 @@ def test_push_to_hub_from_training_publishes_the_same_repo(hub_server, tmp_path,
                    "32", "--max_eval_samples", "20", "--save_strategy", "no", "--push_to_hub", "true",
                    "--hub_model_id", repo, "--hub_token", hub_server.token])  # fmt: skip
     files, planned = hub_server.files(repo), repo_files(out, repo)
-    assert set(files) == set(planned) | {".gitattributes"} and files["README.md"] == planned["README.md"]
+    assert (
+        set(files) == set(planned) | {".gitattributes", MANIFEST_FILE} and files["README.md"] == planned["README.md"]
+    )
     assert len(hub_server.commits(repo)) == 2  # the Hub's initial commit and ours: Trainer pushed nothing itself
     card = ModelCard(files["README.md"].decode())
     assert card.data.pipeline_tag == "image-classification" and "--push_to_hub true" in card.text
@@ -382,3 +390,23 @@ def test_publish_faults_are_clear_errors_and_never_a_false_success(run_dir, hub_
     assert hub_server.repo(f"{hub_server.user}/private-one").private
     printed = capsys.readouterr()
     assert hub_server.token not in printed.out + printed.err + caplog.text
+
+
+def test_a_push_in_between_makes_publish_fail_instead_of_overwriting_it(run_dir, hub_server, monkeypatch):
+    """The commit names the head it was prepared on (parent_commit): another push landing between the listing and
+    the commit gets a 412 from the Hub, and the publish says so; the other push's file is intact."""
+    from huggingface_hub import HfApi
+
+    repo = f"{hub_server.user}/raced"
+    publish(run_dir, repo)
+    listing = HfApi.list_repo_files
+
+    def list_then_someone_pushes(self, *args, **kwargs):
+        found = listing(self, *args, **kwargs)
+        hub_server.commit_files(repo, {"config.json": b'{"theirs": true}'})
+        return found
+
+    monkeypatch.setattr(HfApi, "list_repo_files", list_then_someone_pushes)
+    with pytest.raises(HubPublishError, match=r"another push reached .*raced.* \(412\).*Nothing was committed"):
+        publish(run_dir, repo)
+    assert hub_server.files(repo)["config.json"] == b'{"theirs": true}'

@@ -16,7 +16,7 @@ from transformers import AutoModelForImageClassification, pipeline
 
 from ttt_hf import MIXER_PRESETS, PRESETS, TTTViTConfig, benchmark, cli, meta_training, reporting, training, zoo
 from ttt_hf.gpicl_card import gpicl_eval_results
-from ttt_hf.hub import CARD_FILE, package_code_folder, repo_files
+from ttt_hf.hub import CARD_FILE, MANIFEST_FILE, package_code_folder, repo_files
 from ttt_hf.meta_training import MetaArguments, reproduce_final_accuracy, unseen_sampler
 from ttt_hf.model_card import PAPER_IMAGENET, paper_mixer_name
 from ttt_hf.modeling import configuration_ttt_vit, ttt_layers
@@ -316,7 +316,7 @@ def test_zoo_publish_round_trip_through_the_hub_protocol(stored, hub_server, tmp
     repo = f"{hub_server.user}/ttt-vit-mlp-digits"
     files = hub_server.files(repo)
     planned = repo_files(stored / "ttt-vit-mlp-digits", repo)
-    assert set(files) == set(planned) | {".gitattributes"} and "ttt_layers.py" in files
+    assert set(files) == set(planned) | {".gitattributes", MANIFEST_FILE} and "ttt_layers.py" in files
     x = torch.rand(2, 1, 8, 8) * 2 - 1
     torch.save(x, tmp_path / "x.pt")
     with torch.no_grad():

@@ -13,10 +13,13 @@ What goes up, in one commit (`repo_files`, the single list a dry run writes and 
 Nothing pickled (Trainer's training_args.bin, optimizer, scheduler and RNG states), no checkpoint-* folder and no
 trainer_state.json goes up.
 
-The repo mirrors the run: a file on the target branch that the run no longer has is deleted in the same commit
-(`.gitattributes` is kept), so pushing a new run over an old repo leaves no stale file behind; files added to the
-repo by hand are deleted too (keep them in the run, or publish to another branch with `--revision`). Earlier
-commits stay reachable: `from_pretrained(repo_id, revision=<commit>)` still loads them.
+A publish records the files it uploaded in the repo (`.ttt-hf.json`), and a later one deletes, of the files the run
+no longer has, only those an earlier publish uploaded: a republish leaves no stale file of ours behind, and keeps
+what others added (notes, `.eval_results/`, files merged from pull requests). README.md is always the card the run's
+files make, so edits to it are replaced. Before the manifest existed, publishes uploaded only the run's file kinds
+(`OWN_FILE_PATTERNS`), which stand in for it. The commit names its parent: a push that lands in between makes the
+publish fail, saying so, instead of overwriting it. Earlier commits stay reachable:
+`from_pretrained(repo_id, revision=<commit>)` still loads them.
 
 The token comes from huggingface_hub's own resolution (`HF_TOKEN`, then the stored `hf auth login`) unless passed;
 it is sent only in the Authorization header and never written to a log, an error message, the card or a file.
@@ -45,6 +48,10 @@ TRAINING_ARGS_FILE = "training_args.json"  # written by ttt_hf.training: model, 
 RESULTS_FILE = "all_results.json"
 CARD_FILE = "README.md"
 KEPT_REMOTE_FILES = (".gitattributes",)  # never deleted from the repo
+MANIFEST_FILE = ".ttt-hf.json"  # in the repo: {"files": [what the last publish uploaded], "ttt_hf_version": ...}
+# the kinds of file a publish uploads besides the card: what counts as ours in a repo without a manifest
+OWN_FILE_PATTERNS = ("*.py", "*.png", "*.safetensors", "config.json", "preprocessor_config.json", RESULTS_FILE,
+                     TRAINING_ARGS_FILE)  # fmt: skip
 
 
 class HubPublishError(OSError):
@@ -194,6 +201,8 @@ def _reason(error: BaseException, repo_id: str) -> str:
             return f"the token may not write to {repo_id} (403 Forbidden){detail}: use a token with write access there"
         if status == 404:
             return f"{repo_id} or its revision was not found (404){detail}"
+        if status == 412:
+            return f"another push reached {repo_id} while this one was being prepared (412){detail}"
         if status >= 500:
             return f"the Hub at {constants.ENDPOINT} failed with a server error ({status}){detail}"
         return f"the Hub answered {status}{detail}"
@@ -222,6 +231,23 @@ def _request_path(error: BaseException) -> str:
         except (AttributeError, RuntimeError):
             continue
     return ""
+
+
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
+def _uploaded_before(api: HfApi, repo_id: str, revision: str, remote: list[str]) -> set[str]:
+    """The files of the repo that earlier publishes of ttt-hf uploaded: its manifest's list, or, for a repo without
+    one, the remote files of the kinds a publish uploads."""
+    import fnmatch
+
+    if MANIFEST_FILE in remote:
+        manifest = api.hf_hub_download(repo_id, MANIFEST_FILE, revision=revision)
+        return set(json.loads(Path(manifest).read_text())["files"])
+    return {name for name in remote if "/" not in name and any(fnmatch.fnmatch(name, p) for p in OWN_FILE_PATTERNS)}
 
 
 def publish(
@@ -266,16 +292,20 @@ def publish(
             files = repo_files(run_dir, repo_id)
         step = "listing the repo's files"
         try:
-            remote = api.list_repo_files(repo_id, revision=revision)
+            head = api.repo_info(repo_id, revision=revision).sha
         except RevisionNotFoundError:
             if revision is None or create_pr:
                 raise
             step = f"creating the branch {revision!r}"
             api.create_branch(repo_id, branch=revision, exist_ok=True)
-            remote = api.list_repo_files(repo_id, revision=revision)
+            head = api.repo_info(repo_id, revision=revision).sha
+        remote = api.list_repo_files(repo_id, revision=head)
+        ours = _uploaded_before(api, repo_id, head, remote)
+        manifest = json.dumps({"files": sorted([*files, MANIFEST_FILE]), "ttt_hf_version": _version()}, indent=2)
         operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=source if isinstance(source, bytes)
                                          else str(source)) for name, source in files.items()]  # fmt: skip
-        stale = sorted(set(remote) - set(files) - set(KEPT_REMOTE_FILES))
+        operations.append(CommitOperationAdd(path_in_repo=MANIFEST_FILE, path_or_fileobj=manifest.encode() + b"\n"))
+        stale = sorted((set(remote) & ours) - set(files) - {MANIFEST_FILE, *KEPT_REMOTE_FILES})
         operations += [CommitOperationDelete(path_in_repo=name) for name in stale]
         step = f"uploading {len(files)} files and committing"
         info = api.create_commit(
@@ -285,6 +315,7 @@ def publish(
             commit_description=(f"Deleted files the run no longer has: {', '.join(stale)}." if stale else None),
             revision=revision,
             create_pr=create_pr,
+            parent_commit=head,
         )
         committed = True
         step = "checking the new commit"
@@ -305,7 +336,7 @@ def publish(
             "is safe (it makes the repo match the run)."
         )
         raise HubPublishError(message.replace(token, "<token>")) from None
-    wrong = sorted((set(files) ^ present) - set(KEPT_REMOTE_FILES))
+    wrong = sorted((set(files) - present) | (set(stale) & present))
     if wrong:
         raise HubPublishError(
             f"the Hub's commit {info.oid} of {repo_id} does not hold exactly the run's files (differences: "
