@@ -104,6 +104,17 @@ def gpicl_eval_results(results: dict) -> list[EvalResult]:
     return entries
 
 
+def _not_black_box(config: dict) -> str:
+    """A paragraph saying, where it holds, that the model is not the paper's black box: it has causal convolutions."""
+    if not config.get("ttt_conv_size"):
+        return ""
+    return (
+        f"\n\n**Not the paper's black-box model**: causal convolutions (width {config['ttt_conv_size']}) mix each "
+        "token with the ones before it ahead of the mixer's keys and queries. The paper's models have none; numbers "
+        "here compare with the paper's only as a reference, not as a reproduction."
+    )
+
+
 def build_gpicl_card(repo_id: str, config: dict, results: dict, arguments: dict) -> ModelCard:
     meta = results["meta_arguments"]
     dataset = meta["dataset"]
@@ -130,7 +141,7 @@ def build_gpicl_card(repo_id: str, config: dict, results: dict, arguments: dict)
 A general-purpose in-context learner (GPICL; Kirsch et al., [arXiv 2212.04458](https://arxiv.org/abs/2212.04458))
 made with ttt-hf: {BACKBONE_NAMES[backbone]} meta-trained so that its forward pass learns a new classification task
 from the labelled examples in its context. It reads (x_1, –), (x_2, y_1), …, (x_T, y_{{T-1}}) and predicts y_t at every
-position; x is a {config["input_dim"]}-value vector, y one of {config["num_classes"]} classes.
+position; x is a {config["input_dim"]}-value vector, y one of {config["num_classes"]} classes.{_not_black_box(config)}
 
 - Width {config["hidden_size"]}, {_plural(config["num_hidden_layers"], "layer")}{
         "" if backbone == "lstm" else f", {config['num_attention_heads']} heads"
