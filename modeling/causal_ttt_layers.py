@@ -28,6 +28,11 @@ class CausalConv(nn.Module):
         return self.conv(x.transpose(1, 2))[..., : x.shape[1]].transpose(1, 2)  # keep the causal outputs
 
 
+def conv_history(conv: "CausalConv | None") -> int:
+    """Floats a causal convolution of width c keeps between positions: its last c - 1 inputs (0 without one)."""
+    return 0 if conv is None else (conv.conv.kernel_size[0] - 1) * conv.conv.in_channels
+
+
 class CausalTTTMixer(TTTMixer):
     """TTT-Linear or TTT-MLP over a sequence x [B, T, d]; the output at t depends on x_1 .. x_t only.
 
@@ -67,7 +72,9 @@ class CausalTTTMixer(TTTMixer):
         return self.output(_merge_heads(torch.cat(outputs, dim=2))), None  # [B, H, T, k] -> [B, T, d]
 
     def state_size(self) -> int:
-        """Floats carried from one mini-batch to the next: the learner's weights W, every head (per sequence).
-        (Inside a mini-batch a token-by-token implementation would also keep the mini-batch's starting W, or its
-        up to b - 1 earlier tokens, since every gradient is taken there.)"""
-        return self.num_heads * sum(torch.Size(shape).numel() for shape in self.learner.shapes)
+        """Floats a token-by-token implementation carries from one position to the next, per sequence: every head's
+        learner weights twice (the mini-batch's starting W, where all its gradients are taken, and the running W,
+        as the official TTT cache keeps them), and the last c - 1 inputs of the causal convolutions (one history
+        serves the key and the query convolution, which read the same input)."""
+        weights = self.num_heads * sum(torch.Size(shape).numel() for shape in self.learner.shapes)
+        return 2 * weights + conv_history(self.key_conv)

@@ -15,7 +15,7 @@ from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import ModelOutput
 
-from .causal_ttt_layers import CausalConv, CausalTTTMixer
+from .causal_ttt_layers import CausalConv, CausalTTTMixer, conv_history
 from .configuration_gpicl import GPICLConfig
 from .configuration_ttt_vit import copy_pipeline_code
 from .ttt_layers import TTTMixer, _merge_heads, _split_heads
@@ -163,11 +163,13 @@ class GPICLModel(GPICLPreTrainedModel):
         return GPICLModelOutput(last_hidden_state=self.norm(x))
 
     def state_size(self, num_examples: int) -> int:
-        """Floats one sequence carries from one position to the next after `num_examples` examples: a
-        Transformer's key/value cache (2 x layers x T x width), the LSTM's h and c (2 x layers x width), the TTT
-        layers' learner weights (all heads and layers; independent of T)."""
+        """Floats one sequence carries from one position to the next after `num_examples` examples, as a
+        token-by-token implementation must: a Transformer's key/value cache (2 x layers x T x width), the LSTM's h and
+        c (2 x layers x width), the TTT layers' learner weights (`CausalTTTMixer.state_size`: independent of T), and
+        with `ttt_conv_size` c every layer's last c - 1 convolution inputs."""
         if self.config.backbone == "transformer":
-            return 2 * self.config.num_hidden_layers * num_examples * self.config.hidden_size
+            cache = 2 * self.config.num_hidden_layers * num_examples * self.config.hidden_size
+            return cache + sum(conv_history(layer.mixer.key_conv) for layer in self.layers)
         if self.config.backbone == "lstm":
             return 2 * self.config.num_hidden_layers * self.config.hidden_size
         return sum(layer.mixer.state_size() for layer in self.layers)

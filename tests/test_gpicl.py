@@ -184,9 +184,14 @@ def test_state_size_counts_what_a_position_carries():
     assert transformer.state_size(99) == 2 * 2 * 99 * 12  # keys and values, every layer and position
     assert GPICLForInContextClassification(tiny("lstm", **config)).state_size(99) == 2 * 2 * 12  # h and c
     linear = GPICLForInContextClassification(tiny("ttt_linear", **config))
-    assert linear.state_size(5) == linear.state_size(99) == 2 * 3 * 4 * 4  # W [k, k] per head and layer
+    # per layer and head: the mini-batch's starting W and the running W, [k, k] each (the official TTT cache's two)
+    assert linear.state_size(5) == linear.state_size(99) == 2 * 3 * 2 * 4 * 4
     mlp = GPICLForInContextClassification(tiny("ttt_mlp", **config))
-    assert mlp.state_size(99) == 2 * 3 * (4 * 16 + 16 + 16 * 4 + 4)  # W1, b1, W2, b2 per head and layer
+    assert mlp.state_size(99) == 2 * 3 * 2 * (4 * 16 + 16 + 16 * 4 + 4)  # W1, b1, W2, b2, twice
+    # causal convolutions of width 3 keep their last 2 inputs (width 12) in every layer, once for keys and queries
+    for backbone, without in (("transformer", 2 * 2 * 99 * 12), ("ttt_linear", 2 * 3 * 2 * 4 * 4)):
+        convolved = GPICLForInContextClassification(tiny(backbone, ttt_conv_size=3, **config))
+        assert convolved.state_size(99) == without + 2 * 2 * 12
 
 
 @pytest.mark.parametrize(

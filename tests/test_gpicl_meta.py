@@ -185,7 +185,7 @@ def test_a_tiny_meta_training_run_writes_model_results_and_plots(meta_trained):
     assert saved["train_steps"] == 4 and saved["backbone"] == "ttt_linear"
     assert [c["step"] for c in saved["curves"]] == [2, 4, 4]  # two evaluations, then the final one
     assert set(saved["curves"][-1]) == {"step", "seen", "unseen-digits"} and len(saved["curves"][-1]["seen"]) == 12
-    assert saved["state_size"] == 2 * 8 * 8 and saved["state_size_examples"] == 11  # TTT-Linear: W [k, k] per head
+    assert saved["state_size"] == 2 * 2 * 8 * 8 and saved["state_size_examples"] == 11  # TTT-Linear: W [k, k] twice per head
     assert saved["optimizer"] == {"meta_batch_size": 8, "learning_rate": 1e-3, "adam_epsilon": 1e-8}
     assert interventions(saved["meta_arguments"], saved["optimizer"]) == "4 tasks, meta-batch 8"
     assert set(saved["sgd"]["unseen-digits"]) == {"1", "2", "5", "10", "11"}
