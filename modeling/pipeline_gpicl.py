@@ -17,7 +17,7 @@ from transformers import Pipeline
 from transformers.utils import logging
 
 from .pipeline_ttt_vit import load_image_in_its_mode
-from .tasks_gpicl import UNSEEN_TASK_OFFSET, random_task
+from .tasks_gpicl import PIPELINE_TASK_OFFSET, random_task
 
 logger = logging.get_logger(__name__)
 
@@ -29,8 +29,8 @@ class InContextClassificationPipeline(Pipeline):
     _load_tokenizer = False
 
     def _sanitize_parameters(self, support=None, support_labels=None, top_k=None, projection_seed=None, timeout=None):
-        if projection_seed is None:  # a task no meta-training pool holds (a memorised task's labels would clash)
-            projection_seed = UNSEEN_TASK_OFFSET - 1
+        if projection_seed is None:  # a task of no other seed family (a memorised task's labels would clash)
+            projection_seed = PIPELINE_TASK_OFFSET
         preprocess = {}
         if support is not None or support_labels is not None:
             preprocess["context"] = self._context(support, support_labels, projection_seed, timeout)

@@ -4,12 +4,20 @@ and the in-context classification pipeline."""
 import torch
 
 # torch's CPU generator keeps only the low 32 bits of a seed, so two seeds name the same task when they agree
-# there. Meta-testing uses seeds from UNSEEN_TASK_OFFSET on (low bits 0, 1, 2, ..., as many as it reads), and the
-# pipeline's default projection the one below it (low bits 2^32 - 1); pools of meta-training tasks start at
-# POOL_TASK_OFFSET (low bits 2^31 on), so that a pool never holds an unseen task. Fresh tasks draw their seeds at
-# random: one meets a given unseen task with probability 2^-32.
+# there. Every family of seeds has its own range of low bits (SEED_FAMILIES: start, count), so that no two meet:
+# meta-test tasks (low bits from 0), the pipeline's projections (its default and pipeline_accuracy's draws, from
+# 2^30), pools of meta-training tasks (from 2^31) and the one fixed task of the biasing intervention (2^31 + 2^30).
+# Fresh meta-training tasks draw their seeds at random: one meets a given task of a family with probability 2^-32.
 UNSEEN_TASK_OFFSET = 2**40
+PIPELINE_TASK_OFFSET = 2**40 + 2**30
 POOL_TASK_OFFSET = 2**31
+FIXED_TASK_SEED = 2**31 + 2**30
+SEED_FAMILIES = {
+    "unseen tasks": (UNSEEN_TASK_OFFSET, 2**30),
+    "pipeline projections": (PIPELINE_TASK_OFFSET, 2**30),
+    "task pools": (POOL_TASK_OFFSET, 2**30),
+    "fixed task": (FIXED_TASK_SEED, 1),
+}
 
 
 def random_task(seed: int, input_dim: int, num_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -20,4 +28,11 @@ def random_task(seed: int, input_dim: int, num_classes: int) -> tuple[torch.Tens
     return projection, torch.randperm(num_classes, generator=g)
 
 
-__all__ = ["POOL_TASK_OFFSET", "UNSEEN_TASK_OFFSET", "random_task"]
+__all__ = [
+    "FIXED_TASK_SEED",
+    "PIPELINE_TASK_OFFSET",
+    "POOL_TASK_OFFSET",
+    "SEED_FAMILIES",
+    "UNSEEN_TASK_OFFSET",
+    "random_task",
+]

@@ -17,6 +17,7 @@ from ttt_hf.gpicl_evaluation import _sgd_linear, in_context_accuracy, pipeline_a
 from ttt_hf.gpicl_tasks import (
     FIXED_TASK_SEED,
     POOL_TASK_OFFSET,
+    SEED_FAMILIES,
     UNSEEN_TASK_OFFSET,
     TaskSampler,
     TaskStream,
@@ -27,6 +28,7 @@ from ttt_hf.gpicl_tasks import (
 from ttt_hf.hub import MANIFEST_FILE, publish, repo_files
 from ttt_hf.meta_training import main as meta_train
 from ttt_hf.meta_training import steps_to_leave_plateau
+from ttt_hf.modeling.tasks_gpicl import PIPELINE_TASK_OFFSET
 
 from .conftest import HIDE_TTT_HF
 
@@ -92,9 +94,36 @@ def test_a_pool_never_holds_an_unseen_task(digits):
     assert torch.equal(task_of(UNSEEN_TASK_OFFSET, 64, 10)[0], task_of(0, 64, 10)[0])  # the low bits name the task
 
 
+def test_no_two_seed_families_meet(digits):
+    """Every family of task seeds has its own range of torch's low 32 bits: meta-test tasks, the pipeline's
+    projections (its default included), pools and the fixed task never name the same task."""
+    spans = sorted(((start % 2**32, start % 2**32 + count), name) for name, (start, count) in SEED_FAMILIES.items())
+    for (first, _), (second, _) in zip(spans, spans[1:]):
+        assert first[1] <= second[0], (first, second)
+    assert spans[-1][0][1] <= 2**32
+    assert {s for s in TaskSampler(*digits, fixed_task_fraction=0.5).task_seeds(0, 8)} >= {FIXED_TASK_SEED}
+    assert PIPELINE_TASK_OFFSET == SEED_FAMILIES["pipeline projections"][0]
+    assert not torch.equal(task_of(PIPELINE_TASK_OFFSET, 64, 10)[0], task_of(FIXED_TASK_SEED, 64, 10)[0])
+
+
+def test_meta_test_sequences_hold_distinct_images_and_meta_training_may_repeat(digits):
+    x, y = digits
+    unseen = TaskSampler(x, y, unseen=True, sequence_length=100).batch(0, 64)  # 100 of digits' test-size split
+    training = TaskSampler(x, y, sequence_length=100).batch(0, 64)
+
+    def repeats(batch):  # sequences in which some projected input occurs twice
+        return sum(len(torch.unique(sequence, dim=0)) < len(sequence) for sequence in batch["inputs"])
+
+    assert repeats(unseen) == 0 and repeats(training) > 0
+
+
 @pytest.mark.parametrize(
     "kwargs,message",
-    [(dict(num_tasks=0), "`num_tasks`"), (dict(num_tasks=2**31), "2\\^31 - 1"), (dict(fixed_task_fraction=1.5), "in")],
+    [
+        (dict(num_tasks=0), "`num_tasks`"),
+        (dict(num_tasks=2**30 + 1), "1 .. 2\\^30"),
+        (dict(fixed_task_fraction=1.5), "in"),
+    ],
 )
 def test_sampler_refuses_bad_settings(digits, kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -185,7 +214,9 @@ def test_a_tiny_meta_training_run_writes_model_results_and_plots(meta_trained):
     assert saved["train_steps"] == 4 and saved["backbone"] == "ttt_linear"
     assert [c["step"] for c in saved["curves"]] == [2, 4, 4]  # two evaluations, then the final one
     assert set(saved["curves"][-1]) == {"step", "seen", "unseen-digits"} and len(saved["curves"][-1]["seen"]) == 12
-    assert saved["state_size"] == 2 * 2 * 8 * 8 and saved["state_size_examples"] == 11  # TTT-Linear: W [k, k] twice per head
+    assert (
+        saved["state_size"] == 2 * 2 * 8 * 8 and saved["state_size_examples"] == 11
+    )  # TTT-Linear: W [k, k] twice per head
     assert saved["optimizer"] == {"meta_batch_size": 8, "learning_rate": 1e-3, "adam_epsilon": 1e-8}
     assert interventions(saved["meta_arguments"], saved["optimizer"]) == "4 tasks, meta-batch 8"
     assert set(saved["sgd"]["unseen-digits"]) == {"1", "2", "5", "10", "11"}
@@ -201,8 +232,9 @@ def test_pipeline_accuracy_counts_what_the_pipeline_answers(monkeypatch):
     seen = []
 
     def first_label(model):
-        def classify(queries, support, support_labels):
-            seen.append((model, len(queries), len(support), {image.size for image in queries + support}))
+        def classify(queries, support, support_labels, projection_seed):
+            seen.append((model, len(queries), len(support), {image.size for image in queries + support},
+                         projection_seed))  # fmt: skip
             return [[{"label": support_labels[0], "score": 1.0}] for _ in queries]
 
         return classify
@@ -214,7 +246,8 @@ def test_pipeline_accuracy_counts_what_the_pipeline_answers(monkeypatch):
         chosen = rng.permutation(len(labels))[:17]
         expected += int((labels[chosen[11:]] == labels[chosen[0]]).sum())
     assert found == expected / 18 and 0 < found < 1
-    assert seen == [("some/learner", 6, 11, {(8, 8)})] * 3
+    tasks = [PIPELINE_TASK_OFFSET + 1 + 3 + draw for draw in range(3)]  # each draw its own task (seed 1, 3 draws)
+    assert seen == [("some/learner", 6, 11, {(8, 8)}, task) for task in tasks]
     with pytest.raises(ValueError, match="180 images, fewer than support \\+ queries = 200"):
         pipeline_accuracy("some/learner", "digits", support=150, queries=50)
 
@@ -233,7 +266,7 @@ def test_pipeline_classifies_queries_from_labelled_support(meta_trained):
     # the pipeline is the model on the documented preprocessing
     x = torch.stack([torch.from_numpy(np.asarray(i, dtype=np.float32).reshape(-1)) for i in support])
     mean, std = x.mean(), x.std()
-    projection, _ = task_of(UNSEEN_TASK_OFFSET - 1, 64, 10)  # the default: a task no meta-training pool holds
+    projection, _ = task_of(PIPELINE_TASK_OFFSET, 64, 10)  # the default: the first of the pipeline's family
     z = (x - mean) / std @ projection.T
     inputs = torch.cat([z, z[:1]])[None]
     label_ids = torch.tensor([[0, 1, 0, 2, 1, 0, -100]])

@@ -79,6 +79,7 @@ def pipeline_accuracy(model, dataset: str, support: int = 99, queries: int = 40,
     from transformers import pipeline
 
     from .data import load_image_arrays
+    from .modeling.tasks_gpicl import PIPELINE_TASK_OFFSET
 
     images, labels = load_image_arrays(dataset, "test", data_dir=data_dir)
     if support + queries > len(labels):
@@ -87,12 +88,13 @@ def pipeline_accuracy(model, dataset: str, support: int = 99, queries: int = 40,
         )
     classify = pipeline("in-context-classification", model=model)
     rng, hits = np.random.default_rng(seed), 0
-    for _ in range(draws):
-        chosen = rng.permutation(len(labels))[: support + queries]
+    for draw in range(draws):  # each draw its own task: a projection of the pipeline's family, not its default
+        chosen = rng.permutation(len(labels))[: support + queries]  # distinct images
         context, asked = chosen[:support], chosen[support:]
         answers = classify([Image.fromarray(images[i]) for i in asked],
                            support=[Image.fromarray(images[i]) for i in context],
-                           support_labels=[f"class {labels[i]}" for i in context])  # fmt: skip
+                           support_labels=[f"class {labels[i]}" for i in context],
+                           projection_seed=PIPELINE_TASK_OFFSET + 1 + seed * draws + draw)  # fmt: skip
         hits += sum(answer[0]["label"] == f"class {labels[i]}" for answer, i in zip(answers, asked))
     return hits / (draws * queries)
 

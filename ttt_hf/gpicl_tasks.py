@@ -17,10 +17,8 @@ import torch
 from torch.utils.data import IterableDataset
 
 from .data import load_image_arrays
-from .modeling.tasks_gpicl import POOL_TASK_OFFSET, UNSEEN_TASK_OFFSET  # where pools and meta-test tasks start
+from .modeling.tasks_gpicl import FIXED_TASK_SEED, POOL_TASK_OFFSET, SEED_FAMILIES, UNSEEN_TASK_OFFSET
 from .modeling.tasks_gpicl import random_task as task_of  # the task family, shared with the pipeline
-
-FIXED_TASK_SEED = -1  # the task of the biased fraction of every batch (the paper's intervention)
 
 
 def base_inputs(dataset: str, split: str, image_size: int = 14, data_dir: str | None = None):
@@ -43,7 +41,10 @@ class TaskSampler:
     distinct_examples: until step s_1 every sequence draws its examples from only m_1 base examples, so that they
     repeat exactly (bursty sequences: the label of a repeated input is in the context), until s_2 from m_2, ...;
     every example drawn afresh after the last step (`parse_curriculum("10:300", "--distinct_examples")`); a stage
-    with m >= sequence_length changes nothing."""
+    with m >= sequence_length changes nothing.
+    without_replacement: the examples of a sequence are distinct base examples (where the split holds enough), so a
+    query is never an image already in its context. Meta-test samplers (`unseen`) draw so by default; meta-training
+    draws with replacement (a repeated image now and then, and on purpose in bursty stages)."""
 
     inputs: torch.Tensor  # [n, N_x]
     labels: torch.Tensor  # [n]
@@ -55,11 +56,15 @@ class TaskSampler:
     unseen: bool = False
     curriculum: tuple[tuple[int, int], ...] = ()  # ((until_step, classes per task), ...): fewer classes first
     distinct_examples: tuple[tuple[int, int], ...] = ()  # ((until_step, base examples per sequence), ...)
+    without_replacement: bool | None = None  # None: as `unseen`
 
     def __post_init__(self):
-        if self.num_tasks is not None and not 1 <= self.num_tasks < 2**31:
+        if self.without_replacement is None:
+            self.without_replacement = self.unseen
+        pool_size = SEED_FAMILIES["task pools"][1]
+        if self.num_tasks is not None and not 1 <= self.num_tasks <= pool_size:
             raise ValueError(
-                f"`num_tasks` must be a number of tasks in 1 .. 2^31 - 1, or None (unlimited), got {self.num_tasks}."
+                f"`num_tasks` must be a number of tasks in 1 .. 2^30, or None (unlimited), got {self.num_tasks}."
             )
         if not 0.0 <= self.fixed_task_fraction <= 1.0:
             raise ValueError(f"`fixed_task_fraction` must be in [0, 1], got {self.fixed_task_fraction}.")
@@ -104,7 +109,9 @@ class TaskSampler:
         g = _generator(self.seed, step, stream=1)
         seeds = self.task_seeds(step, batch_size)
         k = self.classes_per_task(step)
-        if k == self.num_classes:
+        if k == self.num_classes and self.without_replacement and len(self.labels) >= self.sequence_length:
+            rows = torch.rand(batch_size, len(self.labels), generator=g).argsort(-1)[:, : self.sequence_length]
+        elif k == self.num_classes:
             rows = torch.randint(0, len(self.labels), (batch_size, self.sequence_length), generator=g)
         else:  # k base classes per sequence, every example from one of them
             chosen = torch.rand(batch_size, self.num_classes, generator=g).argsort(-1)[:, :k]  # [B, k]
