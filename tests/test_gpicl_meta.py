@@ -377,16 +377,20 @@ def test_bursty_sequences_repeat_few_examples_first(digits):
 
 
 def test_report_tabulates_runs_and_plots(meta_trained, tmp_path):
-    from ttt_hf.gpicl_report import load_runs, main, table
+    from ttt_hf.gpicl_report import interval, load_runs, main, table
 
     out, results = meta_trained
     text = table(load_runs([out]))
     row = text.splitlines()[2]
-    accuracy = 100 * results["final_unseen-digits_accuracy_last"]
+    p, n = results["final_unseen-digits_accuracy_last"], 16  # --final_eval_sequences 16
+    half = 1.96 * (min(max(p, 1 / n), 1 - 1 / n) * (1 - min(max(p, 1 / n), 1 - 1 / n)) / n) ** 0.5
+    assert interval(p, n) == pytest.approx(half) and interval(0.5, 1024) == pytest.approx(0.0306, abs=1e-4)
     sgd = 100 * results["sgd"]["unseen-digits"][11]
-    assert row.startswith("| ttt_linear | 4 tasks, meta-batch 8 |") and f"{accuracy:.1f} % ({sgd:.1f} %)" in row
-    seen = 100 * results["final_seen_accuracy_last"]  # a pool of 4 tasks: the meta-training tasks have a column
+    cell = f"{100 * p:.1f} ± {100 * half:.1f} % ({sgd:.1f} %)"
+    assert row.startswith("| ttt_linear | 4 tasks, meta-batch 8 |") and cell in row
+    seen = results["final_seen_accuracy_last"]  # a pool of 4 tasks: the meta-training tasks have a column
     assert "| time | seen | unseen-digits (SGD) |" in text.splitlines()[0]
-    assert f"| {seen:.1f} % | {accuracy:.1f} % ({sgd:.1f} %) |" in row
+    assert f"| {100 * seen:.1f} ± {100 * interval(seen, n):.1f} % | {cell} |" in row
+    assert "16 sequences, distinct examples per sequence; ± a 95 % interval" in text
     main([str(out), "--plot", str(tmp_path / "cmp.png"), "--task_set", "unseen-digits"])
     assert (tmp_path / "cmp.png").stat().st_size > 1000

@@ -23,6 +23,13 @@ def load_runs(paths) -> list[dict]:
     return runs
 
 
+def interval(accuracy: float, sequences: int) -> float:
+    """Half the width of a 95 % interval of an accuracy measured on `sequences` independent sequences (normal
+    approximation of the binomial; at least the one of a single miss or hit, so that 0 % and 100 % get one too)."""
+    p = min(max(accuracy, 1 / sequences), 1 - 1 / sequences)
+    return 1.96 * (p * (1 - p) / sequences) ** 0.5
+
+
 def model_description(run: dict) -> str:
     """The backbone and any config overrides of a run, e.g. "ttt_linear (ttt_conv_size=2)"."""
     overrides = run["meta_arguments"].get("config_overrides")
@@ -46,7 +53,8 @@ def table(runs: list[dict], names: list[str] | None = None) -> str:
         for name in sets:
             value = r.get(f"final_{name}_accuracy_last")
             sgd = (r.get("sgd") or {}).get(name, {}).get(str(last))
-            text = "—" if value is None else f"{100 * value:.1f} %"
+            n = meta.get("final_eval_sequences", 1024)
+            text = "—" if value is None else f"{100 * value:.1f} ± {100 * interval(value, n):.1f} %"
             cells.append(text + ("" if sgd is None else f" ({100 * sgd:.1f} %)"))
         step = r.get(f"steps_to_leave_plateau_unseen-{meta['dataset']}")
         cells.append(f"step {step}" if step is not None else f"not within {r['train_steps']}")
@@ -54,9 +62,12 @@ def table(runs: list[dict], names: list[str] | None = None) -> str:
     if not runs:
         return "No meta-training runs (`ttt-hf meta-train` writes them; `ttt-hf zoo store` keeps zoo learners)."
     lasts = " or ".join(sorted({str(r["meta_arguments"]["sequence_length"] - 1) for r in runs}, key=int))
+    sequences = " or ".join(sorted({f"{r['meta_arguments'].get('final_eval_sequences', 1024):,}" for r in runs}))
+    sampling = {r.get("meta_test_sampling", "examples drawn with replacement") for r in runs}
     lines += ["", f"State: the floats a sequence carries from one position to the next. Accuracy after {lasts} "
-              f"examples (all but the last of a sequence) on tasks never seen in meta-training (test splits; SGD: a "
-              f"linear classifier trained by SGD on the same examples). Left chance: the first evaluation with "
+              f"examples (all but the last of a sequence) on tasks never seen in meta-training (test splits, "
+              f"{sequences} sequences, {' / '.join(sorted(sampling))}; ± a 95 % interval; SGD: a linear classifier "
+              f"trained by SGD on the same examples, this project's baseline). Left chance: the first evaluation with "
               f"accuracy above {100 * CHANCE_EXIT:.0f} % at the last position."]  # fmt: skip
     return "\n".join(lines)
 
