@@ -385,12 +385,35 @@ def test_report_tabulates_runs_and_plots(meta_trained, tmp_path):
     p, n = results["final_unseen-digits_accuracy_last"], 16  # --final_eval_sequences 16
     half = 1.96 * (min(max(p, 1 / n), 1 - 1 / n) * (1 - min(max(p, 1 / n), 1 - 1 / n)) / n) ** 0.5
     assert interval(p, n) == pytest.approx(half) and interval(0.5, 1024) == pytest.approx(0.0306, abs=1e-4)
-    sgd = 100 * results["sgd"]["unseen-digits"][11]
-    cell = f"{100 * p:.1f} ± {100 * half:.1f} % ({sgd:.1f} %)"
+    base = [100 * results[key]["unseen-digits"][11] for key in ("sgd", "nearest_neighbour", "logistic")]
+    cell = f"{100 * p:.1f} ± {100 * half:.1f} % (SGD {base[0]:.1f}, 1-NN {base[1]:.1f}, LR {base[2]:.1f} %)"
     assert row.startswith("| ttt_linear | 4 tasks, meta-batch 8 |") and cell in row
     seen = results["final_seen_accuracy_last"]  # a pool of 4 tasks: the meta-training tasks have a column
-    assert "| time | seen | unseen-digits (SGD) |" in text.splitlines()[0]
+    assert "| time | seen | unseen-digits (baselines) |" in text.splitlines()[0]
     assert f"| {100 * seen:.1f} ± {100 * interval(seen, n):.1f} % | {cell} |" in row
     assert "16 sequences, distinct examples per sequence; ± a 95 % interval" in text
     main([str(out), "--plot", str(tmp_path / "cmp.png"), "--task_set", "unseen-digits"])
     assert (tmp_path / "cmp.png").stat().st_size > 1000
+
+
+def test_nearest_neighbour_and_logistic_baselines_match_scikit_learn(digits):
+    """The simple learners beside SGD, on the same sequences: 1-NN is scikit-learn's, and logistic regression
+    trained to convergence (L-BFGS, L2 penalty) predicts as scikit-learn's at the same penalty."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neighbors import KNeighborsClassifier
+
+    from ttt_hf.gpicl_evaluation import LOGISTIC_L2, logistic_accuracy, nearest_neighbour_accuracy
+
+    sampler = TaskSampler(*digits, unseen=True, sequence_length=40)
+    batch = sampler.batch(0, 16)
+    for t in (5, 30):
+        knn, logistic = [], []
+        for x, y in zip(batch["inputs"].numpy(), batch["labels"].numpy()):
+            knn.append(KNeighborsClassifier(1).fit(x[:t], y[:t]).predict(x[t : t + 1])[0] == y[t])
+            fitted = LogisticRegression(C=1 / (LOGISTIC_L2 * t), tol=1e-8, max_iter=5000).fit(x[:t], y[:t])
+            logistic.append(fitted.predict(x[t : t + 1])[0] == y[t])
+        assert nearest_neighbour_accuracy(sampler, [t], 16)[t] == pytest.approx(sum(knn) / 16)
+        assert logistic_accuracy(sampler, [t], 16)[t] == pytest.approx(sum(logistic) / 16, abs=1 / 16)
+    assert nearest_neighbour_accuracy(sampler, [0], 16)[0] == pytest.approx(
+        float((batch["labels"][:, 0] == 0).float().mean())
+    )

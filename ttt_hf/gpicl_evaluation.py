@@ -31,20 +31,82 @@ def in_context_accuracy(model, sampler: TaskSampler, num_sequences: int = 512, b
     return {"accuracy": (correct / num_sequences).tolist(), "loss": (losses / num_sequences).tolist()}
 
 
-def sgd_accuracy(sampler: TaskSampler, positions, num_sequences: int = 512, batch_size: int = 128,
-                 learning_rate: float = SGD_LEARNING_RATE, epochs: int = SGD_EPOCHS,
-                 sgd_batch_size: int = SGD_BATCH_SIZE) -> dict[int, float]:  # fmt: skip
-    """The SGD row: at each position t of `positions`, a linear classifier trained by minibatch SGD on the t
-    examples before it (of the same sequences `in_context_accuracy` reads) classifies example t."""
+def baseline_accuracy(predict, sampler: TaskSampler, positions, num_sequences: int = 512,
+                      batch_size: int = 128) -> dict[int, float]:  # fmt: skip
+    """At each position t of `positions`, the share of sequences (the very ones `in_context_accuracy` reads) whose
+    example t `predict(x [S, t, N_x], y [S, t], query [S, N_x], num_classes)` -> classes [S] gets right from the t
+    examples before it."""
     hits = dict.fromkeys(positions, 0.0)
     for step in range(-(-num_sequences // batch_size)):
         batch = sampler.batch(step, min(batch_size, num_sequences - step * batch_size))
         for t in positions:
-            x, y = batch["inputs"][:, :t], batch["labels"][:, :t]
-            weight, bias = _sgd_linear(x, y, sampler.num_classes, learning_rate, epochs, sgd_batch_size, seed=t)
-            logits = (batch["inputs"][:, t : t + 1] @ weight).squeeze(1) + bias  # [B, C]
-            hits[t] += float((logits.argmax(-1) == batch["labels"][:, t]).sum())
+            x, y, query = batch["inputs"][:, :t], batch["labels"][:, :t], batch["inputs"][:, t]
+            hits[t] += float((predict(x, y, query, sampler.num_classes) == batch["labels"][:, t]).sum())
     return {t: hits[t] / num_sequences for t in positions}
+
+
+def sgd_accuracy(sampler: TaskSampler, positions, num_sequences: int = 512, batch_size: int = 128,
+                 learning_rate: float = SGD_LEARNING_RATE, epochs: int = SGD_EPOCHS,
+                 sgd_batch_size: int = SGD_BATCH_SIZE) -> dict[int, float]:  # fmt: skip
+    """This project's SGD baseline (after the paper's SGD row): at each position t of `positions`, a linear
+    classifier trained by minibatch SGD on the t examples before it classifies example t."""
+
+    def predict(x, y, query, num_classes):
+        weight, bias = _sgd_linear(x, y, num_classes, learning_rate, epochs, sgd_batch_size, seed=x.shape[1])
+        return ((query.unsqueeze(1) @ weight).squeeze(1) + bias).argmax(-1)
+
+    return baseline_accuracy(predict, sampler, positions, num_sequences, batch_size)
+
+
+@torch.no_grad()
+def nearest_neighbour_accuracy(sampler: TaskSampler, positions, num_sequences: int = 512, batch_size: int = 128):
+    """1-nearest-neighbour (Euclidean, on the inputs the learner reads) among the examples before each position;
+    a query before any example gets class 0."""
+
+    def predict(x, y, query, num_classes):
+        if x.shape[1] == 0:
+            return torch.zeros(len(query), dtype=torch.long)
+        return y.gather(1, torch.cdist(query.unsqueeze(1), x).squeeze(1).argmin(-1, keepdim=True)).squeeze(1)
+
+    return baseline_accuracy(predict, sampler, positions, num_sequences, batch_size)
+
+
+LOGISTIC_L2 = 1e-3  # the separable case needs a penalty to have an optimum: mean loss + LOGISTIC_L2 * |W|^2 / 2
+
+
+def logistic_accuracy(sampler: TaskSampler, positions, num_sequences: int = 512, batch_size: int = 128,
+                      l2: float = LOGISTIC_L2, tolerance: float = 1e-6) -> dict[int, float]:  # fmt: skip
+    """Logistic (softmax) regression with a small L2 penalty, trained to convergence by L-BFGS on the examples
+    before each position (every sequence its own convex problem; minimising their sum leaves each at its own
+    optimum), until the gradient's largest entry is below `tolerance`."""
+
+    def predict(x, y, query, num_classes):
+        count, t, dim = x.shape
+        if t == 0:
+            return torch.zeros(count, dtype=torch.long)
+        x64 = x.double()
+        params = torch.zeros(count, dim + 1, num_classes, dtype=torch.float64, requires_grad=True)
+        optimiser = torch.optim.LBFGS([params], lr=1, max_iter=500, tolerance_grad=tolerance, tolerance_change=0,
+                                      history_size=20, line_search_fn="strong_wolfe")  # fmt: skip
+
+        def closure():
+            optimiser.zero_grad()
+            logits = x64 @ params[:, :dim] + params[:, dim : dim + 1]  # [S, t, C]
+            loss = F.cross_entropy(logits.transpose(1, 2), y, reduction="none").mean(1)  # [S]
+            total = (loss + l2 / 2 * params[:, :dim].square().sum((1, 2))).sum()
+            total.backward()
+            return total
+
+        with torch.enable_grad():
+            optimiser.step(closure)
+        with torch.no_grad():
+            return ((query.double().unsqueeze(1) @ params[:, :dim]).squeeze(1) + params[:, dim]).argmax(-1)
+
+    return baseline_accuracy(predict, sampler, positions, num_sequences, batch_size)
+
+
+# the simple learners every in-context learner is compared with, on the same sequences (all_results.json's keys)
+BASELINES = {"sgd": sgd_accuracy, "nearest_neighbour": nearest_neighbour_accuracy, "logistic": logistic_accuracy}
 
 
 def _sgd_linear(x, y, num_classes, learning_rate, epochs, batch_size, seed):

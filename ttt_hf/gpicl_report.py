@@ -23,6 +23,9 @@ def load_runs(paths) -> list[dict]:
     return runs
 
 
+BASELINE_NAMES = {"sgd": "SGD", "nearest_neighbour": "1-NN", "logistic": "LR"}  # all_results.json key -> column text
+
+
 def interval(accuracy: float, sequences: int) -> float:
     """Half the width of a 95 % interval of an accuracy measured on `sequences` independent sequences (normal
     approximation of the binomial; at least the one of a single miss or hit, so that 0 % and 100 % get one too)."""
@@ -41,7 +44,7 @@ def table(runs: list[dict], names: list[str] | None = None) -> str:
     seen = ["seen"] if any("final_seen_accuracy_last" in r for r in runs) else []  # runs on a pool of tasks
     sets = seen + sorted({name for r in runs for name in unseen_sets(r)})
     head = (["model"] if names else []) + ["backbone", "meta-training", "params", "state (floats)", "steps", "time"]
-    head += [name if name == "seen" else f"{name} (SGD)" for name in sets]
+    head += [name if name == "seen" else f"{name} (baselines)" for name in sets]
     head += ["left chance (unseen tasks of its training dataset)"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for i, r in enumerate(runs):
@@ -52,10 +55,11 @@ def table(runs: list[dict], names: list[str] | None = None) -> str:
                   f"{r['state_size']:,}", str(r["train_steps"]), minutes]  # fmt: skip
         for name in sets:
             value = r.get(f"final_{name}_accuracy_last")
-            sgd = (r.get("sgd") or {}).get(name, {}).get(str(last))
             n = meta.get("final_eval_sequences", 1024)
             text = "—" if value is None else f"{100 * value:.1f} ± {100 * interval(value, n):.1f} %"
-            cells.append(text + ("" if sgd is None else f" ({100 * sgd:.1f} %)"))
+            found = {key: (r.get(key) or {}).get(name, {}).get(str(last)) for key in BASELINE_NAMES}
+            shown = [f"{BASELINE_NAMES[key]} {100 * v:.1f}" for key, v in found.items() if v is not None]
+            cells.append(text + (f" ({', '.join(shown)} %)" if shown else ""))
         step = r.get(f"steps_to_leave_plateau_unseen-{meta['dataset']}")
         cells.append(f"step {step}" if step is not None else f"not within {r['train_steps']}")
         lines.append("| " + " | ".join(cells) + " |")
@@ -66,9 +70,10 @@ def table(runs: list[dict], names: list[str] | None = None) -> str:
     sampling = {r.get("meta_test_sampling", "examples drawn with replacement") for r in runs}
     lines += ["", f"State: the floats a sequence carries from one position to the next. Accuracy after {lasts} "
               f"examples (all but the last of a sequence) on tasks never seen in meta-training (test splits, "
-              f"{sequences} sequences, {' / '.join(sorted(sampling))}; ± a 95 % interval; SGD: a linear classifier "
-              f"trained by SGD on the same examples, this project's baseline). Left chance: the first evaluation with "
-              f"accuracy above {100 * CHANCE_EXIT:.0f} % at the last position."]  # fmt: skip
+              f"{sequences} sequences, {' / '.join(sorted(sampling))}; ± a 95 % interval). Baselines, this "
+              f"project's, on the same examples: SGD (a linear classifier trained by SGD, after the paper's SGD row), "
+              f"1-NN (the nearest example), LR (logistic regression trained to convergence). Left chance: the first "
+              f"evaluation with accuracy above {100 * CHANCE_EXIT:.0f} % at the last position."]  # fmt: skip
     return "\n".join(lines)
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
 
 from .gpicl_card import unseen_sets
-from .gpicl_evaluation import in_context_accuracy, sgd_accuracy
+from .gpicl_evaluation import BASELINES, in_context_accuracy
 from .gpicl_tasks import TaskSampler, TaskStream, base_inputs, parse_curriculum
 from .modeling import GPICLConfig, GPICLForInContextClassification
 from .provenance import command_line, device_description
@@ -150,6 +150,19 @@ def reproduce_final_accuracy(folder) -> tuple[str, float, float]:
     return name, found, results[f"final_{name}_accuracy_last"]
 
 
+def baselines(evals: dict, positions, sequences: int) -> dict:
+    """{baseline: {unseen task set: {position: accuracy}}} of every simple learner of `BASELINES` (SGD, 1-nearest
+    neighbour, logistic regression) on the sequences of the final evaluation."""
+    return {
+        key: {
+            name: accuracy(sampler, positions, sequences)
+            for name, sampler in evals.items()
+            if name.startswith("unseen")
+        }
+        for key, accuracy in BASELINES.items()
+    }
+
+
 def reevaluate(folder) -> dict:
     """Run the final evaluation of a saved learner again with today's evaluation (meta-test sequences of distinct
     examples) and write it into the folder's all_results.json and plots: the final metrics, the last curve, the SGD
@@ -173,11 +186,7 @@ def reevaluate(folder) -> dict:
         results["curves"][-1] = curve  # the final evaluation (the last one at the final step)
     if "sgd" in results:
         positions = sorted(int(t) for t in next(iter(results["sgd"].values())))
-        results["sgd"] = {
-            name: sgd_accuracy(sampler, positions, meta.final_eval_sequences)
-            for name, sampler in evals.items()
-            if name.startswith("unseen")
-        }
+        results.update(baselines(evals, positions, meta.final_eval_sequences))
     results["meta_test_sampling"] = META_TEST_SAMPLING
     (folder / "all_results.json").write_text(json.dumps(results, indent=2, default=str))
     plot_in_context_accuracy(results, str(folder / "in_context_accuracy.png"))
@@ -243,11 +252,7 @@ def run(meta: MetaArguments, args: TrainingArguments) -> dict:
         results[f"steps_to_leave_plateau_{name}"] = steps_to_leave_plateau(trainer.curves, name)
     if meta.sgd_baseline:
         positions = sorted({t for t in (1, 2, 5, 10, 25, 50) if t < meta.sequence_length} | {meta.sequence_length - 1})
-        results["sgd"] = {
-            name: sgd_accuracy(sampler, positions, meta.final_eval_sequences)
-            for name, sampler in evals.items()
-            if name.startswith("unseen")
-        }
+        results.update(baselines(evals, positions, meta.final_eval_sequences))
     if args.process_index == 0:
         trainer.save_model(args.output_dir)
         with open(os.path.join(args.output_dir, "all_results.json"), "w") as f:
