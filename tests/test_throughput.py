@@ -1,4 +1,4 @@
-"""`ttt-hf zoo throughput`: steady training images/s per data path and batch, and accuracy against batch size."""
+"""`ttt-hf throughput`: steady training images/s per data path and batch, and accuracy against batch size."""
 
 import pytest
 

@@ -1,5 +1,5 @@
 """The `ttt-hf` command: `ttt-hf train | evaluate | publish | benchmark | precision | quickstart | meta-train | zoo
-| presets | recipes`.
+| throughput | presets | recipes`.
 
 Each subcommand takes the same flags as its script in scripts/ (`ttt-hf train --help`). A user error (a bad flag
 value, a missing file, an unknown dataset) prints one message, not a traceback; `ttt-hf --debug <command>` or
@@ -19,6 +19,7 @@ COMMANDS = {
     "precision": ("ttt_hf.precision", "float32 and bfloat16-autocast errors of every mixer against float64"),
     "quickstart": ("ttt_hf.quickstart", "train, evaluate, reload and classify on a bundled dataset (minutes on CPU)"),
     "meta-train": ("ttt_hf.meta_training", "meta-train a general-purpose in-context learner (GPICL) with Trainer"),
+    "throughput": ("ttt_hf.throughput", "training images/s of the zoo's settings per data path and batch size"),
     "zoo": ("ttt_hf.zoo", "the model zoo: list, train, store, publish, table (one registry of every zoo model)"),
     "presets": (None, "list the named model configurations"),
     "recipes": (None, "list the training recipes and every setting they fix"),

@@ -1,6 +1,6 @@
 """Training throughput of the zoo's settings: steady training images per second of each entry's own `ttt-hf train`
 command for a few steps, per data path (per image with PIL, or device-resident) and batch size, run after run in one
-process on one machine (`ttt-hf zoo throughput --help`). docs/performance.md's training table comes from it.
+process on one machine (`ttt-hf throughput --help`). docs/performance.md's training table comes from it.
 
 Steady: the median time between optimiser steps after the first (`training.StepTimer`), so neither warm-up nor
 compilation counts; the per-image path's PIL work runs in the main process, as `ttt-hf train` runs it by default.
@@ -88,7 +88,7 @@ def table(rows: list[dict]) -> str:
 
 
 def main(argv: list[str] | None = None) -> list[dict]:
-    parser = argparse.ArgumentParser(prog="ttt-hf zoo throughput", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="ttt-hf throughput", description=__doc__.split("\n\n")[0])
     parser.add_argument("--setting", action="append", required=True, choices=list(zoo.SETTINGS))
     parser.add_argument("--mixers", help="comma-separated mixer suffixes (default: every mixer of the setting)")
     parser.add_argument("--paths", default="per-image,device", help="per-image, device, or both (default)")

@@ -12,7 +12,6 @@ model code, which `ttt_hf.hub` adds from the installed package at publish time. 
     ttt-hf zoo train --setting S|--tier T [--parallel N]   every entry of a setting or tier, N processes at once
     ttt-hf zoo pack OUT [--root DIR]              finished runs into at most 8 archives of 16 MiB (a device call)
     ttt-hf zoo unpack ARCHIVE... [--root DIR]     the runs again, ready for `zoo store`
-    ttt-hf zoo throughput --setting S [...]       training images/s per data path and batch (ttt_hf.throughput)
     ttt-hf zoo table [--learners]                 the README's results tables (classifiers, or in-context learners)
     ttt-hf zoo mixers                             the mixer presets: `suffix field=value,...` (for shell scripts)
 """
@@ -698,8 +697,6 @@ def argument_parser() -> argparse.ArgumentParser:
     unpacked.add_argument("--root", default="outputs/zoo", help="where the run folders go (default outputs/zoo)")
     unpacked.add_argument("--force", action="store_true", help="replace run folders that exist")
     commands.add_parser("mixers", help="the mixer presets as `suffix field=value,...` lines")
-    commands.add_parser("throughput", help="training images/s of a setting's entries per data path and batch size",
-                        add_help=False)  # fmt: skip
     return parser
 
 
@@ -711,10 +708,6 @@ def _train_parser_actions():
 
 def main(argv: list[str] | None = None):
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["throughput"]:  # its own flags: ttt_hf.throughput
-        from .throughput import main as throughput
-
-        return throughput(argv[1:])
     extra = []
     if "train" in argv:  # flags from the first one `zoo train` does not know on go to the run(s)
         ours = {option for action in _train_parser_actions() for option in action.option_strings}
