@@ -40,7 +40,7 @@ OPTIMIZER_NAMES = {"meta_batch_size": "meta-batch", "learning_rate": "lr", "adam
 def interventions(meta: dict, optimizer: dict | None = None) -> str:
     """The meta-training in short: pool size, biasing, curricula, outer-loop settings other than the defaults
     ("fresh tasks" when none)."""
-    from .meta_training import DEFAULT_OPTIMIZER  # (meta_training imports this module)
+    from .gpicl_tasks import DEFAULT_OPTIMIZER
 
     parts = []
     if meta.get("num_tasks"):

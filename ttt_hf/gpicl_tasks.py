@@ -20,6 +20,9 @@ from .data import load_image_arrays
 from .modeling.tasks_gpicl import FIXED_TASK_SEED, POOL_TASK_OFFSET, SEED_FAMILIES, UNSEEN_TASK_OFFSET
 from .modeling.tasks_gpicl import random_task as task_of  # the task family, shared with the pipeline
 
+# meta-training's outer-loop defaults (the paper's interventions vary them; cards name what differs)
+DEFAULT_OPTIMIZER = {"meta_batch_size": 128, "learning_rate": 1e-3, "adam_epsilon": 1e-8}
+
 
 def base_inputs(dataset: str, split: str, image_size: int = 14, data_dir: str | None = None):
     """(inputs float32 [n, image_size^2] z-normalised over all examples and pixels, labels int64 [n])."""

@@ -18,7 +18,7 @@ from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
 
 from .gpicl_card import unseen_sets
 from .gpicl_evaluation import BASELINES, in_context_accuracy
-from .gpicl_tasks import TaskSampler, TaskStream, base_inputs, parse_curriculum
+from .gpicl_tasks import DEFAULT_OPTIMIZER, TaskSampler, TaskStream, base_inputs, parse_curriculum
 from .modeling import GPICLConfig, GPICLForInContextClassification
 from .provenance import command_line, device_description
 from .training import check_override_keys, parse_overrides, setup_logging
@@ -64,10 +64,6 @@ class MetaArguments:
     final_eval_sequences: int = field(default=1024, metadata={"help": "sequences of the final evaluation"})
     sgd_baseline: bool = field(default=True, metadata={"help": "the SGD row at the end, on the same sequences"})
     data_dir: str | None = field(default=None, metadata={"help": "where the fashion-mnist IDX files are"})
-
-
-# The outer loop's settings that the paper's interventions vary, unless given
-DEFAULT_OPTIMIZER = {"meta_batch_size": 128, "learning_rate": 1e-3, "adam_epsilon": 1e-8}
 
 
 # how the final evaluation draws a sequence's examples (recorded in all_results.json; runs without it drew them with
