@@ -9,6 +9,8 @@ fields the client (huggingface_hub 2.4) reads:
   pipeline tag and dataset ids against the Hub's lists, checked on every commit that changes README.md too)
 - `GET /api/models/{repo}[/revision/{rev}]` (sha, private, siblings, cardData, config, safetensors), `tree`,
   `paths-info`, `refs`, `commits`, `branch`, `tag`
+- `POST /api/collections` (409 with the existing `slug` for a title the namespace has), `GET /api/collections/{slug}`,
+  `POST /api/collections/{slug}/items` (the repo must exist and be readable; 409 for an item already there)
 - `POST /api/models/{repo}/preupload/{rev}`: "lfs" for files matching the repo's .gitattributes `filter=lfs` rules
   (*.safetensors, *.bin, *.png, ...), binary samples and files over 10 MiB; "regular" otherwise; the remote oid of
   unchanged files so the client skips them
@@ -212,6 +214,7 @@ class HubServer:
         self.tokens: dict[str, str] = {self.token: user}
         self.orgs: dict[str, set[str]] = {}  # user -> orgs
         self.repos: dict[str, Repo] = {}
+        self.collections: dict[str, dict] = {}  # slug -> the collection as the API returns it
         self.blobs: dict[str, bytes] = {}  # git blob id -> content (regular files and LFS pointers)
         self.lfs_objects: dict[str, bytes] = {}  # sha256 -> content
         self.lfs_puts: list[str] = []  # oids received through LFS upload PUTs, in order
@@ -817,6 +820,12 @@ class _Handler(BaseHTTPRequestHandler):
             return self._delete_repo()
         if path == "/api/validate-yaml" and method == "POST":
             return self._validate_yaml()
+        if path == "/api/collections" and method == "POST":
+            return self._create_collection()
+        match = re.fullmatch(r"/api/collections/([^/]+/[^/]+?)(/items)?", path)
+        if match and method == ("POST" if match.group(2) else "GET"):
+            slug = unquote(match.group(1))
+            return self._add_collection_item(slug) if match.group(2) else self._get_collection(slug)
         match = re.fullmatch(r"/lfs-upload/([0-9a-f]{64})", path)
         if match and method == "PUT":
             return self._lfs_put(match.group(1))
@@ -1340,6 +1349,61 @@ class _Handler(BaseHTTPRequestHandler):
             if branch == "main" or repo.refs.pop(f"refs/heads/{branch}", None) is None:
                 raise HubError(400 if branch == "main" else 404, f"Cannot delete branch {branch!r}")
         self._send_json({})
+
+    # ------------------------------------------------------------------ collections
+    def _create_collection(self) -> None:
+        body = self._json_body() or {}
+        user = self._auth_user
+        if user is None:
+            raise HubError(401, "You must be authenticated to create a collection")
+        title, namespace = body.get("title"), body.get("namespace") or user
+        if not isinstance(title, str) or not title.strip():
+            raise HubError(400, "A collection needs a title")
+        if len(body.get("description") or "") > 150:
+            raise HubError(400, "A collection's description holds at most 150 characters")
+        if not self._may_write_namespace(user, f"{namespace}/x"):
+            raise HubError(403, f"You don't have the rights to create a collection in {namespace}")
+        with self.hub._lock:
+            for slug, collection in self.hub.collections.items():
+                if collection["owner"]["name"] == namespace and collection["title"] == title:
+                    return self._send_json({"error": "Collection already exists", "slug": slug}, status=409)
+            slug = f"{namespace}/{re.sub(r'[^a-z0-9]+', '-', title.lower()).strip('-')}-{secrets.token_hex(12)}"
+            self.hub.collections[slug] = {
+                "slug": slug, "title": title, "description": body.get("description"), "private": bool(body.get(
+                    "private")), "owner": {"name": namespace, "type": "user" if namespace == user else "org"},
+                "items": [], "lastUpdated": now_iso(), "position": 0, "theme": "indigo", "upvotes": 0,
+            }  # fmt: skip
+            collection = json.loads(json.dumps(self.hub.collections[slug]))
+        self._send_json(collection)
+
+    def _get_collection(self, slug: str) -> None:
+        with self.hub._lock:
+            collection = self.hub.collections.get(slug)
+            if collection is None or (collection["private"] and self._auth_user is None):
+                raise HubError(404, f"Collection {slug} not found")
+            self._send_json(json.loads(json.dumps(collection)))
+
+    def _add_collection_item(self, slug: str) -> None:
+        body = self._json_body() or {}
+        item = body.get("item") or {}
+        with self.hub._lock:
+            collection = self.hub.collections.get(slug)
+            if collection is None:
+                raise HubError(404, f"Collection {slug} not found")
+            if not self._may_write_namespace(self._auth_user, f"{collection['owner']['name']}/x"):
+                raise HubError(403, f"You don't have the rights to edit the collection {slug}")
+            if item.get("type") != "model":
+                raise HubError(400, "The test Hub server holds models only, not " + repr(item.get("type")))
+            self._readable(item.get("id") or "")
+            if any(entry["id"] == item["id"] for entry in collection["items"]):
+                raise HubError(409, f"{item['id']} is already in the collection")
+            entry = {"_id": secrets.token_hex(12), "id": item["id"], "type": "model",
+                     "position": len(collection["items"])}  # fmt: skip
+            if body.get("note"):
+                entry["note"] = {"text": body["note"]}
+            collection["items"].append(entry)
+            collection["lastUpdated"] = now_iso()
+            self._send_json(json.loads(json.dumps(collection)))
 
     def _create_tag(self, repo_id: str, revision: str) -> None:
         body = self._json_body() or {}

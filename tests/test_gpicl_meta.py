@@ -10,10 +10,11 @@ from huggingface_hub import ModelCard
 from PIL import Image
 from transformers import AutoModelForTokenClassification, pipeline
 
+import ttt_hf
 from ttt_hf import InContextClassificationPipeline
 from ttt_hf.data import load_image_arrays
 from ttt_hf.gpicl_card import interventions
-from ttt_hf.gpicl_evaluation import _sgd_linear, in_context_accuracy, pipeline_accuracy, sgd_accuracy
+from ttt_hf.gpicl_evaluation import _sgd_linear, in_context_accuracy, interval, pipeline_accuracy, sgd_accuracy
 from ttt_hf.gpicl_tasks import (
     FIXED_TASK_SEED,
     POOL_TASK_OFFSET,
@@ -324,6 +325,18 @@ def test_a_learner_publishes_with_its_card_and_loads_from_the_hub_as_remote_code
     assert "ttt-hf meta-train --backbone ttt_linear" in card.text and "| unseen-digits |" in card.text
     assert card.data.pipeline_tag == "other" and "token-classification" not in str(card.data.to_dict())
     assert entry.dataset_split == "train" and "held out of the training split" in entry.dataset_name  # digits
+    text = card.text
+    assert "@article{kirsch2022general" in text and "@article{sun2024learning" in text and "@software{ttt_hf" in text
+    assert "@article{sun2023learning" not in text  # the vision paper is not this model's
+    assert f'model="{repo}", trust_remote_code=True' in text and "support, queries = images[:99]" in text
+    assert "## Intended use and limits" in text and "an independent implementation" in text
+    assert all(f"]({name})" in text for name in files if name.endswith(".png"))  # every plot, with its caption
+    recorded = json.loads((out / "all_results.json").read_text())
+    meta = recorded["meta_arguments"]
+    for key in ("sgd", "nearest_neighbour", "logistic"):  # the simple learners on the same sequences, with intervals
+        value = recorded[key]["unseen-digits"][str(meta["sequence_length"] - 1)]
+        assert f"{100 * value:.1f} ± {100 * interval(value, meta['final_eval_sequences']):.1f} %" in text
+    assert json.loads(files["config.json"])["ttt_hf_version"] == ttt_hf.__version__  # the code's provenance
     published = publish(out, repo)
     assert published.commit == hub_server.head(repo) and set(hub_server.files(repo)) == set(files) | {
         ".gitattributes",

@@ -19,15 +19,15 @@ from transformers import AutoModelForImageClassification, pipeline
 
 from ttt_hf import TTTViTForImageClassification, cli, training
 from ttt_hf.hub import MANIFEST_FILE, HubPublishError, publish, repo_files
-from ttt_hf.model_card import build_card, check_card
-from ttt_hf.provenance import command_line
+from ttt_hf.model_card import build_card, check_card, code_origin
+from ttt_hf.provenance import code_provenance, command_line, modeling_folder
 
 from .conftest import HIDE_TTT_HF, tiny_config
 from .test_training import COMMON, NO_AUGMENTATION
 
 SECRET = "hf_trainingSECRET0123456789abcdef"  # given to the training run as --hub_token: it must appear nowhere
 RUN_FILES = {"model.safetensors", "config.json", "preprocessor_config.json", "all_results.json", "training_args.json",
-             "training_curves.png", "inner_losses.png", "README.md"}  # fmt: skip
+             "training_curves.png", "inner_losses.png", "sample.png", "README.md"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +86,11 @@ def test_dry_run_writes_exactly_the_repo_files_and_a_card_that_parses_back(run_d
     assert written == RUN_FILES | code_files(run_dir)
     pickles = (".bin", ".pt", ".pth", ".pkl", ".pickle")
     assert not any(name.endswith(pickles) or "checkpoint" in name for name in written)
-    for name in written - {"README.md"}:
+    for name in written - {"README.md", "config.json"}:
         assert (out / name).read_bytes() == (run_dir / name).read_bytes(), name
+    uploaded = json.loads((out / "config.json").read_text())  # the run's config, and the code's provenance
+    assert {k: v for k, v in uploaded.items() if not k.startswith("ttt_hf_")} == json.loads(
+        (run_dir / "config.json").read_text())  # fmt: skip
 
     results = json.loads((run_dir / "all_results.json").read_text())
     card = ModelCard.load(out / "README.md")
@@ -103,7 +106,9 @@ def test_dry_run_writes_exactly_the_repo_files_and_a_card_that_parses_back(run_d
     assert "It has no Hub dataset id" in text and results["command"] in text and results["device"] in text
     assert 'from_pretrained("someone/tiny-ttt", trust_remote_code=True)' in text and "import ttt_hf" in text
     assert 'pipeline("image-classification", model="someone/tiny-ttt"' in text and "**Not comparable**" in text
-    assert "@article{sun2023learning" in text and "@article{kirsch2022general" in text and "74.6 %" in text
+    assert "@article{sun2023learning" in text and "@software{ttt_hf" in text and "74.6 %" in text
+    assert "@article{kirsch2022general" not in text  # a card cites the papers its model uses, not others
+    assert f"# prints: {results['sample']['predicted']}" in text and "an independent implementation" in text
     assert "MTTT-MLP" in text and f"Parameters: {results['num_parameters']:,}" in text
 
     # the token: masked in what the run recorded, absent from every file and from the output
@@ -410,3 +415,138 @@ def test_a_push_in_between_makes_publish_fail_instead_of_overwriting_it(run_dir,
     with pytest.raises(HubPublishError, match=r"another push reached .*raced.* \(412\).*Nothing was committed"):
         publish(run_dir, repo)
     assert hub_server.files(repo)["config.json"] == b'{"theirs": true}'
+
+
+# ------------------------------------------------------------------------------------------------- provenance
+
+
+def test_config_and_card_name_the_code_that_was_uploaded(run_dir, tmp_path):
+    """config.json and the card record the ttt-hf version and commit of the uploaded model code: the installed
+    package's when the run's copy is byte-equal to it, else what training recorded, else 'not recorded'."""
+    import ttt_hf
+
+    files = repo_files(run_dir, "me/run")
+    config = json.loads(files["config.json"])
+    expected = code_provenance([modeling_folder() / name for name in files if name.endswith(".py")])
+    assert config["ttt_hf_version"] == ttt_hf.__version__ and expected["ttt_hf_version"] == ttt_hf.__version__
+    assert config["ttt_hf_commit"] == expected["ttt_hf_commit"]
+    assert code_origin(config) in files["README.md"].decode()
+    recorded = json.loads((run_dir / "training_args.json").read_text())["code"]
+    assert recorded["ttt_hf_version"] == ttt_hf.__version__  # written by the training run
+
+    edited = copy_run(run_dir, tmp_path / "edited")  # the run's code is no longer the package's
+    with open(edited / "modeling_ttt_vit.py", "a") as file:
+        file.write("\n# a local change\n")
+    arguments = json.loads((edited / "training_args.json").read_text())
+    arguments["code"] = {"ttt_hf_version": "0.0.9", "ttt_hf_commit": "a" * 40}
+    (edited / "training_args.json").write_text(json.dumps(arguments))
+    files = repo_files(edited, "me/run")
+    assert json.loads(files["config.json"])["ttt_hf_commit"] == "a" * 40
+    assert f"ttt-hf 0.0.9, commit `{'a' * 40}`" in files["README.md"].decode()
+    del arguments["code"]
+    (edited / "training_args.json").write_text(json.dumps(arguments))
+    files = repo_files(edited, "me/run")
+    assert json.loads(files["config.json"])["ttt_hf_version"] is None
+    assert "not recorded" in files["README.md"].decode()
+    kept = repo_files(run_dir, "me/run", provenance=False)  # a folder kept for later (the zoo): no provenance yet
+    assert (
+        kept["config.json"] == run_dir / "config.json" and "when the folder is published" in kept["README.md"].decode()
+    )
+
+
+PROVENANCE = """
+import json, sys
+import ttt_hf
+from ttt_hf.provenance import code_provenance, modeling_folder
+before = code_provenance()
+with open(modeling_folder() / "modeling_ttt_vit.py", "a") as file:
+    file.write("# a local change\\n")
+print("RESULT " + json.dumps({"file": ttt_hf.__file__, "before": before, "after": code_provenance()}))
+"""
+
+
+@pytest.mark.slow
+def test_the_commit_is_the_checkouts_only_while_its_code_is_unchanged(tmp_path):
+    """In a git checkout of ttt-hf the commit is HEAD until the code changes (then unknown); in a copy outside git it
+    is what pip recorded (an editable install records none)."""
+    root = Path(__file__).resolve().parents[1]
+    for place in ("checkout", "copy"):
+        source = tmp_path / place
+        shutil.copytree(root / "ttt_hf", source / "ttt_hf", ignore=shutil.ignore_patterns("__pycache__", "modeling"))
+        shutil.copytree(
+            root / "modeling", source / "ttt_hf" / "modeling", ignore=shutil.ignore_patterns("__pycache__")
+        )
+    git = ["git", "-C", str(tmp_path / "checkout"), "-c", "user.name=t", "-c", "user.email=t@t"]
+    for command in (["init", "-q"], ["add", "."], ["commit", "-qm", "code"]):
+        subprocess.run([*git, *command], check=True)
+    head = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
+    found = {}
+    for place in ("checkout", "copy"):
+        env = {**os.environ, "PYTHONPATH": str(tmp_path / place)}
+        out = subprocess.run(
+            [sys.executable, "-c", PROVENANCE], env=env, cwd=tmp_path, capture_output=True, text=True, check=True
+        )
+        found[place] = json.loads(out.stdout.split("RESULT ", 1)[1])
+        assert found[place]["file"].startswith(str(tmp_path / place))
+    assert found["checkout"]["before"]["ttt_hf_commit"] == head and found["checkout"]["after"]["ttt_hf_commit"] is None
+    assert found["copy"]["before"]["ttt_hf_commit"] is None  # no git, and the editable install records no commit
+
+
+def test_tag_names_the_published_commit_and_never_moves(run_dir, hub_server, monkeypatch):
+    import huggingface_hub.utils._http as http
+
+    monkeypatch.setattr(http, "time", type("NoSleep", (), {"sleep": staticmethod(lambda s: None)})())
+    repo = f"{hub_server.user}/tagged"
+    requests = len(hub_server.requests)
+    for bad in ("-v1", "v1..2", "with space", "x" * 101):
+        with pytest.raises(ValueError, match="not a valid tag name"):
+            publish(run_dir, repo, tag=bad)
+    with pytest.raises(ValueError, match="pull request"):
+        publish(run_dir, repo, tag="v1", create_pr=True)
+    assert len(hub_server.requests) == requests  # refused before the network
+
+    first = publish(run_dir, repo, tag="v1.0")
+    assert first.tag == "v1.0" and hub_server.head(repo, "v1.0") == first.commit == hub_server.head(repo)
+    commits = len(hub_server.commits(repo))
+    with pytest.raises(ValueError, match=r"has a tag 'v1.0' already .*Nothing was committed"):
+        publish(run_dir, repo, tag="v1.0")
+    assert len(hub_server.commits(repo)) == commits and hub_server.head(repo, "v1.0") == first.commit
+    hub_server.fail(r"/tag/", status=500, times=None)
+    with pytest.raises(HubPublishError, match=r"The commit was made \([0-9a-f]{40}\) but not tagged: tag it with"):
+        publish(run_dir, repo, tag="v2")
+    hub_server.clear_faults()
+    assert len(hub_server.commits(repo)) == commits  # the same files: the client makes no empty commit
+    assert cli.main(["publish", str(run_dir), repo, "--tag", "v2"]) == 0
+    assert hub_server.head(repo, "v2") == hub_server.head(repo) and hub_server.server_errors == []
+
+
+def test_zoo_publish_gathers_the_entries_into_one_collection(hub_server, tmp_path, monkeypatch):
+    import huggingface_hub.utils._http as http
+    from huggingface_hub import HfApi
+
+    from ttt_hf import zoo
+
+    monkeypatch.setattr(http, "time", type("NoSleep", (), {"sleep": staticmethod(lambda s: None)})())
+    names = ["ttt-vit-mlp-digits", "gpicl-ttt-linear-mnist-5k"]
+    dry = zoo.publish_zoo("org", names, dry_run=tmp_path / "dry", collection="TTT zoo")
+    assert json.loads((tmp_path / "dry" / "collection.json").read_text()) == {
+        "title": "TTT zoo", "namespace": "org", "items": [f"org/{name}" for name in names]}  # fmt: skip
+    assert [result.commit for result in dry] == [None, None] and hub_server.collections == {}
+
+    org = hub_server.user
+    hub_server.fail(r"^/api/collections/.*/items", status=500, times=None)
+    with pytest.raises(HubPublishError, match=r"while adding .* to the collection .*models themselves are published"):
+        zoo.publish_zoo(org, names, collection="TTT zoo")
+    hub_server.clear_faults()
+    assert all(hub_server.head(f"{org}/{name}") for name in names)
+    zoo.publish_zoo(org, names, collection="TTT zoo", tag="v1")  # again: the same collection, each repo once
+    zoo.publish_zoo(org, names[:1], collection="TTT zoo")
+    ((slug, collection),) = hub_server.collections.items()
+    assert collection["title"] == "TTT zoo" and [item["id"] for item in collection["items"]] == [
+        f"{org}/{name}" for name in names]  # fmt: skip
+    assert [item.item_id for item in HfApi(token=hub_server.token).get_collection(slug).items] == [
+        f"{org}/{name}" for name in names]  # fmt: skip
+    assert all(hub_server.head(f"{org}/{name}", "v1") for name in names)
+    with pytest.raises(ValueError, match="needs a title"):
+        zoo.publish_zoo(org, names[:1], collection=" ")
+    assert hub_server.server_errors == []

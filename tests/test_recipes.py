@@ -87,13 +87,13 @@ def test_help_shows_every_recipe_value(capsys):
 
 
 def test_small_data_epochs_come_from_the_data_size(tmp_path):
-    assert [epochs_for(n) for n in (1_437, 4_000, 54_000, 1_000_000)] == [60, 38, 10, 10]
+    assert [epochs_for(n) for n in (1_437, 4_000, 54_000, 1_000_000)] == [60, 30, 10, 10]
     _, _, args = parse("--eval_strategy", "no")
     assert args.num_train_epochs is None  # not injected: the trainer sizes it from the training set
     trainer = training.ImageClassificationTrainer(
         model=torch.nn.Linear(1, 1), args=args, train_dataset=list(range(4_000))
     )  # fmt: skip
-    assert trainer.args.num_train_epochs == 38 and trainer.args.per_device_train_batch_size == 64
+    assert trainer.args.num_train_epochs == 30 and trainer.args.per_device_train_batch_size == 64
     _, _, args = parse("--num_train_epochs", "3")
     assert args.num_train_epochs == 3
     _, _, args = parse("--recipe", "paper-patch")

@@ -8,19 +8,22 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from huggingface_hub import ModelCard
+from PIL import Image
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForImageClassification, pipeline
 
 from ttt_hf import MIXER_PRESETS, PRESETS, TTTViTConfig, benchmark, cli, meta_training, reporting, training, zoo
 from ttt_hf.gpicl_card import gpicl_eval_results
-from ttt_hf.hub import CARD_FILE, MANIFEST_FILE, package_code_folder, repo_files
+from ttt_hf.hub import CARD_FILE, MANIFEST_FILE, repo_files
 from ttt_hf.meta_training import MetaArguments, reproduce_final_accuracy, unseen_sampler
 from ttt_hf.model_card import PAPER_IMAGENET, paper_mixer_name
 from ttt_hf.modeling import configuration_ttt_vit, ttt_layers
 from ttt_hf.modeling.configuration_ttt_vit import MIXER_TYPES, mixer_preset_of
+from ttt_hf.provenance import code_provenance, modeling_folder
 
 from .conftest import HIDE_TTT_HF
 from .test_training import COMMON, NO_AUGMENTATION
@@ -130,7 +133,7 @@ def check_zoo_folder(folder: Path, entry: zoo.ZooEntry, with_pipeline: bool = Tr
     its all_results.json and card record, and whose card is the one its results make (AssertionError if not)."""
     names = {p.name for p in folder.iterdir()}
     assert {"README.md", "config.json", "model.safetensors", "preprocessor_config.json", zoo.RESULTS_FILE,
-            "training_args.json", "training_curves.png"} <= names, names  # fmt: skip
+            "training_args.json", "training_curves.png", "sample.png"} <= names, names  # fmt: skip
     assert not any(name.endswith((".py", *PICKLES)) for name in names), names
     assert sum(p.stat().st_size for p in folder.iterdir()) <= zoo.MAX_FOLDER_BYTES
     results = json.loads((folder / zoo.RESULTS_FILE).read_text())
@@ -148,6 +151,10 @@ def check_zoo_folder(folder: Path, entry: zoo.ZooEntry, with_pipeline: bool = Tr
         classify = pipeline("image-classification", model=str(folder))
         top = [answer[0]["label"] for answer in classify(images, top_k=1)]
         assert zoo.accuracy([model.config.label2id[label] for label in top], labels) == results["test_slice_accuracy"]
+        sample = results["sample"]  # the first image of the slice, as the card's usage example classifies it
+        assert np.array_equal(np.asarray(Image.open(folder / "sample.png")), np.asarray(images[0]))
+        assert sample["label"] == model.config.id2label[labels[0]]
+        assert classify(str(folder / "sample.png"), top_k=1)[0]["label"] == sample["predicted"]
 
     card = ModelCard.load(folder / "README.md")
     recorded = {r.metric_name: r.metric_value for r in card.data.eval_results}
@@ -156,8 +163,9 @@ def check_zoo_folder(folder: Path, entry: zoo.ZooEntry, with_pipeline: bool = Tr
         "test" if entry.dataset == "fashion-mnist" else "train"
     }
     assert f"top-1 {100 * results['test_slice_accuracy']:.2f} %" in card.text
-    repo_id = re.search(r'from_pretrained\("([^"]+)"\)', card.text).group(1)
-    assert (folder / "README.md").read_bytes() == repo_files(folder, repo_id)[CARD_FILE]  # the card its files make
+    assert f"# prints: {results['sample']['predicted']}" in card.text
+    repo_id = zoo.usage_repo_id(card.text)
+    assert (folder / "README.md").read_bytes() == repo_files(folder, repo_id, provenance=False)[CARD_FILE]
 
 
 def check_learner_folder(folder: Path, entry: zoo.ZooEntry) -> None:
@@ -176,8 +184,8 @@ def check_learner_folder(folder: Path, entry: zoo.ZooEntry) -> None:
     card = ModelCard.load(folder / "README.md")
     recorded_card = {r.dataset_name: r.metric_value for r in card.data.eval_results}
     assert recorded_card == {r.dataset_name: r.metric_value for r in gpicl_eval_results(results)}
-    repo_id = re.search(r'from_pretrained\("([^"]+)"\)', card.text).group(1)
-    assert (folder / "README.md").read_bytes() == repo_files(folder, repo_id)[CARD_FILE]  # the card its files make
+    repo_id = zoo.usage_repo_id(card.text)
+    assert (folder / "README.md").read_bytes() == repo_files(folder, repo_id, provenance=False)[CARD_FILE]
 
 
 @pytest.mark.parametrize("name", TRAINED or [pytest.param(None, marks=pytest.mark.skip("no trained zoo model"))])
@@ -294,11 +302,14 @@ def test_zoo_publish_dry_run_adds_the_model_code(stored, tmp_path, capsys):
             family = "gpicl" if zoo.ZOO[name].in_context else "ttt_vit"
             assert {f"modeling_{family}.py", f"configuration_{family}.py", "ttt_layers.py"} <= code
             for file in code:  # the installed package's model code
-                assert (written / file).read_bytes() == (package_code_folder() / file).read_bytes()
+                assert (written / file).read_bytes() == (modeling_folder() / file).read_bytes()
             for file in source.iterdir():
-                if file.name != "README.md":
+                if file.name not in ("README.md", "config.json"):
                     assert (written / file.name).read_bytes() == file.read_bytes(), file.name
-            assert f'from_pretrained("tester/{name}"' in (written / "README.md").read_text()
+            uploaded = json.loads((written / "config.json").read_text())  # the stored config and the provenance
+            assert uploaded == {**json.loads((source / "config.json").read_text()), **code_provenance(
+                [modeling_folder() / file for file in code])}  # fmt: skip
+            assert zoo.usage_repo_id((written / "README.md").read_text()) == f"tester/{name}"
     assert "tester/ttt-vit-mlp-digits" in capsys.readouterr().out
 
 
@@ -491,3 +502,43 @@ def test_summary_gives_mean_and_spread_and_calls_a_tie_a_tie(tmp_path):
     assert zoo.compare("fmnist-cpu", "mlp", "linattn", cards).endswith("cut short by its time budget, so no verdict.")
     assert "12, 7.5 (cut short)" in zoo.setting_summary(cards)
     assert zoo.compare("digits-pixel", "mlp", "linattn", cards) is None  # untrained
+
+
+def card_code(card_text: str) -> list[str]:
+    """The python blocks of a card's usage section, in order."""
+    usage = card_text.split("## How to use", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", usage, flags=re.S)
+
+
+LOCAL_MNIST = """
+import datasets
+datasets.load_dataset = lambda name, split: datasets.load_from_disk({path!r})  # offline: the local test digits
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not {"ttt-vit-mlp-digits", "gpicl-ttt-linear-mnist-5k"} <= set(TRAINED), reason="not trained")
+def test_the_cards_usage_examples_run_as_written(hub_server, tmp_path):
+    """Publish a classifier and a learner, then run each card's usage code as a visitor would, in a fresh process
+    without ttt_hf: it prints what the card says it prints (the sample image's label), and the in-context example
+    answers its queries at about the learner's recorded accuracy."""
+    from ttt_hf.data import load_image_dataset
+
+    classifier, learner = (f"{hub_server.user}/{name}" for name in ("ttt-vit-mlp-digits", "gpicl-ttt-linear-mnist-5k"))
+    zoo.publish_zoo(hub_server.user, [classifier.split("/")[1], learner.split("/")[1]])
+    card = hub_server.files(classifier)["README.md"].decode()
+    blocks = card_code(card)
+    assert len(blocks) == 2 and all(f'"{classifier}"' in block for block in blocks)
+    printed = re.findall(r"# prints: (.+)", card)
+    result = hub_server.python(HIDE_TTT_HF + "\n".join(blocks), tmp_path / "hf_home")
+    assert result.stdout.splitlines()[:2] == printed == [json.loads(hub_server.files(classifier)["all_results.json"])[
+        "sample"]["predicted"]] * 2  # fmt: skip
+    assert len(json.loads(result.stdout.splitlines()[2])) == 4  # the inner losses of the 4 TTT layers
+
+    load_image_dataset("mnist-5k")["test"].save_to_disk(tmp_path / "mnist")
+    (block,) = card_code(hub_server.files(learner)["README.md"].decode())
+    assert 'load_dataset("ylecun/mnist", split="test")' in block
+    code = HIDE_TTT_HF + LOCAL_MNIST.format(path=str(tmp_path / "mnist")) + block
+    correct, total = map(int, re.fullmatch(r"(\d+) of (\d+) queries right\n", hub_server.python(
+        code, tmp_path / "hf_home").stdout).groups())  # fmt: skip
+    assert total == 10 and correct >= 3  # the learner's recorded accuracy after 99 examples is about 0.6

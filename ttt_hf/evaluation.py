@@ -16,8 +16,26 @@ from transformers import AutoImageProcessor, AutoModelForImageClassification, Hf
 from .checkpoints import from_pretrained
 from .data import BUNDLED_DATASETS, drop_unreadable_images, load_image_dataset
 from .metrics import TopKAccuracy
+from .model_card import SAMPLE_IMAGE
 from .plots import plot_confusion_matrix
 from .transforms import EvalTransform
+
+
+def write_sample(folder, image, label: str) -> dict:
+    """Save `image` (a PIL image, as the dataset holds it) as the run's sample image and record what the saved model
+    in `folder` predicts for that file through `pipeline("image-classification")`, which the card's usage example
+    prints: {"file", "label" (the true one), "predicted", "score"}."""
+    from transformers import pipeline
+
+    path = os.path.join(folder, SAMPLE_IMAGE)
+    image.save(path, format="PNG")
+    top = pipeline("image-classification", model=str(folder), device=-1)(path, top_k=1)[0]
+    return {
+        "file": SAMPLE_IMAGE,
+        "label": str(label),
+        "predicted": top["label"],
+        "score": round(float(top["score"]), 4),
+    }
 
 
 @dataclass

@@ -48,8 +48,8 @@ def baseline_accuracy(predict, sampler: TaskSampler, positions, num_sequences: i
 def sgd_accuracy(sampler: TaskSampler, positions, num_sequences: int = 512, batch_size: int = 128,
                  learning_rate: float = SGD_LEARNING_RATE, epochs: int = SGD_EPOCHS,
                  sgd_batch_size: int = SGD_BATCH_SIZE) -> dict[int, float]:  # fmt: skip
-    """This project's SGD baseline (after the paper's SGD row): at each position t of `positions`, a linear
-    classifier trained by minibatch SGD on the t examples before it classifies example t."""
+    """This project's SGD baseline (modelled on the paper's SGD row, not it): at each position t of `positions`, a
+    linear classifier trained by minibatch SGD on the t examples before it classifies example t."""
 
     def predict(x, y, query, num_classes):
         weight, bias = _sgd_linear(x, y, num_classes, learning_rate, epochs, sgd_batch_size, seed=x.shape[1])
@@ -107,6 +107,16 @@ def logistic_accuracy(sampler: TaskSampler, positions, num_sequences: int = 512,
 
 # the simple learners every in-context learner is compared with, on the same sequences (all_results.json's keys)
 BASELINES = {"sgd": sgd_accuracy, "nearest_neighbour": nearest_neighbour_accuracy, "logistic": logistic_accuracy}
+# all_results.json key -> (a table column's text, words for a plot's legend)
+BASELINE_NAMES = {"sgd": ("SGD", "SGD (linear, this project's)"), "nearest_neighbour": ("1-NN", "1-nearest neighbour"),
+                  "logistic": ("LR", "logistic regression (to convergence)")}  # fmt: skip
+
+
+def interval(accuracy: float, sequences: int) -> float:
+    """Half the width of a 95 % interval of an accuracy measured on `sequences` independent sequences (normal
+    approximation of the binomial; at least the one of a single miss or hit, so that 0 % and 100 % get one too)."""
+    p = min(max(accuracy, 1 / sequences), 1 - 1 / sequences)
+    return 1.96 * (p * (1 - p) / sequences) ** 0.5
 
 
 def _sgd_linear(x, y, num_classes, learning_rate, epochs, batch_size, seed):

@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from .gpicl_card import interventions, unseen_sets
+from .gpicl_evaluation import BASELINE_NAMES, interval
 from .meta_training import CHANCE_EXIT
 
 
@@ -21,16 +22,6 @@ def load_runs(paths) -> list[dict]:
         results["path"] = str(path)
         runs.append(results)
     return runs
-
-
-BASELINE_NAMES = {"sgd": "SGD", "nearest_neighbour": "1-NN", "logistic": "LR"}  # all_results.json key -> column text
-
-
-def interval(accuracy: float, sequences: int) -> float:
-    """Half the width of a 95 % interval of an accuracy measured on `sequences` independent sequences (normal
-    approximation of the binomial; at least the one of a single miss or hit, so that 0 % and 100 % get one too)."""
-    p = min(max(accuracy, 1 / sequences), 1 - 1 / sequences)
-    return 1.96 * (p * (1 - p) / sequences) ** 0.5
 
 
 def model_description(run: dict) -> str:
@@ -58,7 +49,7 @@ def table(runs: list[dict], names: list[str] | None = None) -> str:
             n = meta.get("final_eval_sequences", 1024)
             text = "—" if value is None else f"{100 * value:.1f} ± {100 * interval(value, n):.1f} %"
             found = {key: (r.get(key) or {}).get(name, {}).get(str(last)) for key in BASELINE_NAMES}
-            shown = [f"{BASELINE_NAMES[key]} {100 * v:.1f}" for key, v in found.items() if v is not None]
+            shown = [f"{BASELINE_NAMES[key][0]} {100 * v:.1f}" for key, v in found.items() if v is not None]
             cells.append(text + (f" ({', '.join(shown)} %)" if shown else ""))
         step = r.get(f"steps_to_leave_plateau_unseen-{meta['dataset']}")
         cells.append(f"step {step}" if step is not None else f"not within {r['train_steps']}")
@@ -71,9 +62,9 @@ def table(runs: list[dict], names: list[str] | None = None) -> str:
     lines += ["", f"State: the floats a sequence carries from one position to the next. Accuracy after {lasts} "
               f"examples (all but the last of a sequence) on tasks never seen in meta-training (test splits, "
               f"{sequences} sequences, {' / '.join(sorted(sampling))}; ± a 95 % interval). Baselines, this "
-              f"project's, on the same examples: SGD (a linear classifier trained by SGD, after the paper's SGD row), "
-              f"1-NN (the nearest example), LR (logistic regression trained to convergence). Left chance: the first "
-              f"evaluation with accuracy above {100 * CHANCE_EXIT:.0f} % at the last position."]  # fmt: skip
+              f"project's, on the same examples: SGD (a linear classifier trained by SGD; the paper's SGD numbers are "
+              f"its own), 1-NN (the nearest example), LR (logistic regression trained to convergence). Left chance: "
+              f"the first evaluation with accuracy above {100 * CHANCE_EXIT:.0f} % at the last position."]  # fmt: skip
     return "\n".join(lines)
 
 

@@ -20,7 +20,7 @@ from .gpicl_card import unseen_sets
 from .gpicl_evaluation import BASELINES, in_context_accuracy
 from .gpicl_tasks import DEFAULT_OPTIMIZER, TaskSampler, TaskStream, base_inputs, parse_curriculum
 from .modeling import GPICLConfig, GPICLForInContextClassification
-from .provenance import command_line, device_description
+from .provenance import code_provenance, command_line, device_description
 from .training import check_override_keys, parse_overrides, setup_logging
 
 CHANCE_EXIT = 0.2  # "left the plateau": accuracy at the last position on unseen tasks above this (10 classes)
@@ -255,7 +255,9 @@ def run(meta: MetaArguments, args: TrainingArguments) -> dict:
         with open(os.path.join(args.output_dir, "all_results.json"), "w") as f:
             json.dump(results, f, indent=2, default=str)
         with open(os.path.join(args.output_dir, "training_args.json"), "w") as f:  # no pickle: what publishing reads
-            json.dump({"meta": vars(meta), "training": args.to_dict()}, f, indent=2, default=str)
+            json.dump(
+                {"meta": vars(meta), "training": args.to_dict(), "code": code_provenance()}, f, indent=2, default=str
+            )
         from .plots import plot_in_context_accuracy, plot_meta_training
 
         plot_in_context_accuracy(results, os.path.join(args.output_dir, "in_context_accuracy.png"))

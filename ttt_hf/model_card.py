@@ -79,25 +79,103 @@ PAPER_IMAGENET = {
     ),
 }
 
-BIBTEX = """\
+# The BibTeX entries the cards cite: each card cites the papers its model uses, and ttt-hf.
+CITATIONS = {
+    "mttt": """\
 @article{sun2023learning,
   title   = {Learning to (Learn at Test Time)},
   author  = {Sun, Yu and Li, Xinhao and Dalal, Karan and Hsu, Chloe and Koyejo, Sanmi and Guestrin, Carlos and
              Wang, Xiaolong and Hashimoto, Tatsunori and Chen, Xinlei},
   journal = {arXiv preprint arXiv:2310.13807},
-  year    = {2023},
-  eprint  = {2310.13807},
-  archivePrefix = {arXiv}
-}
-
+  year    = {2023}
+}""",
+    "gpicl": """\
 @article{kirsch2022general,
   title   = {General-Purpose In-Context Learning by Meta-Learning Transformers},
   author  = {Kirsch, Louis and Harrison, James and Sohl-Dickstein, Jascha and Metz, Luke},
   journal = {arXiv preprint arXiv:2212.04458},
-  year    = {2022},
-  eprint  = {2212.04458},
-  archivePrefix = {arXiv}
-}"""
+  year    = {2022}
+}""",
+    "ttt-layers": """\
+@article{sun2024learning,
+  title   = {Learning to (Learn at Test Time): RNNs with Expressive Hidden States},
+  author  = {Sun, Yu and Li, Xinhao and Dalal, Karan and Xu, Jiarui and Vikram, Arjun and Zhang, Genghan and
+             Dubois, Yann and Chen, Xinlei and Wang, Xiaolong and Koyejo, Sanmi and Hashimoto, Tatsunori and
+             Guestrin, Carlos},
+  journal = {arXiv preprint arXiv:2407.04620},
+  year    = {2024}
+}""",
+}
+SAMPLE_IMAGE = "sample.png"  # a test image shipped in each classifier's repo, with its prediction in all_results.json
+# the plots a run's folder holds -> what a reader sees in them (the card shows every PNG of the folder)
+PLOT_CAPTIONS = {
+    "training_curves.png": "Training: the training loss and the validation loss against optimiser steps (left), and "
+    "the validation top-1 and top-5 accuracy after each epoch (right).",
+    "inner_losses.png": "Test-time training at work: per TTT layer, the inner loop's reconstruction loss on test "
+    "images before the inner step (W_0) and after it (W_T), averaged over images and heads.",
+    "in_context_accuracy.png": "In-context learning: accuracy against the number of labelled examples seen so far in "
+    "the context, on tasks never seen in meta-training, next to simple learners trained on the same examples.",
+    "meta_training_curves.png": "Meta-training: the loss against steps (left) and the accuracy after the last example "
+    "on unseen tasks at each evaluation (right); a dashed line marks where bursty sequences gave way to fresh ones.",
+}
+REMOTE_CODE_PACKAGES = ("torch", "transformers", "pillow")  # all that the repos' own model code imports
+
+
+def remote_code_install() -> str:
+    """The pip command a visitor needs for the remote code: those packages with ttt-hf's own pins."""
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    pins = {}
+    for line in metadata.requires("ttt-hf") or []:
+        requirement = Requirement(line)
+        if requirement.marker is None and requirement.name.lower() in REMOTE_CODE_PACKAGES:
+            pins[requirement.name.lower()] = str(requirement.specifier)
+    words = [f'"{name}{pins[name]}"' if pins.get(name) else name for name in REMOTE_CODE_PACKAGES]
+    return "pip install " + " ".join(words)
+
+
+def ttt_hf_citation() -> str:
+    from . import __version__
+
+    return f"""\
+@software{{ttt_hf,
+  title   = {{ttt-hf: test-time-training models for the Hugging Face ecosystem}},
+  author  = {{{{ttt-hf contributors}}}},
+  year    = {{2026}},
+  version = {{{__version__}}}
+}}"""
+
+
+def code_origin(config: dict) -> str:
+    """Which ttt-hf code was uploaded with the weights, from the provenance a publish writes into config.json."""
+    if "ttt_hf_version" not in config:  # a folder kept for publishing later (the zoo's), not an uploaded repo
+        return "written into config.json when the folder is published (`ttt_hf_version`, `ttt_hf_commit`)"
+    version, commit = config.get("ttt_hf_version"), config.get("ttt_hf_commit")
+    if version is None:
+        return "not recorded (a run whose model code differs from the installed ttt-hf and did not record its own)"
+    if commit is None:
+        return (f"ttt-hf {version}; the commit is unknown (a checkout with local changes, or an install that does "
+                "not record it)")  # fmt: skip
+    return f"ttt-hf {version}, commit `{commit}`"
+
+
+def about_section(config: dict, papers: list[str]) -> str:
+    """The card's closing sections: independence, the code uploaded, and how to cite (`papers`: CITATIONS keys)."""
+    entries = "\n\n".join([*(CITATIONS[key] for key in papers), ttt_hf_citation()])
+    return f"""## About
+
+This model was made with ttt-hf, an independent implementation of the papers it cites: neither their authors' code
+nor endorsed by them. The model code in this repo: {code_origin(config)}.
+
+## Citation
+
+Cite the paper{"s" if len(papers) > 1 else ""} behind the model, and ttt-hf if you use its code or these weights:
+
+```bibtex
+{entries}
+```"""
 
 
 def _is_repo_id(name: str | None) -> bool:
@@ -344,25 +422,125 @@ def _speed(results: dict) -> str:
     return f" Steady training speed: {speed:,.0f} images/s (the median step after the first{path})."
 
 
+def plots_section(files) -> str:
+    """Every plot among `files`, with what it shows ('' if none), ending in a blank line."""
+    plots = [name for name in sorted(files) if name.endswith(".png") and name != SAMPLE_IMAGE]
+    if not plots:
+        return ""
+    shown = [f"![{name[:-4].replace('_', ' ')}]({name})\n\n{PLOT_CAPTIONS.get(name, name)}" for name in plots]
+    return "## Plots\n\n" + "\n\n".join(shown) + "\n\n"
+
+
+# how the bundled datasets' images look: what a visitor should feed the model
+DATASET_INPUTS = {
+    "mnist-5k": "one handwritten digit, white on a black background and centred, as in MNIST",
+    "mnist": "one handwritten digit, white on a black background and centred, as in MNIST",
+    "fashion-mnist": "one garment or shoe, light on a black background and centred, as in Fashion-MNIST",
+    "fashion_mnist": "one garment or shoe, light on a black background and centred, as in Fashion-MNIST",
+    "digits": "one handwritten digit, white on a black background and filling the frame, as in scikit-learn's "
+    "digits (17 grey levels)",
+}
+
+
+def expected_input(config: dict, dataset: str, dataset_name: str) -> str:
+    side, channels = config["image_size"], config.get("num_channels", 3)
+    kind = "grey" if channels == 1 else "RGB" if channels == 3 else f"{channels}-channel"
+    content = DATASET_INPUTS.get(dataset, f"an image like those of {dataset_name}")
+    return (
+        f"a {side}×{side} {kind} image of {content}. The processor converts other modes and resizes other sizes, "
+        "but images unlike the training data get answers of unknown quality"
+    )
+
+
+def _usage_section(repo_id: str, config: dict, results: dict, dataset: str, dataset_name: str) -> str:
+    sample = results.get("sample") or {}
+    if sample:
+        fetch = (
+            f"# {SAMPLE_IMAGE}: a test image shipped in this repo (true label: {sample['label']})\n"
+            f'image = hf_hub_download("{repo_id}", "{SAMPLE_IMAGE}")'
+        )
+        printed = f"  # prints: {sample['predicted']}"
+    else:
+        fetch, printed = 'image = "image.png"  # any image file, or a PIL image', ""
+    ttt = config.get("mixer", "ttt_mlp").startswith("ttt_")
+    model_words = (
+        "The model itself, and what its inner loop does on the image (the reconstruction loss of every TTT layer at "
+        "W_0 … W_T, the test-time training)"
+        if ttt
+        else "The model and its processor"
+    )
+    inner_flag = ", output_inner_losses=True" if ttt else ""
+    inner_print = "\nprint([loss.mean(dim=(0, 1)).tolist() for loss in outputs.inner_losses])" if ttt else ""
+    intro = (
+        "The repo carries its own model code, so only PyTorch, transformers and Pillow are needed:\n\n"
+        f"```bash\n{remote_code_install()}\n```"
+    )
+    return f"""## How to use
+
+{intro}
+
+```python
+from huggingface_hub import hf_hub_download
+from transformers import pipeline
+
+classify = pipeline("image-classification", model="{repo_id}", trust_remote_code=True)
+{fetch}
+print(classify(image, top_k=1)[0]["label"]){printed}
+```
+
+Input: {expected_input(config, dataset, dataset_name)}. `trust_remote_code=True` runs this repo's Python
+files: pin `revision=` to the commit you reviewed.
+
+{model_words}:
+
+```python
+import torch
+from PIL import Image
+from transformers import AutoImageProcessor, AutoModelForImageClassification
+
+model = AutoModelForImageClassification.from_pretrained("{repo_id}", trust_remote_code=True)
+processor = AutoImageProcessor.from_pretrained("{repo_id}", trust_remote_code=True)
+with torch.no_grad():
+    outputs = model(**processor(Image.open(image), return_tensors="pt"){inner_flag})
+print(model.config.id2label[outputs.logits.argmax(-1).item()]){printed}{inner_print}
+```
+
+ttt-hf itself (training, evaluation, publishing) is not on PyPI: install it from its source (`pip install -e .` in a
+clone); `import ttt_hf` then registers TTT-ViT with the Auto classes, so `trust_remote_code` is not needed.{
+        _inference_speed(results)
+    }"""
+
+
+def _inference_speed(results: dict) -> str:
+    speed = results.get("inference_images_per_s")
+    if speed is None:
+        return ""
+    return (
+        f"\n\nInference speed: {speed:,.0f} images/s on {results.get('inference_machine', 'an unrecorded machine')} "
+        f"(batches of {results.get('inference_batch_size')}, forward pass only, no preprocessing; `ttt-hf zoo speed`)."
+    )
+
+
 def _limits(config: dict, dataset_name: str) -> str:
     side, channels = config["image_size"], config.get("num_channels", 3)
     limits = [
+        "Intended use: research and teaching, to see what test-time training does in a small vision transformer and "
+        "to compare token mixers. It is not meant for decisions about people or for production use.",
         f"Trained and evaluated on {dataset_name} only, at {side}×{side} with {_plural(channels, 'channel')}: the "
         "processor resizes (and converts) other images, and accuracy on other data is unknown. No robustness, "
         "calibration or fairness evaluation was done.",
         "The validation and test numbers come from one run with one seed; on small datasets seeds differ by a point "
         "or more.",
-        "`trust_remote_code=True` runs this repo's Python files: pin `revision=` to the commit you reviewed.",
     ]
     if config.get("mixer", "ttt_mlp").startswith("ttt_"):
         limits.insert(
-            2,
+            3,
             "The inner loop runs at inference too, on every image: a TTT layer costs more than linear attention (the "
             "paper: MTTT-Linear about 2× slower, MTTT-MLP with T=1 1.5× the FLOPs).",
         )
     if config.get("inner_batching") == "shuffled":
         limits.insert(
-            2,
+            3,
             "Shuffled inner mini-batches use one fixed token order per layer and head in evaluation "
             f"(`inner_shuffle_eval={config.get('inner_shuffle_eval', 'fixed')!r}`), so predictions are reproducible; "
             "the paper's code draws a random order at evaluation too.",
@@ -370,8 +548,9 @@ def _limits(config: dict, dataset_name: str) -> str:
     return "\n".join(f"- {item}" for item in limits)
 
 
-def build_card(repo_id: str, config: dict, results: dict, arguments: dict) -> ModelCard:
-    """The card of a run: `config` (config.json), `results` (all_results.json), `arguments` (training_args.json)."""
+def build_card(repo_id: str, config: dict, results: dict, arguments: dict, files=()) -> ModelCard:
+    """The card of a run: `config` (config.json, with the provenance a publish adds), `results` (all_results.json),
+    `arguments` (training_args.json), `files` (the names of the repo's files: its plots are shown)."""
     data_args, training = arguments.get("data") or {}, arguments.get("training") or {}
     dataset = data_args.get("dataset") or "an unrecorded dataset"
     hub_dataset, dataset_name, provenance = dataset_facts(dataset)
@@ -424,34 +603,7 @@ Sun et al., [arXiv 2310.13807](https://arxiv.org/abs/2310.13807) (the authors' J
 - Parameters: {f"{parameters:,}" if parameters is not None else "not recorded"}.
 - {origin}
 
-## How to use
-
-With ttt-hf installed (`pip install ttt-hf`), importing it registers TTT-ViT with the Auto classes:
-
-```python
-import ttt_hf  # noqa: F401
-from transformers import AutoImageProcessor, AutoModelForImageClassification
-
-model = AutoModelForImageClassification.from_pretrained("{repo_id}")
-processor = AutoImageProcessor.from_pretrained("{repo_id}")
-```
-
-Without ttt-hf, the repo carries its own model code (only torch and transformers are needed):
-
-```python
-from transformers import AutoModelForImageClassification
-
-model = AutoModelForImageClassification.from_pretrained("{repo_id}", trust_remote_code=True)
-```
-
-Through the pipeline, on a PIL image or a file path (after `import ttt_hf`, `trust_remote_code=True` is not needed):
-
-```python
-from transformers import pipeline
-
-classify = pipeline("image-classification", model="{repo_id}", trust_remote_code=True)
-classify("image.png", top_k=3)
-```
+{_usage_section(repo_id, config, results, dataset, dataset_name)}
 
 ## Training
 
@@ -463,15 +615,11 @@ classify("image.png", top_k=3)
 
 {_paper_section({**config, "num_tokens_text": tokens_text}, results, dataset_name, recipe)}
 
-## Limits
+{plots_section(files)}## Intended use and limits
 
 {_limits(config, dataset_name)}
 
-## Citation
-
-```bibtex
-{BIBTEX}
-```
+{about_section(config, ["mttt"])}
 """
     return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
 
@@ -517,4 +665,25 @@ def check_card(card: ModelCard, results: dict) -> None:
         raise ValueError("invalid model card: " + "; ".join(problems) + ".")
 
 
-__all__ = ["BIBTEX", "KNOWN_DATASETS", "build_card", "check_card", "dataset_facts", "eval_results", "paper_mixer_name"]
+__all__ = [
+    "CITATIONS",
+    "KNOWN_DATASETS",
+    "about_section",
+    "build_card",
+    "check_card",
+    "dataset_facts",
+    "eval_results",
+    "paper_mixer_name",
+    "plots_section",
+]
+__all__ = [
+    "CITATIONS",
+    "KNOWN_DATASETS",
+    "about_section",
+    "plots_section",
+    "build_card",
+    "check_card",
+    "dataset_facts",
+    "eval_results",
+    "paper_mixer_name",
+]

@@ -1,9 +1,14 @@
-"""What a training run records about how it was made: its exact command line and the device it ran on."""
+"""What a run records about how it was made: its exact command line, the device it ran on, and the ttt-hf code
+(version and git commit) that made it and that a publish uploads."""
 
+import json
 import os
 import platform
 import shlex
+import subprocess
 import sys
+from importlib import metadata
+from pathlib import Path
 
 import torch
 
@@ -71,4 +76,50 @@ def device_description(training_args) -> str:
     return f"{name}, torch {torch.__version__}"
 
 
-__all__ = ["command_line", "device_description", "mask_tokens"]
+def _git(folder: Path, *args: str) -> subprocess.CompletedProcess | None:
+    try:
+        return subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+
+
+def _installed_commit() -> str | None:
+    """The commit pip installed ttt-hf from (`pip install git+...` records it in direct_url.json), or None."""
+    try:
+        direct = metadata.distribution("ttt-hf").read_text("direct_url.json")
+    except metadata.PackageNotFoundError:
+        return None
+    commit = (json.loads(direct).get("vcs_info") or {}).get("commit_id") if direct else None
+    return commit if isinstance(commit, str) and commit else None
+
+
+def modeling_folder() -> Path:
+    """The installed model code (ttt_hf.modeling's folder): what `save_pretrained` copies into a run."""
+    from . import modeling
+
+    return Path(modeling.__file__).resolve().parent
+
+
+def code_provenance(files=()) -> dict:
+    """The ttt-hf code this process runs: `{"ttt_hf_version": "0.1.0", "ttt_hf_commit": <40 hex or None>}`.
+
+    The commit is the git HEAD of the checkout the package is imported from, if `files` (paths of that checkout;
+    default: the whole package) are unchanged there; else the commit pip installed from; else None (unknown: a
+    modified checkout, or an install that does not say)."""
+    from . import __version__
+
+    package = Path(__file__).resolve().parent
+    paths = [str(Path(f).resolve()) for f in files] or [str(package), str(modeling_folder())]
+    commit = None
+    head = _git(package, "rev-parse", "HEAD")
+    tracked = head is not None and head.returncode == 0 and _git(package, "ls-files", "--error-unmatch", "--", *paths)
+    if tracked and tracked.returncode == 0:  # a git checkout of ttt-hf (not an install inside some other repo)
+        changes = _git(package, "status", "--porcelain", "--", *paths)
+        if changes is not None and changes.returncode == 0 and not changes.stdout.strip():
+            commit = head.stdout.strip()
+    else:
+        commit = _installed_commit()
+    return {"ttt_hf_version": __version__, "ttt_hf_commit": commit}
+
+
+__all__ = ["code_provenance", "command_line", "device_description", "mask_tokens", "modeling_folder"]

@@ -27,8 +27,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     flags = ["--dataset", args.dataset, "--config_overrides", f"mixer={args.mixer}", "--output_dir",
-             args.output_dir, "--seed", str(args.seed), "--save_strategy", "no", "--report_to", "none",
-             "--disable_tqdm", "true"]  # fmt: skip
+             args.output_dir, "--seed", str(args.seed), "--save_strategy", "no", "--report_to", "none"]  # fmt: skip
     if args.epochs is not None:
         flags += ["--num_train_epochs", str(args.epochs)]
     if args.max_train_samples is not None:

@@ -44,12 +44,13 @@ from .device_data import (
     device_data_plan,
     normalisation_table,
 )
+from .evaluation import write_sample
 from .hub import TRAINING_ARGS_FILE, HubPublishError, check_repo_id, publish
 from .metrics import compute_classification_metrics
 from .model_sizing import AUTO_MODEL, auto_geometry, preset_geometry
 from .modeling import PRESETS, TTTViTConfig, TTTViTForImageClassification, TTTViTImageProcessor
 from .plots import plot_inner_losses, plot_training_curves
-from .provenance import command_line, device_description
+from .provenance import code_provenance, command_line, device_description
 from .recipes import (
     DEFAULT_RECIPE,
     RECIPE_FLAGS,
@@ -587,6 +588,8 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: TTT
     metrics["command"] = command_line(command) if command is not None else None
     metrics["device"] = device_description(training_args)
     if trainer.is_world_process_zero():
+        first = data["test"][0]  # the card's usage example classifies it
+        metrics["sample"] = write_sample(training_args.output_dir, first["image"], class_names[first["label"]])
         trainer.save_metrics("all", metrics)
         trainer.save_state()
         if training_args.plots:
@@ -608,6 +611,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: TTT
             "model": dataclasses.asdict(model_args),
             "data": dataclasses.asdict(data_args),
             "training": {**training_args.to_dict(), "push_to_hub": push},
+            "code": code_provenance(),
         }  # to_dict masks the tokens
         with open(os.path.join(training_args.output_dir, TRAINING_ARGS_FILE), "w") as file:
             json.dump(arguments, file, indent=2, default=str)

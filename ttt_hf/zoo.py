@@ -8,11 +8,12 @@ model code, which `ttt_hf.hub` adds from the installed package at publish time. 
     ttt-hf zoo list                               the entries, their commands, and which are trained
     ttt-hf zoo train NAME [--output_dir DIR] [flags]   run the entry's `ttt-hf train`/`meta-train` (+ flags)
     ttt-hf zoo store NAME RUN_DIR                 keep a finished run as model_cards/NAME/ (with its test-slice score)
-    ttt-hf zoo publish --org ORG [--dry-run DIR] [NAME ...]   publish trained entries to ORG/NAME
+    ttt-hf zoo publish --org ORG [--tag T] [--collection TITLE] [--dry-run DIR] [NAME ...]   publish to ORG/NAME
     ttt-hf zoo train --setting S|--tier T [--parallel N]   every entry of a setting or tier, N processes at once
     ttt-hf zoo pack OUT [--root DIR]              finished runs into at most 8 archives of 16 MiB (a device call)
     ttt-hf zoo unpack ARCHIVE... [--root DIR]     the runs again, ready for `zoo store`
     ttt-hf zoo table [--learners]                 the README's results tables (classifiers, or in-context learners)
+    ttt-hf zoo cards                              rewrite the stored cards from their files (after a template change)
     ttt-hf zoo mixers                             the mixer presets: `suffix field=value,...` (for shell scripts)
 """
 
@@ -296,7 +297,7 @@ def store(name: str, run_dir, model_cards=None, org: str | None = None) -> Path:
     get_entry(name)
     run, target = Path(run_dir), folder(name, model_cards)
     repo_id = f"{org}/{name}" if org else name
-    files = repo_files(run, repo_id)  # checks the run is complete and its card valid
+    files = repo_files(run, repo_id, provenance=False)  # checks the run is complete and its card valid
     check_run_is_the_entry(run, get_entry(name))
     if get_entry(name).in_context:
         slice_accuracy, size, description = in_context_slice(run)
@@ -313,12 +314,55 @@ def store(name: str, run_dir, model_cards=None, org: str | None = None) -> Path:
         shutil.copyfile(source, target / path_in_repo)
     results = json.loads((target / RESULTS_FILE).read_text())
     results.update(test_slice=description, test_slice_size=size, test_slice_accuracy=slice_accuracy)
+    if not get_entry(name).in_context:
+        results["sample"] = sample_of(target, images[0], labels[0])
     (target / RESULTS_FILE).write_text(json.dumps(results, indent=4, sort_keys=True) + "\n")
-    (target / CARD_FILE).write_bytes(repo_files(target, repo_id)[CARD_FILE])
+    (target / CARD_FILE).write_bytes(repo_files(target, repo_id, provenance=False)[CARD_FILE])
     size = sum(p.stat().st_size for p in target.rglob("*") if p.is_file())
     if size > MAX_FOLDER_BYTES:
         raise ValueError(f"{target} holds {size / 2**20:.1f} MB, over the zoo's 5 MB: use a smaller model.")
     return target
+
+
+def sample_of(target: Path, image, label: int) -> dict:
+    """Write the first image of the test slice as the folder's sample image (`write_sample`), with its record."""
+    from .evaluation import write_sample
+
+    names = json.loads((target / "config.json").read_text())["id2label"]
+    return write_sample(target, image, names[str(label)])
+
+
+def refresh_cards(model_cards=None, names=()) -> list[Path]:
+    """Rewrite the card of every stored entry (or of `names`) from its files (after a change to the card's template
+    or to its results), adding the sample image of classifiers stored before it existed. The weights and measured
+    numbers stay as they are."""
+    from huggingface_hub import ModelCard
+
+    from .hub import CARD_FILE, repo_files
+
+    refreshed = []
+    for name in ZOO:
+        if not is_trained(name, model_cards) or (names and name not in names):
+            continue
+        target = folder(name, model_cards)
+        results = json.loads((target / RESULTS_FILE).read_text())
+        if not get_entry(name).in_context and "sample" not in results:
+            images, labels, _ = fixed_test_slice(json.loads((target / "training_args.json").read_text()))
+            results["sample"] = sample_of(target, images[0], labels[0])
+            (target / RESULTS_FILE).write_text(json.dumps(results, indent=4, sort_keys=True) + "\n")
+        card = ModelCard.load(target / CARD_FILE)
+        repo_id = usage_repo_id(card.text) or name
+        (target / CARD_FILE).write_bytes(repo_files(target, repo_id, provenance=False)[CARD_FILE])
+        refreshed.append(target)
+    return refreshed
+
+
+def usage_repo_id(card_text: str) -> str | None:
+    """The repo id a card's usage example loads (`model="..."`), or None."""
+    import re
+
+    match = re.search(r'model="([^"]+)"', card_text)
+    return match.group(1) if match else None
 
 
 def train_many(names: list[str], root, parallel: int = 1, extra=(), poll: float = 2.0) -> dict[str, int]:
@@ -465,26 +509,40 @@ def unpack(archives, root, force: bool = False) -> list[Path]:
     return runs
 
 
-def publish_zoo(org: str, names=(), dry_run=None, model_cards=None) -> list:
-    """Publish each trained entry (all of them, or `names`) from model_cards/<name>/ to ORG/<name>; with `dry_run`,
-    write each into DIR/<name> instead."""
-    from .hub import publish
+def publish_zoo(org: str, names=(), dry_run=None, model_cards=None, tag=None, collection=None) -> list:
+    """Publish each trained entry (all of them, or `names`) from model_cards/<name>/ to ORG/<name>, each commit
+    tagged `tag` if given; with `collection`, gather them into ORG's collection of that title afterwards. With
+    `dry_run`, write each into DIR/<name> (and the collection into DIR/collection.json) instead."""
+    from .hub import add_to_collection, publish
 
     names = list(names) or [name for name in ZOO if is_trained(name, model_cards)]
     for name in names:
         get_entry(name)
         if not is_trained(name, model_cards):
             raise FileNotFoundError(f"{name} is not trained: {folder(name, model_cards)} has no {RESULTS_FILE}.")
-    return [
-        publish(folder(name, model_cards), f"{org}/{name}", dry_run=None if dry_run is None else Path(dry_run) / name)
+    published = [
+        publish(folder(name, model_cards), f"{org}/{name}", tag=tag,
+                dry_run=None if dry_run is None else Path(dry_run) / name)
         for name in names
-    ]
+    ]  # fmt: skip
+    if collection is not None:
+        repo_ids = [result.repo_id for result in published]
+        if dry_run is not None:
+            listing = {"title": collection, "namespace": org, "items": repo_ids}
+            (Path(dry_run) / "collection.json").write_text(json.dumps(listing, indent=2) + "\n")
+        else:
+            url = add_to_collection(collection, org, repo_ids, description=COLLECTION_DESCRIPTION)
+            print(f"collection {collection!r}: {url}")
+    return published
 
 
-def measure_speed(model_cards=None, batch_size: int = 256, repeats: int = 5) -> dict[str, float]:
-    """Inference images/s of every trained entry on this machine (eval mode, no grad, one batch of random images at
-    the model's size; median of `repeats` after a warm-up), written into its all_results.json with the machine, so
-    that the results table compares models measured on one machine."""
+COLLECTION_DESCRIPTION = "TTT-ViT classifiers and GPICL in-context learners trained with ttt-hf, cards with results"
+
+
+def measure_speed(model_cards=None, batch_size: int = 256, repeats: int = 5, names=()) -> dict[str, float]:
+    """Inference images/s of every trained classifier (or of `names`) on this machine (eval mode, no grad, one batch
+    of random images at the model's size; median of `repeats` after a warm-up), written into its all_results.json with
+    the machine, so that the results table compares models measured on one machine."""
     import torch
     from transformers import AutoModelForImageClassification
 
@@ -492,7 +550,7 @@ def measure_speed(model_cards=None, batch_size: int = 256, repeats: int = 5) -> 
 
     speeds = {}
     for name, entry in ZOO.items():
-        if not is_trained(name, model_cards) or entry.in_context:
+        if not is_trained(name, model_cards) or entry.in_context or (names and name not in names):
             continue
         target = folder(name, model_cards)
         model = AutoModelForImageClassification.from_pretrained(target).eval()
@@ -505,6 +563,7 @@ def measure_speed(model_cards=None, batch_size: int = 256, repeats: int = 5) -> 
         results.update(inference_images_per_s=speeds[name], inference_batch_size=batch_size,
                        inference_machine=machine_description("cpu"))  # fmt: skip
         (target / RESULTS_FILE).write_text(json.dumps(results, indent=4, sort_keys=True) + "\n")
+    refresh_cards(model_cards, names=list(speeds))  # the cards quote the speed
     return speeds
 
 
@@ -684,9 +743,13 @@ def argument_parser() -> argparse.ArgumentParser:
     published.add_argument("names", nargs="*", metavar="NAME", help="default: every trained entry")
     published.add_argument("--org", required=True)
     published.add_argument("--dry-run", "--dry_run", metavar="DIR", help="write DIR/NAME/ for each; upload nothing")
+    published.add_argument("--tag", help="tag every published commit (e.g. v1.0)")
+    published.add_argument("--collection", metavar="TITLE", help="gather the published entries into ORG's collection")
     tables = commands.add_parser("table", help="the results table of the trained entries (markdown)")
     tables.add_argument("--learners", action="store_true", help="the in-context learners' table instead")
-    commands.add_parser("speed", help="measure every trained entry's inference images/s here, into its results")
+    speed = commands.add_parser("speed", help="measure trained entries' inference images/s here, into their results")
+    speed.add_argument("names", nargs="*", metavar="NAME", help="default: every trained classifier")
+    commands.add_parser("cards", help="rewrite every stored entry's card from its files (and add missing samples)")
     packed = commands.add_parser("pack", help="pack finished runs into archives a device call can bring back")
     packed.add_argument("out", help="folder for zoo-runs-<k>.tar.gz")
     packed.add_argument("--root", default="outputs/zoo", help="the runs' parent folder (default outputs/zoo)")
@@ -742,13 +805,16 @@ def main(argv: list[str] | None = None):
         target = store(args.name, args.run_dir, args.model_cards, args.org)
         print(f"stored {args.run_dir} as {target}:\n" + "\n".join(f"  {p.name}" for p in sorted(target.iterdir())))
     elif args.command == "publish":
-        for result in publish_zoo(args.org, args.names, args.dry_run, args.model_cards):
+        for result in publish_zoo(args.org, args.names, args.dry_run, args.model_cards, args.tag, args.collection):
             where = f"dry run in {result.url}" if result.commit is None else f"commit {result.commit}: {result.url}"
             print(f"{result.repo_id}: {len(result.files)} files ({where})")
     elif args.command == "table":
         print(results_table(args.model_cards, args.learners))
+    elif args.command == "cards":
+        for target in refresh_cards(args.model_cards):
+            print(f"rewrote {target / 'README.md'}")
     elif args.command == "speed":
-        for name, speed in measure_speed(args.model_cards).items():
+        for name, speed in measure_speed(args.model_cards, names=args.names).items():
             print(f"{name}: {speed:,.0f} images/s")
     elif args.command == "pack":
         for path in pack(args.root, args.out, args.max_files, args.max_bytes):
