@@ -458,6 +458,8 @@ PROVENANCE = """
 import json, sys
 import ttt_hf
 from ttt_hf.provenance import code_provenance, modeling_folder
+if not ttt_hf.__file__.startswith(sys.argv[1]):  # edit only the copy made for this test
+    raise SystemExit(f"imported {ttt_hf.__file__}, not the copy in {sys.argv[1]}")
 before = code_provenance()
 with open(modeling_folder() / "modeling_ttt_vit.py", "a") as file:
     file.write("# a local change\\n")
@@ -484,7 +486,12 @@ def test_the_commit_is_the_checkouts_only_while_its_code_is_unchanged(tmp_path):
     for place in ("checkout", "copy"):
         env = {**os.environ, "PYTHONPATH": str(tmp_path / place)}
         out = subprocess.run(
-            [sys.executable, "-c", PROVENANCE], env=env, cwd=tmp_path, capture_output=True, text=True, check=True
+            [sys.executable, "-c", PROVENANCE, str(tmp_path / place)],
+            env=env,
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            check=True,
         )
         found[place] = json.loads(out.stdout.split("RESULT ", 1)[1])
         assert found[place]["file"].startswith(str(tmp_path / place))
