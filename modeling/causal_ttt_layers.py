@@ -13,7 +13,8 @@ shorter last mini-batch: a token's output never depends on the tokens after it, 
 import torch
 from torch import nn
 
-from .ttt_layers import TTTMixer, _merge_heads, descend
+from .attention_layers import _merge_heads
+from .ttt_layers import TTTMixer, descend
 
 
 class CausalConv(nn.Module):

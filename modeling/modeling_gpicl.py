@@ -15,10 +15,11 @@ from transformers import initialization as init
 from transformers.modeling_layers import GradientCheckpointingLayer
 from transformers.modeling_outputs import ModelOutput
 
+from .attention_layers import _merge_heads, _split_heads
 from .causal_ttt_layers import CausalConv, CausalTTTMixer, conv_history
 from .configuration_gpicl import GPICLConfig
 from .configuration_ttt_vit import copy_pipeline_code
-from .ttt_layers import TTTMixer, _merge_heads, _split_heads
+from .ttt_layers import TTTMixer
 
 AUTO_MAP = {
     "AutoConfig": "configuration_gpicl.GPICLConfig",

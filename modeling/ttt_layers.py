@@ -1,4 +1,5 @@
-"""Token mixers of TTT-ViT: the MTTT inner loop (MLP and linear learners) and the attention baselines.
+"""Token mixers of TTT-ViT: the MTTT inner loop (MLP and linear learners); the attention baselines are in
+attention_layers.py, and `MIXER_CLASSES` maps every `config.mixer` to its module.
 
 Every mixer maps the block's normalised tokens `x` [B, N, d] to new tokens [B, N, d]. Shapes use B batch,
 H heads, N tokens, d width, k = d / H head width, m = hidden width of the MLP learner.
@@ -24,6 +25,7 @@ from torch.autograd.function import once_differentiable
 from torch.utils.checkpoint import checkpoint
 from transformers import initialization as init  # skips tensors a checkpoint loaded
 
+from .attention_layers import LinearAttentionMixer, SelfAttentionMixer, _merge_heads, _split_heads
 from .fused_mlp import fused_mlp_available, mlp_forward, mlp_param_grad
 
 _GELU_C, _GELU_K = math.sqrt(2 / math.pi), 0.044715  # gelu_tanh(a) = a/2 (1 + tanh(C (a + K a^3)))
@@ -388,16 +390,6 @@ def _hash32(x: torch.Tensor) -> torch.Tensor:
     return (x >> 16) ^ x
 
 
-def _split_heads(x, heads):
-    batch, tokens, width = x.shape
-    return x.view(batch, tokens, heads, width // heads).transpose(1, 2)  # [B, N, d] -> [B, H, N, k]
-
-
-def _merge_heads(x):
-    batch, heads, tokens, k = x.shape
-    return x.transpose(1, 2).reshape(batch, tokens, heads * k)  # [B, H, N, k] -> [B, N, d]
-
-
 class TTTMixer(nn.Module):
     """MTTT-MLP or MTTT-Linear: one inner loop, the learner chosen by `config.mixer`."""
 
@@ -506,74 +498,6 @@ class TTTMixer(nn.Module):
         )
         out, _ = self.learner.forward(queries, params)  # [B, H, N, k]
         return self.output(_merge_heads(out)), losses
-
-
-def nadaraya_watson(queries, keys, values, scale):
-    """Kernel regression with kernel exp(scale * q . k): the learner that softmax attention "trains".
-
-    Fitting it is free (it stores the training pairs (k_i, v_i)); predicting at q_j is the kernel-weighted
-    mean of the v_i. This is the paper's view of self-attention as an inner loop (section 3.2).
-    """
-    logits = scale * queries @ keys.transpose(-1, -2)  # [B, H, N, N]
-    kernel = torch.exp(logits - logits.amax(-1, keepdim=True))
-    return (kernel @ values) / kernel.sum(-1, keepdim=True)
-
-
-class _QKVMixer(nn.Module):
-    """Query, key, value and output projections over all heads: the attention baselines' parameters."""
-
-    def __init__(self, config, layer_idx: int = 0):
-        super().__init__()
-        d = config.hidden_size
-        self.config, self.num_heads = config, config.num_attention_heads
-        self.query, self.key, self.value, self.output = (nn.Linear(d, d) for _ in range(4))
-
-    def _qkv(self, x):
-        return (_split_heads(proj(x), self.num_heads) for proj in (self.query, self.key, self.value))  # [B, H, N, k]
-
-
-def attention_probs(queries, keys, scale):
-    """Softmax attention weights softmax(scale * q . k) over the keys, [B, H, N, N] (softmax in float32 at least)."""
-    logits = scale * queries @ keys.transpose(-1, -2)  # [B, H, N, N]
-    return logits.softmax(-1, dtype=torch.promote_types(logits.dtype, torch.float32)).to(logits.dtype)
-
-
-class SelfAttentionMixer(_QKVMixer):
-    """Softmax self-attention (SDPA by default; `attn_implementation="eager"` runs the explicit kernel form).
-
-    `return_attentions=True` computes the weights explicitly (whatever the implementation) and returns them,
-    [B, H, N, N], in place of the inner losses this mixer never has."""
-
-    def forward(self, x, return_inner_losses: bool = False, return_attentions: bool = False):
-        q, k, v = self._qkv(x)
-        if return_attentions:
-            probs = attention_probs(q, k, q.shape[-1] ** -0.5)
-            return self.output(_merge_heads(probs @ v)), probs
-        if getattr(self.config, "_attn_implementation", None) == "eager":
-            out = nadaraya_watson(q, k, v, q.shape[-1] ** -0.5)
-        else:
-            out = F.scaled_dot_product_attention(q, k, v)  # [B, H, N, k]
-        return self.output(_merge_heads(out)), None
-
-
-class LinearAttentionMixer(_QKVMixer):
-    """Linear attention y_j = sum_i (q_j . k_i) v_i / Z_j, computed keys-first (cost linear in N).
-
-    Z_j = N k (constant, the official MTTT code's normaliser) or q_j . sum_i k_i (adaptive); the feature map
-    on q and k is the identity or elu + 1 (Katharopoulos et al., 2020).
-    """
-
-    def forward(self, x, return_inner_losses: bool = False):
-        q, k, v = self._qkv(x)
-        if self.config.linear_attention_feature_map == "elu_plus_one":
-            q, k = F.elu(q) + 1, F.elu(k) + 1
-        kv = k.transpose(-1, -2) @ v  # [B, H, k, k]
-        out = q @ kv  # [B, H, N, k]
-        if self.config.linear_attention_normalizer == "constant":
-            out = out / (q.shape[-2] * q.shape[-1])
-        else:
-            out = out / (q @ k.sum(-2, keepdim=True).transpose(-1, -2)).clamp_min(1e-6)
-        return self.output(_merge_heads(out)), None
 
 
 MIXER_CLASSES = {  # config.mixer -> the module of one block's token mixer

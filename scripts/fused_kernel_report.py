@@ -24,8 +24,7 @@ import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource  # noqa: E402
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
-from modeling import fused_mlp  # noqa: E402
+from ttt_hf.modeling import fused_mlp  # noqa: E402
 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32, "fp64": torch.float64}
 INPUTS = {"x_ptr", "z_ptr", "g_ptr"}  # the token inputs are in the compute dtype; every other pointer float32/64

@@ -9,6 +9,8 @@ checkout, to measure a change before and after it:
 """
 
 import importlib
+import importlib.util
+import os
 import statistics
 import sys
 import time
@@ -27,8 +29,14 @@ def median_ms(fn, repeats: int = 5) -> float:
 
 
 def main(root: str, mixer: str, tokens: int, width: int = 192, heads: int = 3, batch: int = 1) -> None:
-    sys.path.insert(0, root)
-    modeling = importlib.import_module("modeling")
+    spec = importlib.util.spec_from_file_location(  # that checkout's modeling/, without touching sys.path
+        "modeling",
+        os.path.join(root, "modeling", "__init__.py"),
+        submodule_search_locations=[os.path.join(root, "modeling")],
+    )
+    modeling = importlib.util.module_from_spec(spec)
+    sys.modules["modeling"] = modeling
+    spec.loader.exec_module(modeling)
     layers = importlib.import_module("modeling.ttt_layers")
     config = modeling.TTTViTConfig(hidden_size=width, num_attention_heads=heads, intermediate_size=4 * width,
                                    mixer=mixer)  # fmt: skip

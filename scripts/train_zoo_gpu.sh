@@ -34,7 +34,7 @@ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader ||
 $py - <<'PY' || exit 1
 import torch, transformers, datasets, accelerate, ttt_hf
 import os
-from ttt_hf.data import load_image_arrays
+from ttt_hf.common.data import load_image_arrays
 assert torch.cuda.is_available() or os.environ.get("ALLOW_CPU"), "no GPU visible"
 device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU (ALLOW_CPU: a dry run)"
 print(f"torch {torch.__version__}, transformers {transformers.__version__}, datasets {datasets.__version__}, "

@@ -12,17 +12,14 @@ import argparse
 import csv
 import itertools
 import os
-import sys
 import time
 
 import torch
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-
-from ttt_hf.benchmark import benchmark_layer  # noqa: E402
-from ttt_hf.measure import machine_description  # noqa: E402
-from ttt_hf.modeling import fused_mlp  # noqa: E402
-from ttt_hf.modeling.configuration_ttt_vit import MIXER_PRESETS  # noqa: E402
+from ttt_hf.bench.benchmark import benchmark_layer
+from ttt_hf.bench.measure import machine_description
+from ttt_hf.modeling import fused_mlp
+from ttt_hf.modeling.configuration_ttt_vit import MIXER_PRESETS
 
 GRID = {  # settings tried per kernel: token tile, hidden slice, warps
     "forward": list(itertools.product((64, 128, 32), (64, 128, 256), (4, 8))),

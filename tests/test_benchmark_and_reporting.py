@@ -1,13 +1,11 @@
 """The benchmark runs end to end in --quick mode (no timing assertions), and the results table is right."""
 
 import csv
-import json
 
 import torch
 
-from ttt_hf import benchmark, measure
+from ttt_hf.bench import benchmark, measure
 from ttt_hf.modeling import fused_mlp
-from ttt_hf.reporting import results_table
 
 
 def test_quick_benchmark_writes_table_csv_and_plot(tmp_path, capsys):
@@ -41,26 +39,9 @@ def test_activation_memory_counts_saved_storages_once():
     assert measure.memory_of(step, "cpu", [w]) == 2 * 4000  # x and y; the parameter w is excluded
 
 
-def test_results_table_means_and_spreads(tmp_path):
-    for seed, (test, val, secs) in enumerate([(0.80, 0.81, 10.0), (0.84, 0.83, 12.0)]):
-        run = tmp_path / "pixel" / f"mlp-seed{seed}"
-        run.mkdir(parents=True)
-        (run / "all_results.json").write_text(
-            json.dumps({"test_accuracy": test, "eval_accuracy": val, "epoch_seconds": secs})
-        )
-    other = tmp_path / "pixel" / "attn-seed0"
-    other.mkdir()
-    (other / "all_results.json").write_text(
-        json.dumps({"test_accuracy": 0.9, "eval_accuracy": 0.9, "epoch_seconds": 5})
-    )
-    table = results_table(tmp_path).splitlines()
-    assert table[2] == "| pixel | self-attention | 1 | 90.0 | 90.0 | 5 |"  # best first
-    assert table[3] == "| pixel | MTTT-MLP (T=1) | 2 | 82.0 ± 2.8 | 82.0 ± 1.4 | 11 ± 1 |"
-
-
 def test_precision_report_float32_exact_and_bfloat16_close():
     """Against float64: float32 to ~1e-6, bfloat16 autocast to ~1e-2, and the inner step still learns."""
-    from ttt_hf.precision import precision_rows
+    from ttt_hf.bench.precision import precision_rows
 
     rows = precision_rows(tokens=64, width=24, heads=3, batch=2)
     assert {r["name"] for r in rows} == {

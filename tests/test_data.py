@@ -1,4 +1,4 @@
-"""Tests of ttt_hf.data: every source, deterministic disjoint stratified splits, class names, clear errors."""
+"""Tests of ttt_hf.common.data: every source, deterministic disjoint stratified splits, class names, clear errors."""
 
 import gzip
 import importlib.util
@@ -12,7 +12,7 @@ import pytest
 from datasets import ClassLabel, Dataset, DatasetDict, Features, Image, Value
 from PIL import Image as PILImage
 
-from ttt_hf.data import (
+from ttt_hf.common.data import (
     BUNDLED_DATASETS,
     FASHION_MNIST_CLASSES,
     FASHION_MNIST_DIRS,

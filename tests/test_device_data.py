@@ -8,9 +8,10 @@ import PIL.Image
 import pytest
 import torch
 
-from ttt_hf import training
-from ttt_hf.data import load_image_dataset
-from ttt_hf.device_data import (
+from ttt_hf.common.data import load_image_dataset
+from ttt_hf.modeling import TTTViTImageProcessor
+from ttt_hf.vision import training
+from ttt_hf.vision.device_data import (
     DeviceBatchCollator,
     IndexDataset,
     crop_and_flip,
@@ -20,8 +21,7 @@ from ttt_hf.device_data import (
     device_data_plan,
     normalisation_table,
 )
-from ttt_hf.modeling import TTTViTImageProcessor
-from ttt_hf.transforms import EvalTransform, TrainTransform, crop_box
+from ttt_hf.vision.transforms import EvalTransform, TrainTransform, crop_box
 
 from .test_training import COMMON, TINY_MODEL
 

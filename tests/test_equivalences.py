@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from ttt_hf.modeling.ttt_layers import LinearAttentionMixer, SelfAttentionMixer, TTTMixer, nadaraya_watson
+from ttt_hf.modeling.attention_layers import LinearAttentionMixer, SelfAttentionMixer, nadaraya_watson
+from ttt_hf.modeling.ttt_layers import TTTMixer
 
 from .conftest import tiny_config
 

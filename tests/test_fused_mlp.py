@@ -189,6 +189,7 @@ def test_inner_kernel_config_errors(overrides, field):
         tiny_config(**{"inner_kernel": "triton", **overrides})
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["bf16", "fp32", "fp64"])  # fp64: the precision report's reference
 def test_fused_kernels_compile_for_an_h100_without_one(dtype):
     """The interpreter runs code that the GPU compiler may reject (it did: a non-constexpr global); Triton's
@@ -220,6 +221,7 @@ def test_old_triton_falls_back(monkeypatch):
     assert _fresh_copy_of_fused_mlp().fused_mlp_available(x)
 
 
+@pytest.mark.slow
 def test_compiled_model_with_triton_kernel_equals_eager_torch():
     """torch.compile keeps the kernels (custom operators) in one graph without breaks; inductor's code around
     them computes what the eager PyTorch model computes: logits and every parameter gradient."""
@@ -301,7 +303,7 @@ def test_a_second_copy_of_the_module_reuses_the_registered_operators():
 def test_the_fused_layer_keeps_no_hidden_activations_for_the_backward():
     """What the kernels are for: no [B, H, N, m] tensor is saved for the backward (the PyTorch path saves several),
     and with the decoder-LN gradient recomputed the saved bytes shrink 3x at this size (4.6x at 12,544 tokens)."""
-    from ttt_hf.measure import layer_config, memory_of
+    from ttt_hf.bench.measure import layer_config, memory_of
     from ttt_hf.modeling.ttt_layers import MIXER_CLASSES
 
     batch, tokens, width, heads = 1, 40, 48, 3

@@ -12,10 +12,11 @@ from transformers import AutoModelForTokenClassification, pipeline
 
 import ttt_hf
 from ttt_hf import InContextClassificationPipeline
-from ttt_hf.data import load_image_arrays
-from ttt_hf.gpicl_card import interventions
-from ttt_hf.gpicl_evaluation import _sgd_linear, in_context_accuracy, interval, pipeline_accuracy, sgd_accuracy
-from ttt_hf.gpicl_tasks import (
+from ttt_hf.common.data import load_image_arrays
+from ttt_hf.gpicl.evaluation import _sgd_linear, in_context_accuracy, interval, pipeline_accuracy, sgd_accuracy
+from ttt_hf.gpicl.meta_training import main as meta_train
+from ttt_hf.gpicl.meta_training import steps_to_leave_plateau
+from ttt_hf.gpicl.tasks import (
     FIXED_TASK_SEED,
     POOL_TASK_OFFSET,
     SEED_FAMILIES,
@@ -26,9 +27,8 @@ from ttt_hf.gpicl_tasks import (
     parse_curriculum,
     task_of,
 )
-from ttt_hf.hub import MANIFEST_FILE, publish, repo_files
-from ttt_hf.meta_training import main as meta_train
-from ttt_hf.meta_training import steps_to_leave_plateau
+from ttt_hf.hub.gpicl_card import interventions
+from ttt_hf.hub.publish import MANIFEST_FILE, publish, repo_files
 from ttt_hf.modeling.tasks_gpicl import PIPELINE_TASK_OFFSET
 
 from .conftest import HIDE_TTT_HF
@@ -390,7 +390,7 @@ def test_bursty_sequences_repeat_few_examples_first(digits):
 
 
 def test_report_tabulates_runs_and_plots(meta_trained, tmp_path):
-    from ttt_hf.gpicl_report import interval, load_runs, main, table
+    from ttt_hf.gpicl.report import interval, load_runs, main, table
 
     out, results = meta_trained
     text = table(load_runs([out]))
@@ -415,7 +415,7 @@ def test_nearest_neighbour_and_logistic_baselines_match_scikit_learn(digits):
     from sklearn.linear_model import LogisticRegression
     from sklearn.neighbors import KNeighborsClassifier
 
-    from ttt_hf.gpicl_evaluation import LOGISTIC_L2, logistic_accuracy, nearest_neighbour_accuracy
+    from ttt_hf.gpicl.evaluation import LOGISTIC_L2, logistic_accuracy, nearest_neighbour_accuracy
 
     sampler = TaskSampler(*digits, unseen=True, sequence_length=40)
     batch = sampler.batch(0, 16)

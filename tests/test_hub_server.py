@@ -324,6 +324,7 @@ def test_pull_requests_and_branches(hub_server, tmp_path):
     assert_clean(hub_server)
 
 
+@pytest.mark.slow
 def test_transformers_from_pretrained_in_a_fresh_process_then_offline(hub_server, tmp_path):
     model = TTTViTForImageClassification(tiny_config(num_labels=3)).eval()
     model.save_pretrained(tmp_path / "model")

@@ -1,5 +1,5 @@
-"""Publishing a run: `ttt-hf publish` (ttt_hf.hub), its model card (ttt_hf.model_card), the recorded command line,
-and the round trip over the Hub's protocol with the real huggingface_hub client against tests/hub_server.py."""
+"""Publishing a run: `ttt-hf publish` (ttt_hf.hub.publish), its model card (ttt_hf.hub.vit_card), the recorded command
+line, and the round trip over the Hub's protocol with the real huggingface_hub client against tests/hub_server.py."""
 
 import hashlib
 import json
@@ -17,10 +17,12 @@ from huggingface_hub import ModelCard, metadata_load
 from PIL import Image
 from transformers import AutoModelForImageClassification, pipeline
 
-from ttt_hf import TTTViTForImageClassification, cli, training
-from ttt_hf.hub import MANIFEST_FILE, HubPublishError, publish, repo_files
-from ttt_hf.model_card import build_card, check_card, code_origin
-from ttt_hf.provenance import code_provenance, command_line, modeling_folder
+from ttt_hf import TTTViTForImageClassification, cli
+from ttt_hf.common.provenance import code_provenance, command_line, modeling_folder
+from ttt_hf.hub.cards import code_origin
+from ttt_hf.hub.publish import MANIFEST_FILE, HubPublishError, publish, repo_files
+from ttt_hf.hub.vit_card import build_card, check_card
+from ttt_hf.vision import training
 
 from .conftest import HIDE_TTT_HF, tiny_config
 from .test_training import COMMON, NO_AUGMENTATION
@@ -169,15 +171,15 @@ def test_card_names_the_base_model_and_hub_datasets(run_dir):
 
 
 def test_the_recorded_command_is_the_one_typed(monkeypatch, tmp_path):
-    root = Path(__file__).resolve().parents[1]
     flags = [*COMMON, *NO_AUGMENTATION, "--max_steps", "1", "--max_train_samples", "16", "--max_eval_samples", "10",
              "--save_strategy", "no", "--plots", "false", "--output_dir", str(tmp_path / "a run"),
              "--hub_token", SECRET]  # fmt: skip
-    run = subprocess.run([sys.executable, "scripts/train.py", *flags], cwd=root, capture_output=True, text=True,
+    (tmp_path / "my_train.py").write_text("import sys\nfrom ttt_hf.vision.training import main\nmain(sys.argv[1:])\n")
+    run = subprocess.run([sys.executable, "my_train.py", *flags], cwd=tmp_path, capture_output=True, text=True,
                          env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
     recorded = json.loads((tmp_path / "a run" / "all_results.json").read_text())["command"]
-    assert recorded == shlex.join(["python", "scripts/train.py", *flags[:-1], "<hidden>"])
+    assert recorded == shlex.join(["python", "my_train.py", *flags[:-1], "<hidden>"])  # a user's own script
     assert SECRET not in run.stdout + run.stderr
 
     flags = ["--dataset", "digits", "--hub_token", SECRET, "--output_dir", "out dir"]
@@ -185,18 +187,18 @@ def test_the_recorded_command_is_the_one_typed(monkeypatch, tmp_path):
     cases = {
         ("/venv/bin/python3", "/venv/bin/ttt-hf", "train"): "ttt-hf train",
         ("/venv/bin/python3", "/venv/bin/ttt-hf", "--debug", "train"): "ttt-hf --debug train",
-        (".venv/bin/python", "-u", "-m", "ttt_hf.training"): "python -m ttt_hf.training",
-        (".venv/bin/python", "scripts/train.py"): "python scripts/train.py",
+        (".venv/bin/python", "-u", "-m", "ttt_hf.vision.training"): "python -m ttt_hf.vision.training",
+        (".venv/bin/python", "my_train.py"): "python my_train.py",
         ("python3", "-m", "pytest", "tests"): "ttt-hf train",  # main() called from Python: the equivalent command
     }
     for prefix, launch in cases.items():
         monkeypatch.setattr("sys.orig_argv", [*prefix, *flags])
         assert command_line(flags) == f"{launch} {shown}", prefix
-    monkeypatch.setattr("sys.orig_argv", ["python", "-u", "scripts/train.py", *flags])
+    monkeypatch.setattr("sys.orig_argv", ["python", "-u", "-m", "ttt_hf.vision.training", *flags])
     monkeypatch.setenv("TORCHELASTIC_RUN_ID", "1")
     monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
     monkeypatch.setenv("WORLD_SIZE", "2")
-    assert command_line(flags) == f"torchrun --nproc_per_node=2 scripts/train.py {shown}"
+    assert command_line(flags) == f"torchrun --nproc_per_node=2 -m ttt_hf.vision.training {shown}"
     assert command_line(["--hub_token=abc"]) == "ttt-hf train '--hub_token=<hidden>'"
 
 
@@ -246,6 +248,7 @@ def three_class_folder(root: Path) -> Path:
     return root
 
 
+@pytest.mark.slow
 def test_publish_round_trip_through_the_hub_protocol(run_dir, hub_server, tmp_path, capsys, monkeypatch):
     """Publish, publish a changed run over it, then load both commits in fresh processes with empty caches: with
     ttt_hf, without it (remote code), through the pipeline, offline from the cache, and fine-tune the published model
@@ -324,7 +327,8 @@ def test_publish_round_trip_through_the_hub_protocol(run_dir, hub_server, tmp_pa
 
 
 def test_push_to_hub_from_training_publishes_the_same_repo(hub_server, tmp_path, capsys):
-    """Trainer's --push_to_hub goes through ttt_hf.hub: this card, the model code and the processor, one commit."""
+    """Trainer's --push_to_hub goes through ttt_hf.hub.publish: this card, the model code and the processor, in one
+    commit."""
     out, repo = tmp_path / "pushed", f"{hub_server.user}/pushed"
     training.main([*COMMON, *NO_AUGMENTATION, "--output_dir", str(out), "--max_steps", "1", "--max_train_samples",
                    "32", "--max_eval_samples", "20", "--save_strategy", "no", "--push_to_hub", "true",
@@ -457,7 +461,7 @@ def test_config_and_card_name_the_code_that_was_uploaded(run_dir, tmp_path):
 PROVENANCE = """
 import json, sys
 import ttt_hf
-from ttt_hf.provenance import code_provenance, modeling_folder
+from ttt_hf.common.provenance import code_provenance, modeling_folder
 if not ttt_hf.__file__.startswith(sys.argv[1]):  # edit only the copy made for this test
     raise SystemExit(f"imported {ttt_hf.__file__}, not the copy in {sys.argv[1]}")
 before = code_provenance()

@@ -7,10 +7,12 @@ import pytest
 import torch
 from transformers import HfArgumentParser, get_scheduler
 
-from ttt_hf import TTTViTConfig, cli, training
-from ttt_hf.data import ImageInfo
-from ttt_hf.model_sizing import auto_geometry, grid_patch_size
-from ttt_hf.recipes import DEFAULT_RECIPE, RECIPE_FLAGS, RECIPES, epochs_for
+from ttt_hf import TTTViTConfig, cli
+from ttt_hf.common import arguments
+from ttt_hf.common.data import ImageInfo
+from ttt_hf.vision import trainer, training
+from ttt_hf.vision.recipes import DEFAULT_RECIPE, RECIPE_FLAGS, RECIPES, epochs_for
+from ttt_hf.vision.sizing import auto_geometry, grid_patch_size
 
 
 def parse(*argv):
@@ -160,7 +162,7 @@ def test_misspelt_config_key_is_refused_with_the_closest_names():
         training.build_model(training.ModelArguments(config_overrides="num_hiden_layers=2"), training.DataArguments(),
                              ["a", "b"], ImageInfo(8, 8, "L", 1))  # fmt: skip
     with pytest.raises(ValueError, match="labels come from the dataset"):
-        training.check_override_keys({"num_labels": 3}, TTTViTConfig)
+        arguments.check_override_keys({"num_labels": 3}, TTTViTConfig)
 
 
 def test_trainer_uses_the_official_weight_decay_mask(tmp_path):
@@ -195,4 +197,4 @@ def test_exact_cross_entropy_matches_torch():
     logits = torch.randn(7, 4, dtype=torch.float64)
     labels = torch.tensor([0, 3, 1, 2, -100, 1, 0])
     expected = torch.nn.functional.cross_entropy(logits, labels, ignore_index=-100).item()
-    assert training.cross_entropy(logits.numpy(), labels.numpy()) == pytest.approx(expected, rel=1e-12)
+    assert trainer.cross_entropy(logits.numpy(), labels.numpy()) == pytest.approx(expected, rel=1e-12)

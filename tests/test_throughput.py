@@ -2,7 +2,8 @@
 
 import pytest
 
-from ttt_hf import throughput, zoo
+from ttt_hf import zoo
+from ttt_hf.bench import throughput
 
 TINY = ["--config_overrides", "hidden_size=12,num_hidden_layers=1,num_attention_heads=3,intermediate_size=24",
         "--use_cpu", "true", "--max_train_samples", "256"]  # fmt: skip

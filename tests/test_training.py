@@ -13,7 +13,9 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForImageClassification
 
-from ttt_hf import cli, evaluation, training
+from ttt_hf import cli
+from ttt_hf.common import arguments
+from ttt_hf.vision import evaluation, training
 
 TINY_MODEL = "hidden_size=24,num_hidden_layers=2,num_attention_heads=3,intermediate_size=48,patch_size=2"
 NO_AUGMENTATION = ["--random_resized_crop", "false", "--horizontal_flip", "false", "--rand_augment", "false",
@@ -114,6 +116,7 @@ def test_cli_lists_presets_and_dispatches(capsys):
     assert cli.main(["frobnicate"]) == 2
 
 
+@pytest.mark.slow
 def test_a_user_error_is_one_message_and_debug_shows_the_traceback(tmp_path):
     """`ttt-hf train` with a misspelt config key prints the message alone; --debug (or TTT_HF_DEBUG=1) re-raises."""
     argv = ["train", "--dataset", "digits", "--config_overrides", "num_hiden_layers=2", "--output_dir", str(tmp_path)]
@@ -134,7 +137,7 @@ def test_log_lines_are_not_doubled(capsys):
     import logging
 
     root_handlers = list(logging.getLogger().handlers)
-    training.setup_logging(training.TTTTrainingArguments(output_dir="unused", use_cpu=True, report_to="none"))
+    arguments.setup_logging(training.TTTTrainingArguments(output_dir="unused", use_cpu=True, report_to="none"))
     hub = logging.getLogger("huggingface_hub.test_once")
     hub.addHandler(logging.StreamHandler())  # as a library with its own handler does
     hub.warning("retrying in 1s")
@@ -163,6 +166,7 @@ def _metrics(path):
     return json.loads((path / "all_results.json").read_text())
 
 
+@pytest.mark.slow
 def test_two_processes_report_the_metrics_of_one(tmp_path):
     """torchrun and `accelerate launch` with 2 processes (2 x 16 images per step; no --use_cpu or --ddp_backend:
     a CPU machine gets gloo by itself) end with one process's weights and report its evaluation and test metrics to
@@ -174,11 +178,11 @@ def test_two_processes_report_the_metrics_of_one(tmp_path):
     args = [*common, "--plots", "false", *steps]
     cpu_only = {**_env(), "CUDA_VISIBLE_DEVICES": ""}  # the gloo path, also on a machine with a GPU
     launches = {
-        "one": [sys.executable, "-m", "ttt_hf.training"],
+        "one": [sys.executable, "-m", "ttt_hf.vision.training"],
         "torchrun": [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517",
-                     "-m", "ttt_hf.training"],
+                     "-m", "ttt_hf.vision.training"],
         "accelerate": [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-                       "--main_process_port", "29518", "-m", "ttt_hf.training"],
+                       "--main_process_port", "29518", "-m", "ttt_hf.vision.training"],
     }  # fmt: skip
     for name, launch in launches.items():
         run = subprocess.run([*launch, *args, "--output_dir", str(tmp_path / name)], env=cpu_only,
@@ -200,6 +204,7 @@ def test_two_processes_report_the_metrics_of_one(tmp_path):
             torch.testing.assert_close(value, weights[tensor], rtol=1e-4, atol=1e-5, msg=f"{name} {tensor}")
 
 
+@pytest.mark.slow
 def test_scripts_run_as_files(tmp_path):
     """`python scripts/x.py` puts scripts/ first on sys.path: no script may shadow a library it imports (a script
     named evaluate.py once broke `import evaluate`)."""
@@ -211,6 +216,7 @@ def test_scripts_run_as_files(tmp_path):
         assert "usage" in run.stdout.lower(), script.name
 
 
+@pytest.mark.slow
 def test_kill_9_then_resume_ends_with_the_same_weights(tmp_path):
     """With augmentation and mixup on: a run killed after its step-10 checkpoint and resumed from it ends
     exactly where an uninterrupted run ends (RNG, optimizer, scheduler and data order restored)."""
@@ -218,7 +224,7 @@ def test_kill_9_then_resume_ends_with_the_same_weights(tmp_path):
             "--save_strategy", "steps", "--save_steps", "10", "--eval_strategy", "no", "--seed", "5",
             "--save_total_limit", "5"]  # fmt: skip
     full = subprocess.run(
-        [sys.executable, "-m", "ttt_hf.training", *_train_cmd(tmp_path / "full", *args)],
+        [sys.executable, "-m", "ttt_hf.vision.training", *_train_cmd(tmp_path / "full", *args)],
         env=_env(),
         capture_output=True,
         text=True,
@@ -228,7 +234,7 @@ def test_kill_9_then_resume_ends_with_the_same_weights(tmp_path):
 
     killed_dir = tmp_path / "killed"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ttt_hf.training", *_train_cmd(killed_dir, *args)],
+        [sys.executable, "-m", "ttt_hf.vision.training", *_train_cmd(killed_dir, *args)],
         env=_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -246,7 +252,7 @@ def test_kill_9_then_resume_ends_with_the_same_weights(tmp_path):
         [
             sys.executable,
             "-m",
-            "ttt_hf.training",
+            "ttt_hf.vision.training",
             *_train_cmd(killed_dir, *args, "--resume_from_checkpoint", str(checkpoint)),
         ],
         env=_env(),
@@ -270,7 +276,7 @@ def test_epoch_timer_reports_steady_epochs():
 def test_quickstart_on_digits_reloads_and_pipeline_agrees(tmp_path):
     """The README's main job on the smallest bundled set (8x8 digits -> 2x2 patches): it trains, the reloaded
     model's pipeline reproduces the run's test accuracy exactly, and the inner step lowers the inner loss."""
-    from ttt_hf.quickstart import main
+    from ttt_hf.vision.quickstart import main
 
     result = main(["--dataset", "digits", "--epochs", "1", "--max_train_samples", "128",
                    "--output_dir", str(tmp_path / "qs")])  # fmt: skip

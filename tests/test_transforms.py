@@ -1,4 +1,4 @@
-"""Tests of ttt_hf.transforms: RandAugment ops, crops, train/eval transforms and the collators."""
+"""Tests of ttt_hf.vision.transforms: RandAugment ops, crops, train/eval transforms and the collators."""
 
 import hashlib
 import random
@@ -11,11 +11,10 @@ from PIL import Image as PILImage
 from PIL import ImageOps
 
 from ttt_hf.modeling import TTTViTImageProcessor
-from ttt_hf.transforms import (
-    RAND_AUGMENT_OPS,
+from ttt_hf.vision.randaugment import RAND_AUGMENT_OPS, RandAugment
+from ttt_hf.vision.transforms import (
     EvalTransform,
     MixupCollator,
-    RandAugment,
     TrainTransform,
     collate_images,
     random_resized_crop,

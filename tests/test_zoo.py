@@ -16,14 +16,19 @@ from PIL import Image
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForImageClassification, pipeline
 
-from ttt_hf import MIXER_PRESETS, PRESETS, TTTViTConfig, benchmark, cli, meta_training, reporting, training, zoo
-from ttt_hf.gpicl_card import gpicl_eval_results
-from ttt_hf.hub import CARD_FILE, MANIFEST_FILE, repo_files
-from ttt_hf.meta_training import MetaArguments, reproduce_final_accuracy, unseen_sampler
-from ttt_hf.model_card import PAPER_IMAGENET, paper_mixer_name
+from ttt_hf import MIXER_PRESETS, PRESETS, TTTViTConfig, cli, zoo
+from ttt_hf.bench import benchmark
+from ttt_hf.common import arguments
+from ttt_hf.common.provenance import code_provenance, modeling_folder
+from ttt_hf.common.run_files import CARD_FILE
+from ttt_hf.gpicl import meta_training
+from ttt_hf.gpicl.meta_training import MetaArguments, reproduce_final_accuracy, unseen_sampler
+from ttt_hf.hub.gpicl_card import gpicl_eval_results
+from ttt_hf.hub.publish import MANIFEST_FILE, repo_files
+from ttt_hf.hub.vit_card import PAPER_IMAGENET, paper_mixer_name
 from ttt_hf.modeling import configuration_ttt_vit, ttt_layers
 from ttt_hf.modeling.configuration_ttt_vit import MIXER_TYPES, mixer_preset_of
-from ttt_hf.provenance import code_provenance, modeling_folder
+from ttt_hf.vision import training
 
 from .conftest import HIDE_TTT_HF
 from .test_training import COMMON, NO_AUGMENTATION
@@ -50,7 +55,6 @@ def test_mixer_presets_are_the_one_source():
     assert set(MIXER_TYPES) == set(ttt_layers.MIXER_CLASSES) == {f["mixer"] for f in mixer_fields.values()}
     assert not hasattr(ttt_layers, "MIXERS") and not hasattr(configuration_ttt_vit, "MIXERS")
     # names: the results tables', the cards' and the paper table's are the registry's
-    assert reporting.MIXER_NAMES == {suffix: preset.paper_name for suffix, preset in MIXER_PRESETS.items()}
     for preset in MIXER_PRESETS.values():
         assert paper_mixer_name(preset.fields) == preset.paper_name
         assert paper_mixer_name(TTTViTConfig(**preset.fields).to_dict()) == preset.paper_name
@@ -66,18 +70,11 @@ def test_mixer_presets_are_the_one_source():
     assert MIXER_IDS == list(MIXER_PRESETS) and ALL_MIXERS == list(mixer_fields.values())
 
 
-def test_the_grid_script_reads_the_mixers_from_python(capsys):
-    script = (ROOT / "scripts" / "fashion_mnist_grid.sh").read_text()
-    assert "python -m ttt_hf.zoo mixers" in script and "mixer=" not in script  # no copy of the presets
+def test_zoo_mixers_prints_the_presets_for_shell_scripts(capsys):
     zoo.main(["mixers"])
     lines = capsys.readouterr().out.splitlines()
-    parsed = {suffix: training.parse_overrides(fields) for suffix, fields in (line.split(" ") for line in lines)}
+    parsed = {suffix: arguments.parse_overrides(fields) for suffix, fields in (line.split(" ") for line in lines)}
     assert parsed == {suffix: preset.fields for suffix, preset in MIXER_PRESETS.items()}
-    result = subprocess.run(["bash", "-n", str(ROOT / "scripts" / "fashion_mnist_grid.sh")], capture_output=True)
-    assert result.returncode == 0, result.stderr
-
-
-# --------------------------------------------------------------------------------------- the zoo table
 
 
 def test_zoo_entries_are_train_commands_of_the_intended_models():
@@ -96,13 +93,13 @@ def test_zoo_entries_are_train_commands_of_the_intended_models():
         geometry = set()
         for entry in entries:
             model_args, _, _ = training.parse_arguments([*entry.train_arguments(), "--use_cpu", "true"])  # bf16: GPU
-            fields = {**PRESETS.get(model_args.preset, {}), **training.parse_overrides(model_args.config_overrides)}
+            fields = {**PRESETS.get(model_args.preset, {}), **arguments.parse_overrides(model_args.config_overrides)}
             geometry.add((fields.get("patch_size"), model_args.image_size, fields.get("hidden_size")))
         assert len(geometry) == 1, geometry  # same model size and input for every mixer
     assert {e.tier for e in zoo.ZOO.values() if e.setting.startswith("fmnist-p")} == {"GPU"}
     for entry in (entry for entry in zoo.ZOO.values() if entry.in_context):  # GPICL learners: `ttt-hf meta-train`
-        meta, arguments = meta_training.parse_arguments(entry.train_arguments())
-        assert (meta.backbone, meta.dataset, arguments.seed) == (entry.mixer, entry.dataset, entry.seed)
+        meta, meta_args = meta_training.parse_arguments(entry.train_arguments())
+        assert (meta.backbone, meta.dataset, meta_args.seed) == (entry.mixer, entry.dataset, entry.seed)
         assert entry.command().startswith("ttt-hf meta-train --dataset mnist-5k --backbone ")
     for entry in (entry for entry in zoo.ZOO.values() if not entry.in_context):
         model_args, data_args, training_args = training.parse_arguments(
@@ -111,7 +108,7 @@ def test_zoo_entries_are_train_commands_of_the_intended_models():
         assert (data_args.dataset, training_args.seed, training_args.recipe) == (
             entry.dataset, entry.seed, entry.recipe)  # fmt: skip
         fields = PRESETS.get(model_args.preset, {"mixer": "ttt_mlp"})
-        assert mixer_preset_of({**fields, **training.parse_overrides(model_args.config_overrides)}) == entry.mixer
+        assert mixer_preset_of({**fields, **arguments.parse_overrides(model_args.config_overrides)}) == entry.mixer
     folders = {path.name for path in (ROOT / "model_cards").iterdir() if path.is_dir()}
     assert folders <= set(zoo.ZOO), folders - set(zoo.ZOO)  # every folder is a registry entry
 
@@ -357,6 +354,7 @@ def test_readme_zoo_tables_are_the_commands_output(learners):
     assert match.group(1).strip() == zoo.results_table(learners=learners).strip()
 
 
+@pytest.mark.slow
 def test_zoo_train_a_setting_runs_its_entries_in_parallel_processes(tmp_path, capsys):
     """Two processes at once, one thread each, every run an ordinary run folder with its log; finished ones skipped."""
     flags = ["--max_steps", "2", "--max_eval_samples", "20", "--save_strategy", "no", "--plots", "false",
@@ -379,7 +377,7 @@ def test_zoo_train_a_setting_runs_its_entries_in_parallel_processes(tmp_path, ca
 
 def test_zoo_train_a_tier_passes_its_entries_and_fails_when_one_fails(monkeypatch):
     calls = []
-    monkeypatch.setattr(zoo, "train_many", lambda *args: calls.append(args) or {args[0][0]: 0, args[0][1]: 1})
+    monkeypatch.setattr(zoo.runs, "train_many", lambda *args: calls.append(args) or {args[0][0]: 0, args[0][1]: 1})
     with pytest.raises(SystemExit, match=r"1 of 2 runs failed \(see their .log files\)"):
         zoo.main(["train", "--tier", "CPU", "--parallel", "2", "--output_dir", "runs", "--max_steps", "5"])
     names, root, parallel, extra = calls[0]
@@ -522,7 +520,7 @@ def test_the_cards_usage_examples_run_as_written(hub_server, tmp_path):
     """Publish a classifier and a learner, then run each card's usage code as a visitor would, in a fresh process
     without ttt_hf: it prints what the card says it prints (the sample image's label), and the in-context example
     answers its queries at about the learner's recorded accuracy."""
-    from ttt_hf.data import load_image_dataset
+    from ttt_hf.common.data import load_image_dataset
 
     classifier, learner = (f"{hub_server.user}/{name}" for name in ("ttt-vit-mlp-digits", "gpicl-ttt-linear-mnist-5k"))
     zoo.publish_zoo(hub_server.user, [classifier.split("/")[1], learner.split("/")[1]])

@@ -10,19 +10,34 @@ import importlib
 import os
 import sys
 import traceback
+from dataclasses import dataclass
 
+
+@dataclass(frozen=True)
+class Command:
+    module: str | None  # the module whose main(argv) runs the command; None: a listing printed here
+    help: str
+
+
+# The one map of commands to modules: the CLI, the recorded command lines (provenance), the README and scripts/ use it.
 COMMANDS = {
-    "train": ("ttt_hf.training", "train or fine-tune a TTT-ViT with Trainer"),
-    "evaluate": ("ttt_hf.evaluation", "accuracy, top-5, images/s and a confusion matrix of a checkpoint"),
-    "publish": ("ttt_hf.hub", "upload a training run to the Hub in one commit: weights, code, processor, model card"),
-    "benchmark": ("ttt_hf.benchmark", "time and memory of every mixer and model across sequence lengths"),
-    "precision": ("ttt_hf.precision", "float32 and bfloat16-autocast errors of every mixer against float64"),
-    "quickstart": ("ttt_hf.quickstart", "train, evaluate, reload and classify on a bundled dataset (minutes on CPU)"),
-    "meta-train": ("ttt_hf.meta_training", "meta-train a general-purpose in-context learner (GPICL) with Trainer"),
-    "throughput": ("ttt_hf.throughput", "training images/s of the zoo's settings per data path and batch size"),
-    "zoo": ("ttt_hf.zoo", "the model zoo: list, train, store, publish, table (one registry of every zoo model)"),
-    "presets": (None, "list the named model configurations"),
-    "recipes": (None, "list the training recipes and every setting they fix"),
+    "train": Command("ttt_hf.vision.training", "train or fine-tune a TTT-ViT with Trainer"),
+    "evaluate": Command(
+        "ttt_hf.vision.evaluation", "accuracy, top-5, images/s and a confusion matrix of a checkpoint"
+    ),
+    "publish": Command("ttt_hf.hub.publish", "upload a run to the Hub in one commit: weights, code, processor, card"),
+    "benchmark": Command("ttt_hf.bench.benchmark", "time and memory of every mixer and model across sequence lengths"),
+    "precision": Command("ttt_hf.bench.precision", "float32 and bfloat16-autocast errors of every mixer vs float64"),
+    "quickstart": Command("ttt_hf.vision.quickstart", "train, evaluate, reload and classify a bundled dataset (CPU)"),
+    "meta-train": Command("ttt_hf.gpicl.meta_training", "meta-train a general-purpose in-context learner (GPICL)"),
+    "throughput": Command(
+        "ttt_hf.bench.throughput", "training images/s of the zoo's settings per data path and batch"
+    ),
+    "zoo": Command(
+        "ttt_hf.zoo", "the model zoo: list, train, store, publish, table (one registry of every zoo model)"
+    ),
+    "presets": Command(None, "list the named model configurations"),
+    "recipes": Command(None, "list the training recipes and every setting they fix"),
 }
 # What a user can cause and fix: a bad value, a missing file or package, no network — raised where inputs are
 # checked: in ttt_hf itself or the Hub and dataset loaders. The same types raised anywhere else (torch, a DataLoader
@@ -46,7 +61,7 @@ def is_user_error(error: BaseException) -> bool:
 
 def usage() -> str:
     lines = ["usage: ttt-hf [--debug] <command> [flags]   (ttt-hf <command> --help for its flags)", "", "commands:"]
-    lines += [f"  {name:11s} {help_}" for name, (_, help_) in COMMANDS.items()]
+    lines += [f"  {name:11s} {command.help}" for name, command in COMMANDS.items()]
     return "\n".join(lines)
 
 
@@ -56,7 +71,7 @@ def _list(command: str) -> None:
 
         print("\n".join(["auto", *TTTViTConfig.presets()]))
     else:
-        from .recipes import RECIPES
+        from .vision.recipes import RECIPES
 
         for name, recipe in RECIPES.items():
             settings = ", ".join(
@@ -78,12 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"ttt-hf: unknown command {command!r}\n\n{usage()}", file=sys.stderr)
         return 2
-    if COMMANDS[command][0] is None:
+    if COMMANDS[command].module is None:
         _list(command)
         return 0
     sys.argv = [f"ttt-hf {command}", *rest]  # so --help shows the subcommand's name
     try:
-        importlib.import_module(COMMANDS[command][0]).main(rest)
+        importlib.import_module(COMMANDS[command].module).main(rest)
     except USER_ERRORS as error:
         if debug or not is_user_error(error):
             raise

@@ -1,0 +1,1 @@
+"""Benchmarks: time and memory of the mixers, numerical precision, training throughput, result tables."""

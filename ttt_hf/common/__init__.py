@@ -1,0 +1,1 @@
+"""Shared by every family: the bundled datasets, run provenance, checkpoints, plotting."""

@@ -1,0 +1,1 @@
+"""General-purpose in-context learners: task sampling, meta-training, evaluation, the results report."""

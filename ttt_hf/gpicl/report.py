@@ -1,0 +1,104 @@
+"""The GPICL results table and comparison plot from meta-training runs (`python -m ttt_hf.gpicl_report RUN...`).
+
+Each RUN is the --output_dir of a `ttt-hf meta-train` run. The table gives, per run: backbone and interventions,
+parameters, the state a position carries after 99 examples, steps and time, accuracy after the last example on
+unseen tasks of every evaluated dataset next to the SGD row (and on the meta-training tasks, for runs on a pool of
+tasks), and the step at which that accuracy first left chance (> 20 %), or "not within N".
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+from ..common.run_files import RESULTS_FILE
+from ..hub.gpicl_card import interventions, unseen_sets
+from .evaluation import BASELINE_NAMES, interval
+from .meta_training import CHANCE_EXIT
+
+
+def load_runs(paths) -> list[dict]:
+    runs = []
+    for path in paths:
+        results = json.loads((Path(path) / RESULTS_FILE).read_text())
+        results["path"] = str(path)
+        runs.append(results)
+    return runs
+
+
+def model_description(run: dict) -> str:
+    """The backbone and any config overrides of a run, e.g. "ttt_linear (ttt_conv_size=2)"."""
+    overrides = run["meta_arguments"].get("config_overrides")
+    return run["backbone"] + (f" ({overrides})" if overrides else "")
+
+
+def table(runs: list[dict], names: list[str] | None = None) -> str:
+    """The markdown table of `runs` (see the module docstring); `names` adds a first column naming each run."""
+    seen = ["seen"] if any("final_seen_accuracy_last" in r for r in runs) else []  # runs on a pool of tasks
+    sets = seen + sorted({name for r in runs for name in unseen_sets(r)})
+    head = (["model"] if names else []) + ["backbone", "meta-training", "params", "state (floats)", "steps", "time"]
+    head += [name if name == "seen" else f"{name} (baselines)" for name in sets]
+    head += ["left chance (unseen tasks of its training dataset)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for i, r in enumerate(runs):
+        meta, last = r["meta_arguments"], r["meta_arguments"]["sequence_length"] - 1
+        minutes = f"{r['train_runtime'] / 60:.0f} min"
+        cells = [f"`{names[i]}`"] if names else []
+        cells += [model_description(r), interventions(meta, r.get("optimizer")), f"{r['num_parameters'] / 1e6:.2f} M",
+                  f"{r['state_size']:,}", str(r["train_steps"]), minutes]  # fmt: skip
+        for name in sets:
+            value = r.get(f"final_{name}_accuracy_last")
+            n = meta.get("final_eval_sequences", 1024)
+            text = "—" if value is None else f"{100 * value:.1f} ± {100 * interval(value, n):.1f} %"
+            found = {key: (r.get(key) or {}).get(name, {}).get(str(last)) for key in BASELINE_NAMES}
+            shown = [f"{BASELINE_NAMES[key][0]} {100 * v:.1f}" for key, v in found.items() if v is not None]
+            cells.append(text + (f" ({', '.join(shown)} %)" if shown else ""))
+        step = r.get(f"steps_to_leave_plateau_unseen-{meta['dataset']}")
+        cells.append(f"step {step}" if step is not None else f"not within {r['train_steps']}")
+        lines.append("| " + " | ".join(cells) + " |")
+    if not runs:
+        return "No meta-training runs (`ttt-hf meta-train` writes them; `ttt-hf zoo store` keeps zoo learners)."
+    lasts = " or ".join(sorted({str(r["meta_arguments"]["sequence_length"] - 1) for r in runs}, key=int))
+    sequences = " or ".join(sorted({f"{r['meta_arguments'].get('final_eval_sequences', 1024):,}" for r in runs}))
+    sampling = {r.get("meta_test_sampling", "examples drawn with replacement") for r in runs}
+    lines += ["", f"State: the floats a sequence carries from one position to the next. Accuracy after {lasts} "
+              f"examples (all but the last of a sequence) on tasks never seen in meta-training (test splits, "
+              f"{sequences} sequences, {' / '.join(sorted(sampling))}; ± a 95 % interval). Baselines, this "
+              f"project's, on the same examples: SGD (a linear classifier trained by SGD; the paper's SGD numbers are "
+              f"its own), 1-NN (the nearest example), LR (logistic regression trained to convergence). Left chance: "
+              f"the first evaluation with accuracy above {100 * CHANCE_EXIT:.0f} % at the last position."]  # fmt: skip
+    return "\n".join(lines)
+
+
+def plot(runs: list[dict], path, task_set: str) -> None:
+    """Accuracy at the last position on `task_set` against meta-training steps, one line per run."""
+    from ..common.plots import plt, save_figure
+    from .plots import last_position_accuracy
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for r in runs:
+        points = last_position_accuracy(r["curves"][:-1], task_set)  # the last entry is the final evaluation
+        if points:
+            label = f"{model_description(r)}, {interventions(r['meta_arguments'], r.get('optimizer'))}"
+            ax.plot(*zip(*points), "o-", ms=3, label=label)
+    ax.axhline(0.1, color="grey", lw=0.8, ls=":", label="chance")
+    ax.axhline(CHANCE_EXIT, color="grey", lw=0.8, ls="--")
+    ax.set(xlabel="meta-training step", ylabel="accuracy at the last position", title=task_set, ylim=(0, 1))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    save_figure(fig, path)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m ttt_hf.gpicl_report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("runs", nargs="+", help="--output_dir of ttt-hf meta-train runs")
+    parser.add_argument("--plot", help="write the comparison plot (accuracy against steps) here")
+    parser.add_argument("--task_set", default="unseen-mnist-5k", help="the task set of the plot")
+    args = parser.parse_args(argv)
+    runs = load_runs(args.runs)
+    print(table(runs))
+    if args.plot:
+        plot(runs, args.plot, args.task_set)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""TTT-ViT image classifiers: data path, transforms, recipes, model sizing, training, evaluation."""
