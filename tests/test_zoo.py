@@ -540,3 +540,14 @@ def test_the_cards_usage_examples_run_as_written(hub_server, tmp_path):
     correct, total = map(int, re.fullmatch(r"(\d+) of (\d+) queries right\n", hub_server.python(
         code, tmp_path / "hf_home").stdout).groups())  # fmt: skip
     assert total == 10 and correct >= 3  # the learner's recorded accuracy after 99 examples is about 0.6
+
+
+def test_learners_over_seeds_give_mean_and_spread():
+    entries = [zoo.ZOO[name] for name in ("gpicl-ttt-linear-mnist-5k", "gpicl-ttt-linear-mnist-5k-seed1",
+                                          "gpicl-transformer-mnist-5k")]  # fmt: skip
+    assert [entry.seed for entry in entries] == [zoo.DEFAULT_SEED, 1, zoo.DEFAULT_SEED]
+    runs = [{"final_unseen-mnist-5k_accuracy_last": value} for value in (0.65, 0.61, 0.67)]
+    assert zoo.tables.learner_seeds(runs[:1], entries[:1]) == ""  # one seed: no spread to give
+    table = zoo.tables.learner_seeds(runs, entries)
+    assert "| ttt_linear | 42, 1 | 63.0 ± 2.0 % |" in table and "| transformer | 42 | 67.0 ± 0.0 % |" in table
+    assert "--seed 1" in entries[1].command() and "--seed" not in entries[0].command()

@@ -37,7 +37,7 @@ def fixed_test_slice(arguments: dict):
 
 def check_run_is_the_entry(run: Path, entry: ZooEntry) -> None:
     """ValueError unless `run` was made by the entry's kind of command, on its dataset, with its config overrides
-    (and, for a learner, its backbone)."""
+    and seed (and, for a learner, its backbone)."""
     from ..common.arguments import parse_overrides
 
     config = json.loads((run / "config.json").read_text())
@@ -50,7 +50,8 @@ def check_run_is_the_entry(run: Path, entry: ZooEntry) -> None:
         found = json.loads((run / TRAINING_ARGS_FILE).read_text())["data"]["dataset"]
         wanted = entry.dataset
     overrides = parse_overrides(entry.overrides)
-    found, wanted = (found, {k: config.get(k) for k in overrides}), (wanted, overrides)
+    seed = json.loads((run / TRAINING_ARGS_FILE).read_text())["training"]["seed"]
+    found, wanted = (found, {k: config.get(k) for k in overrides}, seed), (wanted, overrides, entry.seed)
     if found != wanted:
         raise ValueError(f"{run} was trained as {found}; zoo entry {entry.name} is {wanted}.")
 

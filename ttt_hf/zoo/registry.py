@@ -146,6 +146,7 @@ class LearnerRecipe:
     overrides: str
     steps: int
     plan: str
+    seeds: tuple[int, ...] = (DEFAULT_SEED, 1, 2)  # three seeds of each learner: the tables give mean and spread
 
 
 GPICL_LEARNERS = {  # backbone -> its recipe
@@ -166,18 +167,20 @@ def _zoo() -> dict[str, ZooEntry]:
     for setting in SETTINGS.values():
         entries += setting.entries()
     for backbone, recipe in GPICL_LEARNERS.items():
-        entries.append(
+        entries += [
             ZooEntry(
-                f"gpicl-{backbone.replace('_', '-')}-mnist-5k",
+                f"gpicl-{backbone.replace('_', '-')}-mnist-5k" + ("" if seed == DEFAULT_SEED else f"-seed{seed}"),
                 "mnist-5k",
                 overrides=recipe.overrides,
                 flags=GPICL_FLAGS + ("--max_steps", str(recipe.steps)),
+                seed=seed,
                 setting="in-context, mnist-5k tasks",
                 mixer=backbone,
                 plan=recipe.plan,
                 trainer="meta-train",
             )
-        )
+            for seed in recipe.seeds
+        ]
     return {entry.name: entry for entry in entries}
 
 

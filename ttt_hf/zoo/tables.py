@@ -33,7 +33,8 @@ def results_table(model_cards=None, learners: bool = False) -> str:
         from ..gpicl.report import load_runs, table
 
         names = [name for name, entry in ZOO.items() if entry.in_context and is_trained(name, model_cards)]
-        return table(load_runs([folder(name, model_cards) for name in names]), names=names)
+        runs = load_runs([folder(name, model_cards) for name in names])
+        return table(runs, names=names) + learner_seeds(runs, [ZOO[name] for name in names])
     lines = [
         "| model | setting | mixer (paper's name) | params | tokens | test top-1 % | test top-5 % | test slice % "
         "| inference img/s | epochs | training time | device | paper: ImageNet top-1 of this mixer (rank) |",
@@ -89,6 +90,27 @@ def _trained_seeds(model_cards=None) -> dict[tuple[str, str], list[Trained]]:
             )
             found.setdefault((entry.setting, entry.mixer), []).append(seed)
     return found
+
+
+def learner_seeds(runs: list[dict], entries: list) -> str:
+    """The learners over their seeds: per backbone, the mean and half the range of the accuracy after the last
+    example on each set of unseen tasks ('' while no backbone has more than one seed stored)."""
+    by_backbone = {}
+    for run, entry in zip(runs, entries):
+        by_backbone.setdefault(entry.mixer, []).append((entry.seed, run))
+    if all(len(seeds) < 2 for seeds in by_backbone.values()):
+        return ""
+    sets = sorted({key[len("final_") : -len("_accuracy_last")] for run in runs for key in run
+                   if key.startswith("final_unseen-") and key.endswith("_accuracy_last")})  # fmt: skip
+    intro = "Over seeds (mean ± half the range of the seeds; each seed's own 95 % interval is in the table above):"
+    lines = ["", "", intro, "", "| backbone | seeds | " + " | ".join(sets) + " |", "|---|---|" + "---|" * len(sets)]
+    for backbone, seeds in by_backbone.items():
+        cells = []
+        for name in sets:
+            mean, spread = _mean_spread([run[f"final_{name}_accuracy_last"] for _, run in seeds])
+            cells.append(f"{mean:.1f} ± {spread:.1f} %")
+        lines.append(f"| {backbone} | {', '.join(str(seed) for seed, _ in seeds)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def _mean_spread(values: list[float]) -> tuple[float, float]:
