@@ -133,11 +133,15 @@ def test_tokens_show_the_previous_label_and_never_the_current_one():
 
 
 @pytest.mark.parametrize(
-    "backbone, conv", [(b, 0) for b in BACKBONES] + [("transformer", 2), ("ttt_linear", 2)], ids=str
+    "backbone, conv, positions",
+    [(b, 0, "learned") for b in BACKBONES]
+    + [(b, 2, p) for b in ("transformer", "ttt_linear") for p in ("learned", "none")],
+    ids=str,
 )
-def test_every_backbone_is_causal_and_never_sees_its_own_label(backbone, conv):
+def test_every_backbone_is_causal_and_never_sees_its_own_label(backbone, conv, positions):
     torch.manual_seed(0)
-    model = GPICLForInContextClassification(tiny(backbone, ttt_conv_size=conv)).eval()
+    config = tiny(backbone, ttt_conv_size=conv, position_embedding_type=positions)
+    model = GPICLForInContextClassification(config).eval()
     x, labels = torch.randn(2, 9, 6), torch.randint(0, 3, (2, 9))
     with torch.no_grad():
         base = model(x, labels).logits
@@ -150,6 +154,21 @@ def test_every_backbone_is_causal_and_never_sees_its_own_label(backbone, conv):
         changed = model(x, other).logits
     torch.testing.assert_close(changed[:, : t0 + 1], base[:, : t0 + 1], rtol=0, atol=1e-6)
     assert (changed[:, t0 + 1] - base[:, t0 + 1]).abs().max() > 1e-6  # but it is shown at t + 1
+
+
+@pytest.mark.parametrize("backbone", ["transformer", "ttt_linear"])
+def test_without_positions_a_learner_runs_past_its_position_table(backbone):
+    """`position_embedding_type="none"`: the choice for running longer than meta-training (question 2 of the
+    GPICL study); with learned positions a sequence longer than the table is refused, naming the limit."""
+    x, labels = torch.randn(2, 20, 6), torch.randint(0, 3, (2, 20))
+    learned = GPICLForInContextClassification(tiny(backbone, max_position_embeddings=8)).eval()
+    with pytest.raises(ValueError, match="more than `max_position_embeddings`"):
+        learned(x, labels)
+    free = GPICLForInContextClassification(tiny(backbone, max_position_embeddings=8, position_embedding_type="none"))
+    with torch.no_grad():
+        long = free.eval()(x, labels).logits
+        torch.testing.assert_close(free(x[:, :8], labels[:, :8]).logits, long[:, :8], rtol=0, atol=1e-5)  # causal
+    assert long.shape == (2, 20, 3) and torch.isfinite(long).all()
 
 
 def test_attention_with_convolutions_is_attention_on_convolved_queries_and_keys():

@@ -430,3 +430,19 @@ def test_nearest_neighbour_and_logistic_baselines_match_scikit_learn(digits):
     assert nearest_neighbour_accuracy(sampler, [0], 16)[0] == pytest.approx(
         float((batch["labels"][:, 0] == 0).float().mean())
     )
+
+
+def test_longer_sequences_than_meta_training_are_measured_on_the_same_task_family(meta_trained, tmp_path, capsys):
+    """At the trained length the study gives back the run's own final accuracy (same sequences); longer sequences
+    report after every multiple of the trained context and at their end, with intervals, as CSV and plot."""
+    from ttt_hf.gpicl import lengths
+
+    out, _ = meta_trained
+    recorded = json.loads((out / "all_results.json").read_text())["final_unseen-digits_accuracy_last"]
+    rows = lengths.main([str(out), "--lengths", "12,24", "--sequences", "16", "--csv", str(tmp_path / "l.csv"),
+                         "--plot", str(tmp_path / "l.png")])  # fmt: skip
+    assert [(row["length"], row["examples"]) for row in rows] == [(12, 11), (24, 11), (24, 23)]
+    assert rows[0]["accuracy"] == recorded and all(0 <= row["accuracy"] <= 1 for row in rows)
+    assert rows[0]["positions"] == "learned" and rows[0]["trained_length"] == 12
+    assert (tmp_path / "l.png").stat().st_size > 0 and len((tmp_path / "l.csv").read_text().splitlines()) == 4
+    assert "| run | learned | unseen-digits | 24 | 23 |" in capsys.readouterr().out

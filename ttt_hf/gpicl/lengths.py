@@ -1,0 +1,97 @@
+"""More examples than meta-training showed: in-context accuracy of saved learners on longer sequences.
+
+    python -m ttt_hf.gpicl.lengths FOLDER... [--lengths 100,200,400] [--sequences 512] [--csv OUT.csv] [--plot OUT.png]
+
+Each FOLDER is a meta-trained learner (a run's --output_dir or a zoo folder). For every length T it draws sequences
+of T distinct test images of unseen tasks (the meta-test sampler of the run, with T in place of the training
+length) and measures the accuracy at every position; the rows give it after 99, 199, ... examples and at the last
+one, with a 95 % interval. A learner with learned positions sees positions it was never trained on past its
+training length (its table is longer, not trained); `position_embedding_type="none"` is the configuration meant to
+run past it.
+"""
+
+import argparse
+import csv
+import json
+from pathlib import Path
+
+from ..common.run_files import RESULTS_FILE, TRAINING_ARGS_FILE
+from .evaluation import in_context_accuracy, interval
+from .meta_training import MetaArguments, unseen_sampler
+
+
+def accuracy_by_length(folder, lengths=(100, 200, 400), sequences: int = 512, datasets=None) -> list[dict]:
+    """Rows {learner, task_set, length, examples, accuracy, interval, sequences, positions}: the accuracy after
+    `examples` examples (99, 199, ... that fit, and the last) on unseen tasks, for each sequence length."""
+    from ..modeling import GPICLForInContextClassification
+
+    folder = Path(folder)
+    results = json.loads((folder / RESULTS_FILE).read_text())
+    seed = json.loads((folder / TRAINING_ARGS_FILE).read_text())["training"]["seed"]
+    model = GPICLForInContextClassification.from_pretrained(folder)
+    trained = results["meta_arguments"]["sequence_length"]
+    rows = []
+    for dataset in datasets or [d.strip() for d in results["meta_arguments"]["eval_datasets"].split(",")]:
+        for length in lengths:
+            meta = MetaArguments(**{**results["meta_arguments"], "sequence_length": length})
+            accuracy = in_context_accuracy(model, unseen_sampler(meta, dataset, seed), sequences)["accuracy"]
+            for examples in sorted({*range(trained - 1, length, trained), length - 1}):
+                rows.append({
+                    "learner": folder.name, "task_set": f"unseen-{dataset}", "length": length, "examples": examples,
+                    "accuracy": accuracy[examples], "interval": interval(accuracy[examples], sequences),
+                    "sequences": sequences, "positions": model.config.position_embedding_type,
+                    "trained_length": trained,
+                })  # fmt: skip
+    return rows
+
+
+def plot(rows: list[dict], path) -> None:
+    """Accuracy against examples seen, one line per learner and task set, over the longest length measured."""
+    from ..common.plots import plt, save_figure
+
+    sets = sorted({row["task_set"] for row in rows})
+    fig, axes = plt.subplots(1, len(sets), figsize=(5.5 * len(sets), 4.2), squeeze=False)
+    for ax, task_set in zip(axes[0], sets):
+        for learner in dict.fromkeys(row["learner"] for row in rows):
+            mine = [row for row in rows if row["learner"] == learner and row["task_set"] == task_set]
+            longest = max(row["length"] for row in mine)
+            points = sorted((row["examples"], row["accuracy"]) for row in mine if row["length"] == longest)
+            ax.plot(*zip(*points), "o-", label=f"{learner} ({mine[0]['positions']} positions)")
+        trained = rows[0]["trained_length"]
+        ax.axvline(trained - 1, color="black", lw=0.9, ls="--", label=f"meta-trained on {trained} positions")
+        ax.axhline(0.1, color="grey", lw=0.8, ls=":", label="chance")
+        ax.set(xlabel="labelled examples seen in the context", ylabel="accuracy on the next example", ylim=(0, 1),
+               title=task_set.replace("unseen-", "unseen tasks, ") + " test images")  # fmt: skip
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    save_figure(fig, path)
+
+
+def main(argv=None) -> list[dict]:
+    parser = argparse.ArgumentParser(prog="python -m ttt_hf.gpicl.lengths", description=__doc__.splitlines()[0])
+    parser.add_argument("folders", nargs="+", help="saved learners (run folders or zoo folders)")
+    parser.add_argument("--lengths", default="100,200,400", help="sequence lengths T (comma-separated)")
+    parser.add_argument("--sequences", type=int, default=512, help="sequences per length and task set")
+    parser.add_argument("--datasets", help="task sets (default: each run's --eval_datasets)")
+    parser.add_argument("--csv", help="write the rows here")
+    parser.add_argument("--plot", help="write the plot here (PNG)")
+    args = parser.parse_args(argv)
+    lengths = [int(value) for value in args.lengths.split(",")]
+    datasets = args.datasets.split(",") if args.datasets else None
+    rows = [row for folder in args.folders for row in accuracy_by_length(folder, lengths, args.sequences, datasets)]
+    print("| learner | positions | task set | T | after n examples | accuracy |\n|---|---|---|---|---|---|")
+    for row in rows:
+        print(f"| {row['learner']} | {row['positions']} | {row['task_set']} | {row['length']} | {row['examples']} "
+              f"| {100 * row['accuracy']:.1f} ± {100 * row['interval']:.1f} % |")  # fmt: skip
+    if args.csv:
+        with open(args.csv, "w", newline="") as file:
+            writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+    if args.plot:
+        plot(rows, args.plot)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
