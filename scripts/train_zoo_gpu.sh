@@ -6,6 +6,8 @@
 # Device call: command "bash scripts/train_zoo_gpu.sh", carry [".whl", ".fmnist"], timeout_s 590
 # Here, after: bash scripts/prepare_device_call.sh restore; ttt-hf zoo unpack <files>/zoo-runs-*.tar.gz, then
 #              ttt-hf zoo store NAME outputs/zoo/NAME for each (docs/zoo.md).
+# JOB=gpicl-grid runs the GPICL study's grid instead (python -m ttt_hf.gpicl.grid; ONLY=q3 a part of it), sized by
+# EXTRA="--max_steps N" to the device's speed, and packs its runs without weights.
 # Knobs (environment): PARALLEL (processes at once; default: every entry), BUDGET_S (seconds of training per run,
 # default 330, after which a run evaluates and saves: the command must end within the device's 10 minutes), SETTINGS
 # (default: the GPU tier), EXTRA (more `ttt-hf train` flags for every run), OUT (set by the device tool).
@@ -44,18 +46,28 @@ if os.environ.get("DATA_DIR"):
     assert images.shape == (10000, 28, 28), images.shape
 PY
 
-settings=${SETTINGS:-"--tier GPU"}
-stamp "training $settings, ${PARALLEL:-all} at a time"
-# a backstop: the runs end by their time budget; at the limit zoo train stops the rest, 20 s later they are killed
-timeout -k 20 --signal=INT $(( 560 - ($(date +%s) - t0) - 45 )) \
-  $py -m ttt_hf.cli zoo train $settings --parallel "${PARALLEL:-0}" --output_dir "$runs" \
-    ${DATA_DIR:+--data_dir "$DATA_DIR"} --time_budget_s "${BUDGET_S:-330}" --dataloader_num_workers 0 --save_strategy no \
-    --disable_tqdm true --report_to none ${EXTRA:-}
+# a backstop: the runs end by their time budget (or steps); at the limit the runner stops the rest, 20 s later killed
+limit=$(( 560 - ($(date +%s) - t0) - 45 ))
+if [ "${JOB:-zoo}" = gpicl-grid ]; then  # the GPICL study's grid (ttt_hf/gpicl/grid.py); EXTRA sizes --max_steps
+  stamp "GPICL grid ${ONLY:-(all of it)}, ${PARALLEL:-all} at a time"
+  timeout -k 20 --signal=INT $limit $py -m ttt_hf.gpicl.grid run --root "$runs" --parallel "${PARALLEL:-0}" \
+    --only "${ONLY:-}" -- ${DATA_DIR:+--data_dir "$DATA_DIR"} --dataloader_num_workers 0 --report_to none \
+    --disable_tqdm true ${EXTRA:-}
+else
+  settings=${SETTINGS:-"--tier GPU"}
+  stamp "training $settings, ${PARALLEL:-all} at a time"
+  timeout -k 20 --signal=INT $limit \
+    $py -m ttt_hf.cli zoo train $settings --parallel "${PARALLEL:-0}" --output_dir "$runs" \
+      ${DATA_DIR:+--data_dir "$DATA_DIR"} --time_budget_s "${BUDGET_S:-330}" --dataloader_num_workers 0 \
+      --save_strategy no --disable_tqdm true --report_to none ${EXTRA:-}
+fi
 stamp "training ended (exit code $?)"
 nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv,noheader || true
 grep -h '"steady_train_images_per_second"\|"test_accuracy"\|"train_runtime"' "$runs"/*/all_results.json | head -60
 
 stamp "packing"
-$py -m ttt_hf.cli zoo pack "$out" --root "$runs" --max_files 7 || stamp "pack failed"
+# the grid's runs come back without weights (results, curves, plots): its learners that earn a place are trained again
+$py -m ttt_hf.cli zoo pack "$out" --root "$runs" --max_files 7 ${JOB:+$([ "$JOB" = gpicl-grid ] && echo --without_weights)} \
+  || stamp "pack failed"
 ls -la "$out"
 stamp "done"

@@ -446,3 +446,58 @@ def test_longer_sequences_than_meta_training_are_measured_on_the_same_task_famil
     assert rows[0]["positions"] == "learned" and rows[0]["trained_length"] == 12
     assert (tmp_path / "l.png").stat().st_size > 0 and len((tmp_path / "l.csv").read_text().splitlines()) == 4
     assert "| run | learned | unseen-digits | 24 | 23 |" in capsys.readouterr().out
+
+
+def test_the_grid_is_valid_meta_train_commands_that_vary_one_thing():
+    """Every grid run parses as `ttt-hf meta-train`; q1's TTT-Linear runs have about the same parameters and states
+    15x apart; q2 drops the positions; q4 drops the convolutions and the bursty start."""
+    from ttt_hf.gpicl import grid
+    from ttt_hf.gpicl.meta_training import build_model, parse_arguments
+
+    runs = grid.grid()
+    assert len(runs) == len(set(runs)) >= 28
+    parsed = {name: parse_arguments(command[1:]) for name, command in runs.items()}
+    sizes = {}
+    for heads in (1, 4, 16):
+        meta, _ = parsed[f"q1-ttt-linear-heads{heads}"]
+        model = build_model(meta)
+        sizes[heads] = (sum(p.numel() for p in model.parameters()), model.state_size(99))
+    params = [count for count, _ in sizes.values()]
+    assert max(params) / min(params) < 1.05  # about the same parameters (one head learns a larger W_0)
+    assert sizes[1][1] > sizes[4][1] > sizes[16][1] and sizes[1][1] / sizes[16][1] > 10  # states 15x apart
+    assert "position_embedding_type=none" in parsed["q2-ttt-linear-no-positions"][0].config_overrides
+    meta, args = parsed["q4-transformer-batch2048-eps1e-16"]
+    assert (meta.config_overrides, meta.distinct_examples, args.adam_epsilon) == (None, None, 1e-16)
+    assert parsed["q3-ttt-linear-tasks256"][0].num_tasks == 256 and parsed["q1-ttt-mlp-hidden4"][1].max_steps == 600
+
+
+@pytest.mark.slow
+def test_the_grid_device_call_dry_run_on_the_cpu_runs_and_packs_without_weights(tmp_path):
+    """scripts/train_zoo_gpu.sh with JOB=gpicl-grid on a CPU (ALLOW_CPU): q2's two runs at once, tiny and short,
+    packed without weights; they unpack into run folders the length study reads."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from ttt_hf import zoo
+    from ttt_hf.gpicl import lengths
+
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "ALLOW_CPU": "1", "NO_WHEELS": "1", "PYTHON": sys.executable, "OUT": str(tmp_path / "out"),
+           "RUNS": str(tmp_path / "runs"), "SITE": str(tmp_path / "site"), "DATA_DIR": "", "JOB": "gpicl-grid",
+           "ONLY": "q2", "PARALLEL": "2",
+           "EXTRA": "--eval_datasets digits --dataset digits --image_size 8 --hidden_size 16 --num_hidden_layers 1 "
+           "--num_attention_heads 2 --sequence_length 12 --max_steps 3 --eval_steps 3 --eval_sequences 8 "
+           "--final_eval_sequences 8 --per_device_train_batch_size 4 --use_cpu true"}  # fmt: skip
+    done = subprocess.run(["bash", "scripts/train_zoo_gpu.sh"], cwd=root, env=env, capture_output=True, text=True,
+                          timeout=900)  # fmt: skip
+    log = (tmp_path / "out" / "device_call.log").read_text()
+    assert done.returncode == 0 and "] done" in log, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "finished: q2-transformer-no-positions" in log and "finished: q2-ttt-linear-no-positions" in log
+    runs = zoo.unpack(sorted((tmp_path / "out").glob("zoo-runs-*.tar.gz")), tmp_path / "back")
+    assert sorted(run.name for run in runs) == ["q2-transformer-no-positions", "q2-ttt-linear-no-positions"]
+    assert not any(p.suffix == ".safetensors" for run in runs for p in run.iterdir())  # results, not weights
+    assert json.loads((runs[0] / "config.json").read_text())["position_embedding_type"] == "none"
+    rows = lengths.accuracy_by_length(tmp_path / "runs" / runs[0].name, (12, 24), 8)  # the device's folder
+    assert [row["examples"] for row in rows] == [11, 11, 23] and rows[0]["positions"] == "none"

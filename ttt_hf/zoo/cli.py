@@ -46,6 +46,7 @@ def argument_parser() -> argparse.ArgumentParser:
     packed.add_argument("--root", default="outputs/zoo", help="the runs' parent folder (default outputs/zoo)")
     packed.add_argument("--max_files", "--max-files", type=int, default=MAX_ARCHIVES)
     packed.add_argument("--max_bytes", "--max-bytes", type=int, default=MAX_ARCHIVE_BYTES)
+    packed.add_argument("--without_weights", action="store_true", help="leave out *.safetensors (results and plots)")
     unpacked = commands.add_parser("unpack", help="extract packed runs into run folders (then `zoo store`)")
     unpacked.add_argument("archives", nargs="+")
     unpacked.add_argument("--root", default="outputs/zoo", help="where the run folders go (default outputs/zoo)")
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None):
         for name, speed in measure_speed(args.model_cards, names=args.names).items():
             print(f"{name}: {speed:,.0f} images/s")
     elif args.command == "pack":
-        for path in pack(args.root, args.out, args.max_files, args.max_bytes):
+        for path in pack(args.root, args.out, args.max_files, args.max_bytes, not args.without_weights):
             print(f"{path}: {path.stat().st_size / 2**20:.1f} MiB")
     elif args.command == "unpack":
         for run in unpack(args.archives, args.root, args.force):

@@ -1,91 +1,38 @@
-"""Training many zoo entries at once (one process each) and carrying their runs back from a device call: pack
-into at most 8 archives of 16 MiB, unpack again."""
+"""Training many runs at once (zoo entries, or any `ttt-hf` commands such as the GPICL grid; one process each) and
+carrying them back from a device call: pack into at most 8 archives of 16 MiB, unpack again."""
 
 import shutil
-import sys
 from pathlib import Path
 
+from ..common.parallel import run_many
 from ..common.run_files import RESULTS_FILE
 
 
 def train_many(names: list[str], root, parallel: int = 1, extra=(), poll: float = 2.0) -> dict[str, int]:
     """Train zoo entries `parallel` at a time (0: all at once), one `ttt-hf zoo train NAME` process each, writing
-    ordinary run folders ROOT/NAME (and their output to ROOT/NAME.log); entries whose ROOT/NAME/all_results.json
-    exists are done and skipped. The processes share the machine's cores (OMP_NUM_THREADS and torch.compile's
-    workers), and on a GPU machine the device. Interrupted, it stops the runs still going. Returns name -> exit
-    code, in the order given."""
-    import os
-    import subprocess
-    import time
-
-    import torch
-
-    if parallel < 0:
-        raise ValueError(f"--parallel must be a number of processes (0: all at once), got {parallel}.")
+    ordinary run folders ROOT/NAME (`run_many`). Returns name -> exit code, in the order given."""
     if any(flag.split("=")[0] in ("--output_dir", "--output-dir") for flag in extra):
         raise ValueError("Every run writes ROOT/NAME: give the root as `zoo train --output_dir`, before other flags.")
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    pending = [name for name in names if not (root / name / RESULTS_FILE).is_file()]
-    for name in names:
-        if name not in pending:
-            print(f"{name}: done already ({root / name / RESULTS_FILE})", flush=True)
-    parallel = min(parallel or len(pending), len(pending)) or 1
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    threads = str(max(1, cores // parallel))
-    env = {**os.environ, "OMP_NUM_THREADS": threads, "TORCHINDUCTOR_COMPILE_THREADS": threads}
-    if torch.cuda.is_available():  # a user's own thread settings win where the GPU does the work
-        env = {
-            **env,
-            **{k: os.environ[k] for k in ("OMP_NUM_THREADS", "TORCHINDUCTOR_COMPILE_THREADS") if k in os.environ},
-        }
-    running, codes, start = {}, {}, time.time()
-    try:
-        while pending or running:
-            while pending and len(running) < parallel:
-                name = pending.pop(0)
-                command = [sys.executable, "-m", "ttt_hf.cli", "zoo", "train", name, "--output_dir", str(root / name),
-                           *extra]  # fmt: skip
-                log = open(root / f"{name}.log", "w")  # noqa: SIM115  (closed when the run ends)
-                running[name] = (subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env), log)
-                print(f"[{time.time() - start:7.0f} s] started {name} (log: {root / name}.log)", flush=True)
-            time.sleep(poll)
-            for name, (process, log) in list(running.items()):
-                if process.poll() is not None:
-                    log.close()
-                    codes[name] = process.returncode
-                    del running[name]
-                    state = "finished" if process.returncode == 0 else f"FAILED (exit code {process.returncode})"
-                    print(f"[{time.time() - start:7.0f} s] {state}: {name}", flush=True)
-    finally:  # interrupted (Ctrl-C, a timeout): stop the runs still going, and wait for them
-        for process, _ in running.values():
-            process.terminate()
-        for name, (process, log) in running.items():
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-            log.close()
-            print(f"[{time.time() - start:7.0f} s] stopped: {name}", flush=True)
-    return {name: codes.get(name, 0) for name in names}
+    return run_many({name: ["zoo", "train", name, *extra] for name in names}, root, parallel, poll)
 
 
 MAX_ARCHIVES, MAX_ARCHIVE_BYTES = 8, 16 * 2**20  # what a device call brings back: at most 8 files of 16 MiB
 
 
-def _run_files(run: Path) -> list[Path]:
+def _run_files(run: Path, weights: bool = True) -> list[Path]:
     """The files of a finished run that `zoo store` and a reader need: all but its checkpoints and pickles (Trainer's
-    training_args.bin; training_args.json holds the arguments)."""
-    files = (p for p in run.rglob("*") if p.is_file() and p.suffix not in (".bin", ".pt"))
+    training_args.bin; training_args.json holds the arguments), and, without `weights`, its *.safetensors."""
+    left_out = (".bin", ".pt") if weights else (".bin", ".pt", ".safetensors")
+    files = (p for p in run.rglob("*") if p.is_file() and p.suffix not in left_out)
     return sorted(p for p in files if not p.relative_to(run).parts[0].startswith("checkpoint-"))
 
 
-def _tar_gz(path: Path, runs: list[Path]) -> int:
+def _tar_gz(path: Path, runs: list[Path], weights: bool = True) -> int:
     import tarfile
 
     with tarfile.open(path, "w:gz", compresslevel=9) as archive:
         for run in runs:
-            for file in _run_files(run):
+            for file in _run_files(run, weights):
                 archive.add(file, arcname=str(Path(run.name) / file.relative_to(run)), recursive=False)
             log = run.parent / f"{run.name}.log"
             if log.is_file():
@@ -93,10 +40,11 @@ def _tar_gz(path: Path, runs: list[Path]) -> int:
     return path.stat().st_size
 
 
-def pack(root, out, max_files: int = MAX_ARCHIVES, max_bytes: int = MAX_ARCHIVE_BYTES) -> list[Path]:
-    """Pack every finished run under `root` (a folder with all_results.json; checkpoints left out, the run's log kept)
-    into at most `max_files` archives OUT/zoo-runs-<k>.tar.gz of at most `max_bytes` each, whole runs per archive
-    (first fit, largest first). ValueError, before writing anything, if they cannot fit."""
+def pack(root, out, max_files: int = MAX_ARCHIVES, max_bytes: int = MAX_ARCHIVE_BYTES, weights=True) -> list[Path]:
+    """Pack every finished run under `root` (a folder with all_results.json; checkpoints left out, the run's log kept,
+    the weights too unless `weights` is False) into at most `max_files` archives OUT/zoo-runs-<k>.tar.gz of at most
+    `max_bytes` each, whole runs per archive (first fit, largest first). ValueError, before writing, if they cannot
+    fit."""
     import tempfile
 
     root, out = Path(root), Path(out)
@@ -104,7 +52,7 @@ def pack(root, out, max_files: int = MAX_ARCHIVES, max_bytes: int = MAX_ARCHIVE_
     if not runs:
         raise ValueError(f"No finished run (a folder with {RESULTS_FILE}) under {root}.")
     with tempfile.TemporaryDirectory() as scratch:  # each run's compressed size, alone
-        sizes = {run: _tar_gz(Path(scratch) / f"{run.name}.tar.gz", [run]) for run in runs}
+        sizes = {run: _tar_gz(Path(scratch) / f"{run.name}.tar.gz", [run], weights) for run in runs}
     bins: list[list[Path]] = []
     for run in sorted(runs, key=lambda r: -sizes[r]):
         if sizes[run] > max_bytes:
@@ -123,7 +71,7 @@ def pack(root, out, max_files: int = MAX_ARCHIVES, max_bytes: int = MAX_ARCHIVE_
     archives = []
     for k, group in enumerate(bins):
         path = out / f"zoo-runs-{k}.tar.gz"
-        if _tar_gz(path, sorted(group)) > max_bytes:
+        if _tar_gz(path, sorted(group), weights) > max_bytes:
             raise ValueError(f"{path} came out over {max_bytes / 2**20:g} MiB; pack with a smaller --max_bytes.")
         archives.append(path)
     return archives

@@ -1,0 +1,77 @@
+"""The GPICL study's grid: every `ttt-hf meta-train` run that answers its questions, written once, run many at a time.
+
+    python -m ttt_hf.gpicl.grid list                                   the runs and their commands
+    python -m ttt_hf.gpicl.grid run --root DIR [--parallel N] [--only PREFIX] [-- extra meta-train flags]
+
+The questions (docs/gpicl.md): q1, state size at one width and parameter count (TTT-Linear heads, TTT-MLP hidden
+ratio); q2, positions that run past the trained length; q3, the transition with the number of tasks; q4, the paper's
+remedies for the plateau without the convolutions (meta-batch, Adam epsilon). Every run is the zoo learners' recipe
+(`ttt_hf.zoo.registry`: causal convolutions, bursty sequences first, mnist-5k, 1,000 steps) with one thing changed,
+except q4's, which drop the convolutions and the bursty start to test the paper's own remedies. The seeds of the
+zoo learners are zoo entries (`ttt-hf zoo train NAME`). On a GPU the whole grid runs at once in one device call
+(scripts/gpicl_grid_gpu.sh); finished runs are skipped, so it resumes.
+"""
+
+import argparse
+
+from ..common.parallel import run_many
+
+BASE = ("--dataset", "mnist-5k", "--eval_datasets", "mnist-5k,fashion-mnist", "--eval_steps", "50",
+        "--max_steps", "1000")  # fmt: skip
+RECIPE = ("--distinct_examples", "10:400")  # with ttt_conv_size=2: the zoo learners' recipe
+CONV = "ttt_conv_size=2"
+
+
+def _run(backbone: str, overrides: str = CONV, *flags: str, recipe=RECIPE) -> list[str]:
+    config = ("--config_overrides", overrides) if overrides else ()
+    return ["meta-train", "--backbone", backbone, *config, *recipe, *BASE, *flags]
+
+
+def grid() -> dict[str, list[str]]:
+    """name -> the `ttt-hf` arguments of the run (the runner adds --output_dir ROOT/NAME)."""
+    runs = {}
+    for heads in (1, 4, 16):  # q1: TTT-Linear states 131,584 / 33,280 / 8,704 floats, parameters within 5 %
+        runs[f"q1-ttt-linear-heads{heads}"] = _run("ttt_linear", CONV, "--num_attention_heads", str(heads))
+    for ratio in (1, 4, 16):  # q1: TTT-MLP states 68,096 / 267,776 / 1,066,496 (0.99 / 1.09 / 1.49 M parameters)
+        runs[f"q1-ttt-mlp-hidden{ratio}"] = _run("ttt_mlp", f"{CONV},inner_hidden_ratio={ratio}", "--max_steps", "600")
+    for backbone in ("transformer", "ttt_linear"):
+        name = backbone.replace("_", "-")
+        runs[f"q2-{name}-no-positions"] = _run(backbone, f"{CONV},position_embedding_type=none")
+        for tasks in (16, 256, 4096, 65536, 0):  # q3: 2^4 .. 2^16 tasks, and fresh tasks (0)
+            runs[f"q3-{name}-tasks{tasks or 'fresh'}"] = _run(backbone, CONV, "--num_tasks", str(tasks))
+        for batch in (128, 512, 2048):  # q4: the paper's remedies, without convolutions or bursty sequences
+            for epsilon in ("1e-8", "1e-16"):
+                runs[f"q4-{name}-batch{batch}-eps{epsilon}"] = _run(
+                    backbone, "", "--per_device_train_batch_size", str(batch), "--adam_epsilon", epsilon, recipe=()
+                )
+    return runs
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(prog="python -m ttt_hf.gpicl.grid", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("list", help="the runs and their commands")
+    run = commands.add_parser("run", help="run the grid (finished runs are skipped)")
+    run.add_argument("--root", required=True, help="the runs' parent folder")
+    run.add_argument("--parallel", type=int, default=0, help="runs at once, one process each (0: all)")
+    run.add_argument("--only", default="", help="only the runs whose name starts with this (e.g. q3)")
+    run.add_argument("extra", nargs=argparse.REMAINDER, help="after --: flags added to every run")
+    args = parser.parse_args(argv)
+    runs = grid()
+    if args.command == "list":
+        for name, command in runs.items():
+            print(f"{name}\n    ttt-hf {' '.join(command)}")
+        return runs
+    extra = [flag for flag in args.extra if flag != "--"]
+    chosen = {name: [*command, *extra] for name, command in runs.items() if name.startswith(args.only)}
+    if not chosen:
+        raise ValueError(f"No grid run starts with {args.only!r}: `python -m ttt_hf.gpicl.grid list` names them.")
+    codes = run_many(chosen, args.root, args.parallel)
+    failed = [name for name, code in codes.items() if code]
+    if failed:
+        raise SystemExit(f"{len(failed)} of {len(codes)} grid runs failed (see their .log files): {failed}")
+    return codes
+
+
+if __name__ == "__main__":
+    main()
