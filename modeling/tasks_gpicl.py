@@ -1,4 +1,4 @@
-"""GPICL's task family (Kirsch et al., arXiv 2212.04458, section 3), shared by meta-training (ttt_hf.gpicl_tasks)
+"""GPICL's task family (Kirsch et al., arXiv 2212.04458, section 3), shared by meta-training (ttt_hf.gpicl.tasks)
 and the in-context classification pipeline."""
 
 import torch

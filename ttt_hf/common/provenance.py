@@ -55,7 +55,7 @@ def command_line(argv: list[str], command: str = "train") -> str:
     """The command that started this run as it was typed — `ttt-hf train ...`, `python my_script.py ...`,
     `python -m ttt_hf.vision.training ...`, or `torchrun --nproc_per_node=N -m ttt_hf.vision.training ...` for a
     torchrun worker —
-    with token values hidden. When `ttt_hf.training.main` was called from Python with a list of its own, the
+    with token values hidden. When `ttt_hf.vision.training.main` was called from Python with a list of its own, the
     equivalent `ttt-hf train ...` command. `command`: the ttt-hf subcommand of the run (`train`, `meta-train`)."""
     process = list(getattr(sys, "orig_argv", None) or [])
     start = len(process) - len(argv)

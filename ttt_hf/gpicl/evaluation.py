@@ -1,6 +1,6 @@
 """In-context evaluation of GPICL learners: accuracy at every position on unseen tasks, this project's SGD baseline (a
 linear classifier trained by SGD on the same context examples) on the same sequences, and the accuracy a user gets
-through `pipeline("in-context-classification")` on real images (`python -m ttt_hf.gpicl_evaluation MODEL`)."""
+through `pipeline("in-context-classification")` on real images (`python -m ttt_hf.gpicl.evaluation MODEL`)."""
 
 import torch
 import torch.nn.functional as F
@@ -174,7 +174,7 @@ def pipeline_accuracy(model, dataset: str, support: int = 99, queries: int = 40,
 def main(argv=None):
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m ttt_hf.gpicl_evaluation", description=pipeline_accuracy.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m ttt_hf.gpicl.evaluation", description=pipeline_accuracy.__doc__)
     parser.add_argument("model", help="a meta-trained learner: folder or Hub id")
     parser.add_argument("--datasets", default="mnist-5k,fashion-mnist")
     parser.add_argument("--support", type=int, default=99)

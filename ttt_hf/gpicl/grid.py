@@ -9,7 +9,7 @@ remedies for the plateau without the convolutions (meta-batch, Adam epsilon). Ev
 (`ttt_hf.zoo.registry`: causal convolutions, bursty sequences first, mnist-5k, 1,000 steps) with one thing changed,
 except q4's, which drop the convolutions and the bursty start to test the paper's own remedies. The seeds of the
 zoo learners are zoo entries (`ttt-hf zoo train NAME`). On a GPU the whole grid runs at once in one device call
-(scripts/gpicl_grid_gpu.sh); finished runs are skipped, so it resumes.
+(`JOB=gpicl-grid bash scripts/train_zoo_gpu.sh`); finished runs are skipped, so it resumes.
 """
 
 import argparse
@@ -55,7 +55,12 @@ def main(argv=None) -> dict:
     run.add_argument("--root", required=True, help="the runs' parent folder")
     run.add_argument("--parallel", type=int, default=0, help="runs at once, one process each (0: all)")
     run.add_argument("--only", default="", help="only the runs whose name starts with this (e.g. q3)")
-    run.add_argument("extra", nargs=argparse.REMAINDER, help="after --: flags added to every run")
+    run.add_argument(
+        "extra",
+        nargs=argparse.REMAINDER,
+        help="after --: flags added to every run (they win over the "
+        "grid's: --max_steps N sets every run's length, the 600-step TTT-MLP runs' too)",
+    )
     args = parser.parse_args(argv)
     runs = grid()
     if args.command == "list":
@@ -63,6 +68,9 @@ def main(argv=None) -> dict:
             print(f"{name}\n    ttt-hf {' '.join(command)}")
         return runs
     extra = [flag for flag in args.extra if flag != "--"]
+    steps = [int(extra[i + 1]) for i, flag in enumerate(extra[:-1]) if flag == "--max_steps"]
+    if steps and steps[-1] <= 400:  # RECIPE's bursty stage ends at step 400: shorter runs never see fresh sequences
+        print(f"--max_steps {steps[-1]}: no longer than the bursty stage (400 steps), so a dry run, not the study.")
     chosen = {name: [*command, *extra] for name, command in runs.items() if name.startswith(args.only)}
     if not chosen:
         raise ValueError(f"No grid run starts with {args.only!r}: `python -m ttt_hf.gpicl.grid list` names them.")

@@ -1,6 +1,6 @@
 """More examples than meta-training showed: in-context accuracy of saved learners on longer sequences.
 
-    python -m ttt_hf.gpicl.lengths FOLDER... [--lengths 100,200,400] [--sequences 512] [--csv OUT.csv] [--plot OUT.png]
+    python -m ttt_hf.gpicl.lengths FOLDER... [--lengths 100,200,400] [--sequences N] [--csv OUT.csv] [--plot OUT.png]
 
 Each FOLDER is a meta-trained learner (a run's --output_dir or a zoo folder). For every length T it draws sequences
 of T distinct test images of unseen tasks (the meta-test sampler of the run, with T in place of the training
@@ -20,9 +20,11 @@ from .evaluation import in_context_accuracy, interval
 from .meta_training import MetaArguments, unseen_sampler
 
 
-def accuracy_by_length(folder, lengths=(100, 200, 400), sequences: int = 512, datasets=None) -> list[dict]:
-    """Rows {learner, task_set, length, examples, accuracy, interval, sequences, positions}: the accuracy after
-    `examples` examples (99, 199, ... that fit, and the last) on unseen tasks, for each sequence length."""
+def accuracy_by_length(folder, lengths=(100, 200, 400), sequences: int | None = None, datasets=None) -> list[dict]:
+    """Rows {learner, task_set, length, examples, accuracy, interval, sequences, positions, trained_length}: the
+    accuracy after `examples` examples (99, 199, ... that fit, and the last) on unseen tasks, for each sequence
+    length, over `sequences` sequences (default: the run's final evaluation's, so that at the trained length it gives
+    back the run's own final accuracy)."""
     from ..modeling import GPICLForInContextClassification
 
     folder = Path(folder)
@@ -30,6 +32,7 @@ def accuracy_by_length(folder, lengths=(100, 200, 400), sequences: int = 512, da
     seed = json.loads((folder / TRAINING_ARGS_FILE).read_text())["training"]["seed"]
     model = GPICLForInContextClassification.from_pretrained(folder)
     trained = results["meta_arguments"]["sequence_length"]
+    sequences = sequences or results["meta_arguments"]["final_eval_sequences"]
     rows = []
     for dataset in datasets or [d.strip() for d in results["meta_arguments"]["eval_datasets"].split(",")]:
         for length in lengths:
@@ -52,13 +55,15 @@ def plot(rows: list[dict], path) -> None:
     sets = sorted({row["task_set"] for row in rows})
     fig, axes = plt.subplots(1, len(sets), figsize=(5.5 * len(sets), 4.2), squeeze=False)
     for ax, task_set in zip(axes[0], sets):
+        for trained in sorted({row["trained_length"] for row in rows if row["task_set"] == task_set}):
+            ax.axvline(trained - 1, color="black", lw=0.9, ls="--", label=f"meta-trained on {trained} positions")
         for learner in dict.fromkeys(row["learner"] for row in rows):
             mine = [row for row in rows if row["learner"] == learner and row["task_set"] == task_set]
+            if not mine:  # this learner was not evaluated on this task set
+                continue
             longest = max(row["length"] for row in mine)
             points = sorted((row["examples"], row["accuracy"]) for row in mine if row["length"] == longest)
             ax.plot(*zip(*points), "o-", label=f"{learner} ({mine[0]['positions']} positions)")
-        trained = rows[0]["trained_length"]
-        ax.axvline(trained - 1, color="black", lw=0.9, ls="--", label=f"meta-trained on {trained} positions")
         ax.axhline(0.1, color="grey", lw=0.8, ls=":", label="chance")
         ax.set(xlabel="labelled examples seen in the context", ylabel="accuracy on the next example", ylim=(0, 1),
                title=task_set.replace("unseen-", "unseen tasks, ") + " test images")  # fmt: skip
@@ -71,13 +76,15 @@ def main(argv=None) -> list[dict]:
     parser = argparse.ArgumentParser(prog="python -m ttt_hf.gpicl.lengths", description=__doc__.splitlines()[0])
     parser.add_argument("folders", nargs="+", help="saved learners (run folders or zoo folders)")
     parser.add_argument("--lengths", default="100,200,400", help="sequence lengths T (comma-separated)")
-    parser.add_argument("--sequences", type=int, default=512, help="sequences per length and task set")
+    parser.add_argument(
+        "--sequences", type=int, help="sequences per length and task set (default: the run's final evaluation's)"
+    )
     parser.add_argument("--datasets", help="task sets (default: each run's --eval_datasets)")
     parser.add_argument("--csv", help="write the rows here")
     parser.add_argument("--plot", help="write the plot here (PNG)")
     args = parser.parse_args(argv)
     lengths = [int(value) for value in args.lengths.split(",")]
-    datasets = args.datasets.split(",") if args.datasets else None
+    datasets = [name.strip() for name in args.datasets.split(",")] if args.datasets else None
     rows = [row for folder in args.folders for row in accuracy_by_length(folder, lengths, args.sequences, datasets)]
     print("| learner | positions | task set | T | after n examples | accuracy |\n|---|---|---|---|---|---|")
     for row in rows:

@@ -1,6 +1,6 @@
 """Meta-train a general-purpose in-context learner with Trainer (`ttt-hf meta-train --help`).
 
-Each training step is a batch of sequences of tasks drawn from a base dataset (ttt_hf.gpicl_tasks): the outer
+Each training step is a batch of sequences of tasks drawn from a base dataset (ttt_hf.gpicl.tasks): the outer
 loop is Trainer's, the learning algorithm is the model's forward pass. Evaluation reads unseen tasks of the
 training dataset's test split and of other datasets, position by position, and, at the end, this project's SGD baseline
 on the same sequences. The output folder holds the model (save_pretrained, remote code), all_results.json with

@@ -1,4 +1,4 @@
-"""The GPICL results table and comparison plot from meta-training runs (`python -m ttt_hf.gpicl_report RUN...`).
+"""The GPICL results table and comparison plot from meta-training runs (`python -m ttt_hf.gpicl.report RUN...`).
 
 Each RUN is the --output_dir of a `ttt-hf meta-train` run. The table gives, per run: backbone and interventions,
 parameters, the state a position carries after 99 examples, steps and time, accuracy after the last example on
@@ -89,7 +89,7 @@ def plot(runs: list[dict], path, task_set: str) -> None:
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m ttt_hf.gpicl_report", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m ttt_hf.gpicl.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", help="--output_dir of ttt-hf meta-train runs")
     parser.add_argument("--plot", help="write the comparison plot (accuracy against steps) here")
     parser.add_argument("--task_set", default="unseen-mnist-5k", help="the task set of the plot")

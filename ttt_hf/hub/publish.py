@@ -8,8 +8,8 @@ What goes up, in one commit (`repo_files`, the single list a dry run writes and 
   finds them when it loads remote code (`get_relative_import_files`) — i.e. the files `save_pretrained` copied, or,
   for a folder kept without code (the zoo's model_cards/<name>/), the same files of the installed package;
 - all_results.json, training_args.json (the run's arguments as JSON) and the run's PNG plots;
-- README.md, the model card written from those files (`ttt_hf.model_card`), validated offline (dry runs too) and
-  then by the Hub's validate-yaml endpoint before anything is created.
+- README.md, the model card written from those files (`ttt_hf.hub.vit_card`, `ttt_hf.hub.gpicl_card`), validated
+  offline (dry runs too) and then by the Hub's validate-yaml endpoint before anything is created.
 Nothing pickled (Trainer's training_args.bin, optimizer, scheduler and RNG states), no checkpoint-* folder and no
 trainer_state.json goes up.
 

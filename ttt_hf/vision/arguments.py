@@ -119,7 +119,7 @@ def _recipe_field(flag: str, help_: str):
 @dataclass
 class TTTTrainingArguments(TrainingArguments):
     """TrainingArguments whose optimiser, schedule, batch and epoch defaults come from a named recipe
-    (`ttt_hf.recipes`): `parse_arguments` puts the chosen recipe's values before the user's flags, and the
+    (`ttt_hf.vision.recipes`): `parse_arguments` puts the chosen recipe's values before the user's flags, and the
     dataclass defaults are the default recipe's, except two that depend on the run: `global_batch_size` and a
     `num_train_epochs` of None are resolved by `ImageClassificationTrainer` (over the processes, and from the
     training set's size)."""

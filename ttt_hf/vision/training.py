@@ -1,10 +1,10 @@
 """The outer loop: train or fine-tune a TTT-ViT with `transformers.Trainer` (the transformers-examples way).
 
 `main()` parses `ModelArguments`, `DataArguments` and `TTTTrainingArguments` (TrainingArguments with a named
-recipe's defaults), loads a dataset (`ttt_hf.data`), builds a model from a preset or a
+recipe's defaults), loads a dataset (`ttt_hf.common.data`), builds a model from a preset or a
 checkpoint, trains, evaluates on the validation and test splits, and saves the model, its image processor,
 `all_results.json` and PNG plots (training curves, inner-loop loss per layer). Defaults come from a named recipe
-(`ttt_hf.recipes`, `--recipe`); flags given on the command line win. It runs unchanged under
+(`ttt_hf.vision.recipes`, `--recipe`); flags given on the command line win. It runs unchanged under
 `torchrun --nproc_per_node N` (gloo on CPU, NCCL on GPU) and `accelerate launch`.
 """
 
@@ -100,8 +100,8 @@ def build_model(model_args: ModelArguments, data_args: DataArguments, class_name
 
 def device_resident(data, processor, image_size: int, data_args, training_args, mixup):
     """(train, validation, test datasets of indices, training collator, evaluation collator) of the device-resident
-    path (`ttt_hf.device_data`): the three splits decoded once into one uint8 tensor on the training device, and the
-    training split at its own resolution too when the recipe crops."""
+    path (`ttt_hf.vision.device_data`): the three splits decoded once into one uint8 tensor on the training device,
+    and the training split at its own resolution too when the recipe crops."""
     device = training_args.device
     decoded = [
         decode_split(data[name], processor, desc=f"decoding {name}") for name in ("train", "validation", "test")

@@ -166,7 +166,7 @@ class MixupCollator(_EpochSeeded):
     The model must compute soft-target cross-entropy, -(labels * log_softmax(logits)).sum(-1).mean(), for such
     labels: transformers' `ForSequenceClassificationLoss` would read float labels as multi-label BCE (and fix
     `config.problem_type` to it); `TTTViTForImageClassification` does. Plain `Trainer` collates evaluation batches
-    with the training collator: evaluate with `collate_images` (ttt_hf.training's trainer does).
+    with the training collator: evaluate with `collate_images` (ttt_hf.vision.trainer's trainer does).
     """
 
     def __init__(self, num_labels: int, alpha: float = 0.2, seed: int = 0):

@@ -3,7 +3,8 @@
 An entry is a `ttt-hf train` command (a TTT-ViT classifier: preset or "auto", config overrides, dataset, recipe,
 extra flags, seed) or a `ttt-hf meta-train` command (a GPICL in-context learner: backbone, config overrides,
 dataset, flags, seed); its trained model lives in `model_cards/<name>/` as a ready-to-push Hub folder without the
-model code, which `ttt_hf.hub` adds from the installed package at publish time. The mixers are `MIXER_PRESETS`'s.
+model code, which `ttt_hf.hub.publish` adds from the installed package at publish time. The mixers are
+`MIXER_PRESETS`'s.
 
     ttt-hf zoo list                               the entries, their commands, and which are trained
     ttt-hf zoo train NAME [--output_dir DIR] [flags]   run the entry's `ttt-hf train`/`meta-train` (+ flags)

@@ -93,7 +93,7 @@ def accuracy(found: list[int], labels: list[int]) -> float:
 
 def store(name: str, run_dir, model_cards=None, org: str | None = None) -> Path:
     """Copy a finished run into model_cards/<name>/: the files a publish uploads except the model code, with
-    all_results.json extended by the test slice's accuracy, and README.md, the card (`ttt_hf.model_card`)."""
+    all_results.json extended by the test slice's accuracy, and README.md, the card (`ttt_hf.hub.vit_card`)."""
     from ..common.run_files import CARD_FILE
     from ..hub.publish import repo_files
 
