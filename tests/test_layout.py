@@ -39,8 +39,7 @@ def imports(path: Path, module: str, top_level_only: bool) -> set[str]:
 
 def graph(top_level_only: bool) -> dict[str, set[str]]:
     files = {module_name(p): p for p in PACKAGE.rglob("*.py")}
-    files |= {f"ttt_hf.modeling.{module_name(p).split('.', 1)[1]}" if "." in module_name(p) else "ttt_hf.modeling": p
-              for p in MODELING.rglob("*.py")} if MODELING.is_dir() else {}  # fmt: skip
+    files |= {f"ttt_hf.{module_name(p)}": p for p in MODELING.rglob("*.py")}  # installed as ttt_hf.modeling
     return {
         name: {m for m in imports(path, name, top_level_only) if m in files and m != name}
         for name, path in files.items()

@@ -8,6 +8,8 @@ import sys
 
 from transformers import TrainingArguments
 
+DEFAULT_SEED = TrainingArguments.__dataclass_fields__["seed"].default  # `ttt-hf train` without --seed
+
 
 def parse_overrides(text: str | None) -> dict:
     """'a=1,b=x,c=[1,2]' -> {'a': 1, 'b': 'x', 'c': [1, 2]} (values read as JSON when they parse)."""
@@ -62,4 +64,4 @@ def setup_logging(training_args: TrainingArguments) -> None:
     package.setLevel(logging.INFO if training_args.should_log else logging.WARNING)
 
 
-__all__ = ["check_override_keys", "parse_overrides", "setup_logging"]
+__all__ = ["DEFAULT_SEED", "check_override_keys", "parse_overrides", "setup_logging"]

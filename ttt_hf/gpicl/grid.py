@@ -15,34 +15,36 @@ zoo learners are zoo entries (`ttt-hf zoo train NAME`). On a GPU the whole grid 
 import argparse
 
 from ..common.parallel import run_many
-
-BASE = ("--dataset", "mnist-5k", "--eval_datasets", "mnist-5k,fashion-mnist", "--eval_steps", "50",
-        "--max_steps", "1000")  # fmt: skip
-RECIPE = ("--distinct_examples", "10:400")  # with ttt_conv_size=2: the zoo learners' recipe
-CONV = "ttt_conv_size=2"
+from .recipes import BURSTY, EVAL, LEARNERS
 
 
-def _run(backbone: str, overrides: str = CONV, *flags: str, recipe=RECIPE) -> list[str]:
+def _run(backbone: str, extra_overrides: str = "", *flags: str, recipe: bool = True) -> list[str]:
+    """The zoo learner's command (gpicl/recipes.py) with `extra_overrides` and `flags` added; without `recipe`, no
+    convolutions and no bursty start (the paper's own setting)."""
+    learner = LEARNERS[backbone]
+    overrides = ",".join(filter(None, [learner.overrides if recipe else "", extra_overrides]))
     config = ("--config_overrides", overrides) if overrides else ()
-    return ["meta-train", "--backbone", backbone, *config, *recipe, *BASE, *flags]
+    bursty = BURSTY if recipe else ()
+    return ["meta-train", "--dataset", "mnist-5k", "--backbone", backbone, *config, *bursty, *EVAL, "--max_steps",
+            str(learner.steps), *flags]  # fmt: skip
 
 
 def grid() -> dict[str, list[str]]:
     """name -> the `ttt-hf` arguments of the run (the runner adds --output_dir ROOT/NAME)."""
     runs = {}
     for heads in (1, 4, 16):  # q1: TTT-Linear states 131,584 / 33,280 / 8,704 floats, parameters within 5 %
-        runs[f"q1-ttt-linear-heads{heads}"] = _run("ttt_linear", CONV, "--num_attention_heads", str(heads))
+        runs[f"q1-ttt-linear-heads{heads}"] = _run("ttt_linear", "", "--num_attention_heads", str(heads))
     for ratio in (1, 4, 16):  # q1: TTT-MLP states 68,096 / 267,776 / 1,066,496 (0.99 / 1.09 / 1.49 M parameters)
-        runs[f"q1-ttt-mlp-hidden{ratio}"] = _run("ttt_mlp", f"{CONV},inner_hidden_ratio={ratio}", "--max_steps", "600")
+        runs[f"q1-ttt-mlp-hidden{ratio}"] = _run("ttt_mlp", f"inner_hidden_ratio={ratio}")
     for backbone in ("transformer", "ttt_linear"):
         name = backbone.replace("_", "-")
-        runs[f"q2-{name}-no-positions"] = _run(backbone, f"{CONV},position_embedding_type=none")
+        runs[f"q2-{name}-no-positions"] = _run(backbone, "position_embedding_type=none")
         for tasks in (16, 256, 4096, 65536, 0):  # q3: 2^4 .. 2^16 tasks, and fresh tasks (0)
-            runs[f"q3-{name}-tasks{tasks or 'fresh'}"] = _run(backbone, CONV, "--num_tasks", str(tasks))
+            runs[f"q3-{name}-tasks{tasks or 'fresh'}"] = _run(backbone, "", "--num_tasks", str(tasks))
         for batch in (128, 512, 2048):  # q4: the paper's remedies, without convolutions or bursty sequences
             for epsilon in ("1e-8", "1e-16"):
                 runs[f"q4-{name}-batch{batch}-eps{epsilon}"] = _run(
-                    backbone, "", "--per_device_train_batch_size", str(batch), "--adam_epsilon", epsilon, recipe=()
+                    backbone, "", "--per_device_train_batch_size", str(batch), "--adam_epsilon", epsilon, recipe=False
                 )
     return runs
 

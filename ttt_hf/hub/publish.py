@@ -261,6 +261,17 @@ def _version() -> str:
     return __version__
 
 
+def _write_token(token: str | None, consequence: str) -> str:
+    """The token given, else huggingface_hub's own (HF_TOKEN, then the stored login); HubPublishError if none."""
+    token = token or get_token()
+    if not token:
+        raise HubPublishError(
+            "no Hugging Face token: log in with `hf auth login` or set HF_TOKEN to a token with write access "
+            f"({consequence})."
+        )
+    return token
+
+
 def _uploaded_before(api: HfApi, repo_id: str, revision: str, remote: list[str]) -> set[str]:
     """The files of the repo that earlier publishes of ttt-hf uploaded: its manifest's list, or, for a repo without
     one, the remote files of the kinds a publish uploads."""
@@ -300,12 +311,7 @@ def publish(
         folder = _write(files, dry_run)
         return Published(repo_id, sorted(files), url=str(folder))
 
-    token = token or get_token()
-    if not token:
-        raise HubPublishError(
-            "no Hugging Face token: log in with `hf auth login` or set HF_TOKEN to a token with write access "
-            "(nothing was uploaded; `--dry-run DIR` shows what would be)."
-        )
+    token = _write_token(token, "nothing was uploaded; `--dry-run DIR` shows what would be")
     api = HfApi(token=token)
     step, committed = "validating the model card with the Hub", False
     try:
@@ -401,9 +407,7 @@ def add_to_collection(title: str, namespace: str, repo_ids: list[str], descripti
         raise ValueError("--collection needs a title, e.g. --collection 'TTT-ViT zoo'.")
     if description is not None and len(description) > COLLECTION_DESCRIPTION_CHARS:
         raise ValueError(f"a collection's description holds at most {COLLECTION_DESCRIPTION_CHARS} characters.")
-    token = token or get_token()
-    if not token:
-        raise HubPublishError("no Hugging Face token: log in with `hf auth login` or set HF_TOKEN.")
+    token = _write_token(token, "no collection was made")
     api = HfApi(token=token)
     step = f"creating the collection {title!r} in {namespace}"
     try:

@@ -4,14 +4,15 @@ the GPICL backbones), and where a trained entry lives (model_cards/<name>/)."""
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..common.arguments import DEFAULT_SEED
 from ..common.run_files import RESULTS_FILE
+from ..gpicl.recipes import BURSTY, EVAL, LEARNERS
 from ..modeling.configuration_ttt_vit import MIXER_PRESETS
 from ..vision.recipes import DEFAULT_RECIPE
 
 MODEL_CARDS = Path(__file__).resolve().parents[2] / "model_cards"  # the repository's folder (editable install)
 MAX_FOLDER_BYTES = 5 * 1024 * 1024  # a zoo folder lives in git
 SLICE_SIZE = 200  # the test slice: the first images of the test split (all of it when smaller: digits has 180)
-DEFAULT_SEED = 42  # TrainingArguments' default: `ttt-hf train` without --seed
 
 
 @dataclass(frozen=True)
@@ -132,29 +133,6 @@ SETTINGS = {
     )
 }  # fmt: skip
 
-# In-context learners (GPICL): the matched-parameter comparison (about 1 M parameters each), meta-trained on fresh
-# tasks of mnist-5k with `ttt-hf meta-train`'s defaults, bursty sequences first (10 base examples each until step
-# 400) and the causal convolutions that let them leave the plateau (docs/gpicl.md); TTT-MLP's 600 steps are what its
-# 0.15 steps/s on one core fit in a session.
-GPICL_FLAGS = ("--distinct_examples", "10:400", "--eval_steps", "50")
-
-
-@dataclass(frozen=True)
-class LearnerRecipe:
-    """A zoo learner's meta-training beyond GPICL_FLAGS: config overrides, steps, and where and how long it trains."""
-
-    overrides: str
-    steps: int
-    plan: str
-    seeds: tuple[int, ...] = (DEFAULT_SEED, 1, 2)  # three seeds of each learner: the tables give mean and spread
-
-
-GPICL_LEARNERS = {  # backbone -> its recipe
-    "ttt_linear": LearnerRecipe("ttt_conv_size=2", 1000, "CPU, 35 min"),
-    "transformer": LearnerRecipe("ttt_conv_size=2", 1000, "CPU, 30 min"),
-    "ttt_mlp": LearnerRecipe("ttt_conv_size=2", 600, "CPU, 70 min"),
-}
-
 
 def _zoo() -> dict[str, ZooEntry]:
     entries = [
@@ -166,13 +144,13 @@ def _zoo() -> dict[str, ZooEntry]:
     ]
     for setting in SETTINGS.values():
         entries += setting.entries()
-    for backbone, recipe in GPICL_LEARNERS.items():
+    for backbone, recipe in LEARNERS.items():  # the in-context learners (gpicl/recipes.py)
         entries += [
             ZooEntry(
                 f"gpicl-{backbone.replace('_', '-')}-mnist-5k" + ("" if seed == DEFAULT_SEED else f"-seed{seed}"),
                 "mnist-5k",
                 overrides=recipe.overrides,
-                flags=GPICL_FLAGS + ("--max_steps", str(recipe.steps)),
+                flags=(*BURSTY, *EVAL, "--max_steps", str(recipe.steps)),
                 seed=seed,
                 setting="in-context, mnist-5k tasks",
                 mixer=backbone,
