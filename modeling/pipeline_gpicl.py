@@ -79,10 +79,25 @@ class InContextClassificationPipeline(Pipeline):
         return {"x": (x - mean) / std @ projection.T, "labels": labels, "mean": mean, "std": std,
                 "projection": projection, "classes": classes}  # fmt: skip
 
+    def _query(self, query, context, timeout) -> torch.Tensor:
+        """One query as the learner reads it [N_x]: normalised with the support's statistics, then projected."""
+        return (self._features(query, timeout) - context["mean"]) / context["std"] @ context["projection"].T
+
+    def encode(self, queries, support, support_labels, projection_seed=None, timeout=None) -> dict:
+        """What the learner reads for `queries` after the labelled `support` (the inputs `__call__` builds, for
+        analysis and for comparing other learners on the same inputs): {"support": [S, N_x], "labels": [S] (ids),
+        "queries": [Q, N_x], "classes": the label of each id}."""
+        seed = PIPELINE_TASK_OFFSET if projection_seed is None else projection_seed
+        context = self._context(support, support_labels, seed, timeout)
+        x = context["x"]  # [S, N_x]
+        encoded = [self._query(query, context, timeout) for query in queries]
+        encoded = torch.stack(encoded) if encoded else x.new_zeros(0, x.shape[1])  # [Q, N_x]
+        return {"support": x, "labels": context["labels"], "classes": context["classes"], "queries": encoded}
+
     def preprocess(self, query, context=None, timeout=None):
         if context is None:
             raise ValueError("Pass the labelled examples: classify(query, support=[...], support_labels=[...]).")
-        q = (self._features(query, timeout) - context["mean"]) / context["std"] @ context["projection"].T
+        q = self._query(query, context, timeout)
         inputs = torch.cat([context["x"], q[None]])[None]  # [1, S + 1, N_x]
         labels = torch.cat([context["labels"], torch.tensor([-100])])[None]  # the query's label is unknown
         return {"inputs": inputs.to(self.dtype or torch.float32), "labels": labels, "classes": context["classes"]}

@@ -95,7 +95,7 @@ def test_the_cycle_finder_finds_a_cycle():
 
 def test_the_areas_are_subpackages():
     areas = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file()}
-    assert {"common", "vision", "gpicl", "hub", "bench", "zoo"} <= areas  # and modeling/, mapped in at install
+    assert {"common", "vision", "gpicl", "hub", "bench", "zoo", "demo"} <= areas  # and modeling/, mapped in at install
     top = sorted(p.name for p in PACKAGE.glob("*.py"))
     assert top == ["__init__.py", "cli.py"], top  # everything else lives in an area
 

@@ -1,5 +1,5 @@
 """The `ttt-hf` command: `ttt-hf train | evaluate | publish | benchmark | precision | quickstart | meta-train | zoo
-| throughput | presets | recipes`.
+| throughput | demo | presets | recipes`.
 
 Each subcommand's flags: `ttt-hf <command> --help`. A user error (a bad flag
 value, a missing file, an unknown dataset) prints one message, not a traceback; `ttt-hf --debug <command>` or
@@ -35,6 +35,9 @@ COMMANDS = {
     ),
     "zoo": Command(
         "ttt_hf.zoo", "the model zoo: list, train, store, publish, table (one registry of every zoo model)"
+    ),
+    "demo": Command(
+        "ttt_hf.demo.app", "a Gradio app: classify with the zoo's models, watch a learner learn in context"
     ),
     "presets": Command(None, "list the named model configurations"),
     "recipes": Command(None, "list the training recipes and every setting they fix"),

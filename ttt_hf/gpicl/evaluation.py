@@ -2,6 +2,8 @@
 linear classifier trained by SGD on the same context examples) on the same sequences, and the accuracy a user gets
 through `pipeline("in-context-classification")` on real images (`python -m ttt_hf.gpicl.evaluation MODEL`)."""
 
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 
@@ -50,25 +52,30 @@ def sgd_accuracy(sampler: TaskSampler, positions, num_sequences: int = 512, batc
                  sgd_batch_size: int = SGD_BATCH_SIZE) -> dict[int, float]:  # fmt: skip
     """This project's SGD baseline (modelled on the paper's SGD row, not it): at each position t of `positions`, a
     linear classifier trained by minibatch SGD on the t examples before it classifies example t."""
-
-    def predict(x, y, query, num_classes):
-        weight, bias = _sgd_linear(x, y, num_classes, learning_rate, epochs, sgd_batch_size, seed=x.shape[1])
-        return ((query.unsqueeze(1) @ weight).squeeze(1) + bias).argmax(-1)
-
+    predict = partial(sgd_predict, learning_rate=learning_rate, epochs=epochs, batch_size=sgd_batch_size)
     return baseline_accuracy(predict, sampler, positions, num_sequences, batch_size)
+
+
+def sgd_predict(x, y, query, num_classes, learning_rate: float = SGD_LEARNING_RATE, epochs: int = SGD_EPOCHS,
+                batch_size: int = SGD_BATCH_SIZE) -> torch.Tensor:  # fmt: skip
+    """The SGD baseline's classes [S] for `query` [S, N_x], one linear classifier per sequence trained on its
+    examples x [S, t, N_x] with labels y [S, t]."""
+    weight, bias = _sgd_linear(x, y, num_classes, learning_rate, epochs, batch_size, seed=x.shape[1])
+    return ((query.unsqueeze(1) @ weight).squeeze(1) + bias).argmax(-1)
 
 
 @torch.no_grad()
+def nearest_neighbour_predict(x, y, query, num_classes) -> torch.Tensor:
+    """The label of each query's nearest example (Euclidean, on the inputs the learner reads) [S]; class 0 when a
+    sequence has no example yet."""
+    if x.shape[1] == 0:
+        return torch.zeros(len(query), dtype=torch.long)
+    return y.gather(1, torch.cdist(query.unsqueeze(1), x).squeeze(1).argmin(-1, keepdim=True)).squeeze(1)
+
+
 def nearest_neighbour_accuracy(sampler: TaskSampler, positions, num_sequences: int = 512, batch_size: int = 128):
-    """1-nearest-neighbour (Euclidean, on the inputs the learner reads) among the examples before each position;
-    a query before any example gets class 0."""
-
-    def predict(x, y, query, num_classes):
-        if x.shape[1] == 0:
-            return torch.zeros(len(query), dtype=torch.long)
-        return y.gather(1, torch.cdist(query.unsqueeze(1), x).squeeze(1).argmin(-1, keepdim=True)).squeeze(1)
-
-    return baseline_accuracy(predict, sampler, positions, num_sequences, batch_size)
+    """1-nearest-neighbour among the examples before each position (`nearest_neighbour_predict`)."""
+    return baseline_accuracy(nearest_neighbour_predict, sampler, positions, num_sequences, batch_size)
 
 
 LOGISTIC_L2 = 1e-3  # the separable case needs a penalty to have an optimum: mean loss + LOGISTIC_L2 * |W|^2 / 2
