@@ -22,6 +22,12 @@ fields the client (huggingface_hub 2.4) reads:
   LFS files answer 302 to a second loopback port (the "CDN", another origin, so the client drops its token) with
   `X-Linked-Etag` (sha256), `X-Linked-Size` and `X-Repo-Commit`, as the Hub does. Range requests are honoured.
 
+Spaces live beside the models, as on the Hub: the same routes under `/api/spaces/{repo}`, `/spaces/{repo}.git/...`
+and `/spaces/{repo}/resolve/...` (stored under the key "spaces/{repo}"). Creating one needs an sdk; their cards are
+validated against the Spaces configuration reference (sdk, colours, short_description, model ids); and a commit is
+refused when the Space could not start: no app file for a gradio or streamlit sdk, or a `models` entry the server
+does not hold.
+
 No Xet: the server advertises no Xet headers, but huggingface_hub uploads through Xet whenever `hf_xet` is installed
 (a client-side choice), so clients must run with `HF_HUB_DISABLE_XET=1`; `HubServer.env()` sets it, and the Xet token
 routes answer a 400 that says so.
@@ -55,6 +61,9 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 import yaml
 
+SPACE_SDKS = ("gradio", "streamlit", "docker", "static")
+SPACE_COLORS = ("red", "yellow", "green", "blue", "indigo", "purple", "pink", "gray")
+REPO_KINDS = ("api", "spaces", "datasets", "kernels")  # first path parts that are no namespace
 LFS_THRESHOLD = 10 * 1024 * 1024  # the Hub stores files over 10 MiB in LFS whatever their name
 LFS_CONTENT_TYPE = "application/vnd.git-lfs+json"
 INVALID_CREDENTIALS = "Invalid credentials in Authorization header"  # the client tests this exact message
@@ -568,7 +577,56 @@ HUB_PIPELINE_TAGS = frozenset({"image-classification", "zero-shot-image-classifi
                                "time-series-forecasting", "reinforcement-learning", "other"})  # fmt: skip
 
 
-def _validate_card(content: str) -> tuple[list[str], list[str]]:
+def _namespace(repo_key: str) -> str:
+    """The owner of a repo: the first part of its id (a Space's key is "spaces/<id>")."""
+    return repo_key.removeprefix("spaces/").split("/")[0]
+
+
+def _space_tree_errors(tree: dict, hub) -> list[str]:
+    """What keeps a Space of these files from starting: no README configuration, an sdk that runs an app file that
+    is not there, models the card names that this server does not hold."""
+    if "README.md" not in tree:
+        return ["no README.md: a Space is configured by its front matter (sdk, app_file)"]
+    data = _front_matter(hub._content(tree["README.md"]).decode("utf-8", "replace")) or {}
+    errors = []
+    app_file = data.get("app_file") or "app.py"
+    if data.get("sdk") in ("gradio", "streamlit") and app_file not in tree:
+        errors.append(f"app_file {app_file!r} is not in the Space")
+    for model in data.get("models") or []:
+        if model not in hub.repos:
+            errors.append(f"the card's model {model!r} is not a model repo here")
+    return errors
+
+
+def _front_matter(content: str):
+    match = re.match(r"^\s*---\s*\n(.*?)\n---\s*(\n|$)", content, flags=re.S)
+    try:
+        return yaml.safe_load(match.group(1)) if match else None
+    except yaml.YAMLError:
+        return None
+
+
+def _validate_space_card(data: dict) -> list[str]:
+    """The Spaces configuration reference's rules (https://huggingface.co/docs/hub/spaces-config-reference)."""
+    errors = []
+    if data.get("sdk") not in SPACE_SDKS:
+        errors.append(f'"sdk" must be one of {", ".join(SPACE_SDKS)}, not {data.get("sdk")!r}')
+    for key in ("colorFrom", "colorTo"):
+        if key in data and data[key] not in SPACE_COLORS:
+            errors.append(f'"{key}" must be one of {", ".join(SPACE_COLORS)}, not {data[key]!r}')
+    for key in ("title", "emoji", "sdk_version", "app_file", "python_version", "short_description"):
+        if key in data and not isinstance(data[key], str):
+            errors.append(f'"{key}" must be a string')
+    if isinstance(data.get("short_description"), str) and len(data["short_description"]) > 60:
+        errors.append('"short_description" must be at most 60 characters')
+    for key in ("models", "datasets"):
+        for ref in data.get(key) or []:
+            if not isinstance(ref, str) or not re.fullmatch(r"[\w.-]+/[\w.-]+", ref):
+                errors.append(f'"{key}" must hold Hub repo ids, not {ref!r}')
+    return errors
+
+
+def _validate_card(content: str, repo_type: str = "model") -> tuple[list[str], list[str]]:
     """Errors and warnings for a README's YAML front matter, as /api/validate-yaml reports them."""
     match = re.match(r"^\s*---\s*\n(.*?)\n---\s*(\n|$)", content, flags=re.S)
     if match is None:
@@ -601,6 +659,8 @@ def _validate_card(content: str) -> tuple[list[str], list[str]]:
     index = data.get("model-index")
     if index is not None:
         errors += _validate_model_index(index)
+    if repo_type == "space":
+        errors += _validate_space_card(data)
     return errors, []
 
 
@@ -832,20 +892,22 @@ class _Handler(BaseHTTPRequestHandler):
         match = re.fullmatch(r"/api/(models|datasets|spaces|kernels)/([^/]+)/([^/]+)(/.*)?", path)
         if match:
             kind, ns, name, rest = match.groups()
-            if kind != "models":
-                raise HubError(400, f"The test Hub server only hosts model repos, not {kind}")
-            return self._repo_api(method, f"{unquote(ns)}/{unquote(name)}", rest or "")
-        match = re.fullmatch(r"/([^/]+)/([^/]+)\.git/info/lfs/objects/(batch|verify)", path)
+            if kind not in ("models", "spaces"):
+                raise HubError(400, f"The test Hub server only hosts model and Space repos, not {kind}")
+            prefix = "spaces/" if kind == "spaces" else ""
+            return self._repo_api(method, f"{prefix}{unquote(ns)}/{unquote(name)}", rest or "")
+        match = re.fullmatch(r"/(spaces/)?([^/]+)/([^/]+)\.git/info/lfs/objects/(batch|verify)", path)
         if match and method == "POST":
-            repo_id = f"{unquote(match.group(1))}/{unquote(match.group(2))}"
-            return self._lfs_batch(repo_id) if match.group(3) == "batch" else self._lfs_verify(repo_id)
+            repo_id = f"{match.group(1) or ''}{unquote(match.group(2))}/{unquote(match.group(3))}"
+            return self._lfs_batch(repo_id) if match.group(4) == "batch" else self._lfs_verify(repo_id)
+        match = re.fullmatch(r"/(spaces/)?([^/]+)/([^/]+)/resolve/([^/]+)/(.+)", path)
+        if match and method in ("GET", "HEAD") and not (match.group(1) is None and match.group(2) in REPO_KINDS):
+            prefix = match.group(1) or ""
+            ns, name, revision, file_path = (unquote(g) for g in match.groups()[1:])
+            return self._resolve_file(f"{prefix}{ns}/{name}", revision, file_path)
         match = re.fullmatch(r"/(datasets|spaces|kernels)/.*", path)
         if match:
-            raise HubError(400, f"The test Hub server only hosts model repos, not {match.group(1)}")
-        match = re.fullmatch(r"/([^/]+)/([^/]+)/resolve/([^/]+)/(.+)", path)
-        if match and method in ("GET", "HEAD"):
-            ns, name, revision, file_path = (unquote(g) for g in match.groups())
-            return self._resolve_file(f"{ns}/{name}", revision, file_path)
+            raise HubError(400, f"The test Hub server only hosts model and Space repos, not {match.group(1)}")
         return self._unhandled(method)
 
     def _unhandled(self, method: str):
@@ -895,7 +957,7 @@ class _Handler(BaseHTTPRequestHandler):
         return repo
 
     def _may_write_namespace(self, user: str | None, repo_id: str) -> bool:
-        namespace = repo_id.split("/")[0]
+        namespace = _namespace(repo_id)
         return user is not None and (namespace == user or namespace in self.hub.orgs.get(user, set()))
 
     # ------------------------------------------------------------------ account and repo management
@@ -924,23 +986,26 @@ class _Handler(BaseHTTPRequestHandler):
         if user is None:
             raise HubError(401, "Invalid username or password.")
         kind = body.get("type") or "model"
-        if kind != "model":
-            raise HubError(400, f"The test Hub server only hosts model repos, not {kind!r}")
+        if kind not in ("model", "space"):
+            raise HubError(400, f"The test Hub server only hosts model and Space repos, not {kind!r}")
+        if kind == "space" and body.get("sdk") not in SPACE_SDKS:
+            raise HubError(400, f"A Space needs an sdk, one of {', '.join(SPACE_SDKS)} (got {body.get('sdk')!r})")
         name, namespace = body.get("name"), body.get("organization") or user
         for part in (name, namespace):
             if not isinstance(part, str) or not NAME_RE.match(part) or part.endswith(".git"):
                 raise HubError(400, f"Invalid repo name {part!r}: use letters, digits, '-', '_', '.' (at most 96)")
-        repo_id = f"{namespace}/{name}"
+        repo_id = f"{'spaces/' if kind == 'space' else ''}{namespace}/{name}"
         if not self._may_write_namespace(user, repo_id):
-            raise HubError(403, f'You don\'t have the rights to create a model under the namespace "{namespace}"')
+            raise HubError(403, f'You don\'t have the rights to create a {kind} under the namespace "{namespace}"')
         url = f"{self.hub.endpoint}/{repo_id}"
         with self.hub._lock:
             if repo_id in self.hub.repos:
-                raise HubError(409, "You already created this model repo", body={"error": "You already created "
-                               "this model repo", "url": url})  # fmt: skip
+                raise HubError(409, f"You already created this {kind} repo", body={"error": "You already created "
+                               f"this {kind} repo", "url": url})  # fmt: skip
             private = body.get("private", body.get("visibility") == "private")
             self.hub._create_repo(repo_id, bool(private), author=user)
-        self._send_json({"url": url, "name": repo_id, "id": repo_id}, 200)
+        self._send_json({"url": url, "name": repo_id.removeprefix("spaces/"), "id": repo_id.removeprefix("spaces/")},
+                        200)  # fmt: skip
 
     def _delete_repo(self) -> None:
         body = self._json_body() or {}
@@ -962,7 +1027,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _validate_yaml(self) -> None:
         body = self._json_body() or {}
-        errors, warnings = _validate_card(str(body.get("content", "")))
+        errors, warnings = _validate_card(str(body.get("content", "")), body.get("repoType") or "model")
         payload = {"errors": [{"message": e} for e in errors], "warnings": [{"message": w} for w in warnings]}
         if errors:
             raise HubError(400, "Invalid metadata in README.md: " + "; ".join(errors), body=payload)
@@ -998,9 +1063,9 @@ class _Handler(BaseHTTPRequestHandler):
             )
             info = {
                 "_id": hashlib.sha1(repo_id.encode()).hexdigest()[:24],
-                "id": repo_id,
-                "modelId": repo_id,
-                "author": repo_id.split("/")[0],
+                "id": repo_id.removeprefix("spaces/"),
+                "modelId": repo_id.removeprefix("spaces/"),
+                "author": _namespace(repo_id),
                 "sha": commit.oid,
                 "lastModified": commit.date,
                 "createdAt": repo.created_at,
@@ -1310,10 +1375,16 @@ class _Handler(BaseHTTPRequestHandler):
                         del tree[p]
                 else:
                     raise HubError(400, f"Unknown commit operation {key!r}")
+            kind = "space" if repo_id.startswith("spaces/") else "model"
             if "README.md" in tree and tree["README.md"] is not head.files.get("README.md"):
-                errors, _ = _validate_card(hub._content(tree["README.md"]).decode("utf-8", "replace"))
+                card = hub._content(tree["README.md"]).decode("utf-8", "replace")
+                errors, _ = _validate_card(card, kind)
                 if errors:  # the Hub refuses a push whose card metadata it cannot index
                     raise HubError(400, "Invalid metadata in README.md: " + "; ".join(errors))
+            if kind == "space":  # a Space that cannot start is refused here (the Hub would fail its build)
+                errors = _space_tree_errors(tree, hub)
+                if errors:
+                    raise HubError(400, "This Space would not build: " + "; ".join(errors))
             pr_url = None
             if create_pr:
                 repo.pr_count += 1

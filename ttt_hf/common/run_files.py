@@ -6,4 +6,21 @@ TRAINING_ARGS_FILE = "training_args.json"  # the run's arguments as JSON (no pic
 CARD_FILE = "README.md"  # the model card
 SAMPLE_IMAGE = "sample.png"  # a test image shipped with a classifier, its prediction recorded in RESULTS_FILE
 
-__all__ = ["CARD_FILE", "RESULTS_FILE", "SAMPLE_IMAGE", "TRAINING_ARGS_FILE"]
+
+def write_files(files: dict, directory, what: str):
+    """Write `files` (path -> source file or bytes) into `directory`, which must be new or empty (`what` names it
+    in the error), and return it as a Path."""
+    from pathlib import Path
+
+    folder = Path(directory)
+    if folder.exists() and any(folder.iterdir()):
+        raise FileExistsError(f"{what} {folder} is not empty: give a new or empty folder.")
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, source in files.items():
+        target = folder / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(source if isinstance(source, bytes) else source.read_bytes())
+    return folder
+
+
+__all__ = ["CARD_FILE", "RESULTS_FILE", "SAMPLE_IMAGE", "TRAINING_ARGS_FILE", "write_files"]

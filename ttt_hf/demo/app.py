@@ -13,6 +13,7 @@ import argparse
 import logging
 import os
 
+from ..zoo.registry import SPACE_MODELS
 from .classify import classify, inner_loss_figure, inner_loss_text
 from .images import UploadError, read_upload, sample_images, sketch_to_image
 from .in_context import Examples, curve_figure, draw_examples, learning_curve, make_task
@@ -21,8 +22,7 @@ from .models import DemoModels, classifier, learner, resolve_models
 logger = logging.getLogger(__name__)
 NONE = "(none)"
 IN_CONTEXT_DATASETS = ("mnist-5k", "fashion-mnist")  # base datasets offered for tasks (digits' 8x8 is too coarse)
-# the pair shown first when both are offered: MTTT-MLP against linear attention, same setting
-FIRST_PAIR = ("ttt-vit-mlp-fmnist-cpu", "ttt-vit-linattn-fmnist-cpu")
+FIRST_PAIR = SPACE_MODELS[:2]  # shown first when offered: MTTT-MLP against linear attention, same setting
 # errors a visitor can cause and fix (a bad upload, a missing dataset): their message is shown as it stands
 VISITOR_ERRORS = (UploadError, ValueError, OSError, ImportError)
 
@@ -35,8 +35,10 @@ def _message(error: Exception) -> str:
 
 
 def _pair(names: list[str]) -> tuple[str, str]:
-    if all(name in names for name in FIRST_PAIR):
-        return FIRST_PAIR
+    """The two models the Classify tab opens with: FIRST_PAIR where offered (as zoo names or Hub ids)."""
+    found = [next((n for n in names if n.split("/")[-1] == wanted), None) for wanted in FIRST_PAIR]
+    if all(found):
+        return found[0], found[1]
     return names[0], names[1] if len(names) > 1 else NONE
 
 

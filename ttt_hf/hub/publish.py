@@ -32,13 +32,22 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi, ModelCard, constants, get_token
+from huggingface_hub import (
+    CommitOperationAdd,
+    CommitOperationDelete,
+    HfApi,
+    ModelCard,
+    SpaceCard,
+    constants,
+    get_token,
+)
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError, RevisionNotFoundError
 from huggingface_hub.utils import validate_repo_id
 
 from ..common.provenance import code_provenance, modeling_folder
-from ..common.run_files import CARD_FILE, RESULTS_FILE, TRAINING_ARGS_FILE
+from ..common.run_files import CARD_FILE, RESULTS_FILE, TRAINING_ARGS_FILE, write_files
 from .gpicl_card import build_gpicl_card, check_gpicl_card
+from .space import SPACE_SDK, check_space_card, folder_files
 from .vit_card import build_card, check_card
 
 try:  # the HTTP client under huggingface_hub: httpx2 from huggingface_hub 2, httpx before
@@ -195,18 +204,6 @@ def check_tag(tag: str) -> None:
         )
 
 
-def _write(files: dict[str, Path | bytes], directory) -> Path:
-    folder = Path(directory)
-    if folder.exists() and any(folder.iterdir()):
-        raise FileExistsError(f"--dry-run folder {folder} is not empty: give a new or empty folder.")
-    folder.mkdir(parents=True, exist_ok=True)
-    for name, source in files.items():
-        target = folder / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(source if isinstance(source, bytes) else source.read_bytes())
-    return folder
-
-
 def _reason(error: BaseException, repo_id: str) -> str:
     """Why a Hub call failed, in words a user can act on."""
     response = getattr(error, "response", None)
@@ -272,13 +269,13 @@ def _write_token(token: str | None, consequence: str) -> str:
     return token
 
 
-def _uploaded_before(api: HfApi, repo_id: str, revision: str, remote: list[str]) -> set[str]:
+def _uploaded_before(api: HfApi, repo_id: str, revision: str, remote: list[str], repo_type: str = "model") -> set[str]:
     """The files of the repo that earlier publishes of ttt-hf uploaded: its manifest's list, or, for a repo without
     one, the remote files of the kinds a publish uploads."""
     import fnmatch
 
     if MANIFEST_FILE in remote:
-        manifest = api.hf_hub_download(repo_id, MANIFEST_FILE, revision=revision)
+        manifest = api.hf_hub_download(repo_id, MANIFEST_FILE, revision=revision, repo_type=repo_type)
         return set(json.loads(Path(manifest).read_text())["files"])
     return {name for name in remote if "/" not in name and any(fnmatch.fnmatch(name, p) for p in OWN_FILE_PATTERNS)}
 
@@ -294,21 +291,32 @@ def publish(
     dry_run=None,
     token: str | None = None,
     tag: str | None = None,
+    repo_type: str = "model",
 ) -> Published:
     """Upload the run in `run_dir` to the model repo `repo_id` in one commit (see the module docstring for the
     files), creating the repo if needed (`private` applies only then). `revision`: a branch (made from main if
     new); `create_pr`: open a pull request instead of committing to the branch. `dry_run=DIR` writes the files
     into DIR and uploads nothing. `tag`: tag the new commit (a tag that exists already stops the publish before it
-    commits). Raises `ValueError` (repo id, tag, run, card), `FileNotFoundError` (a missing file)
-    or `HubPublishError` (token, server, network) before reporting any success; the run directory is only read."""
+    commits). `repo_type="space"`: `run_dir` is a Space folder (`ttt-hf zoo space`), uploaded as it stands to the
+    Space `repo_id`, the same way. Raises `ValueError` (repo id, tag, run, card), `FileNotFoundError` (a missing
+    file) or `HubPublishError` (token, server, network) before reporting any success; the run directory is only
+    read."""
     check_repo_id(repo_id)
+    if repo_type not in ("model", "space"):
+        raise ValueError(f"repo_type must be 'model' or 'space', not {repo_type!r}.")
+    space = repo_type == "space"
     if tag is not None:
         check_tag(tag)
         if create_pr:
             raise ValueError("--tag names a published commit, and a pull request is not one yet: tag after merging.")
-    files = repo_files(run_dir, repo_id)
+    gather = (lambda _: dict(folder_files(run_dir))) if space else (lambda name: repo_files(run_dir, name))
+    files = gather(repo_id)
+    card_text = files[CARD_FILE] if isinstance(files[CARD_FILE], bytes) else files[CARD_FILE].read_bytes()
+    card = (SpaceCard if space else ModelCard)(card_text.decode("utf-8"))
+    if space:
+        check_space_card(card)
     if dry_run is not None:
-        folder = _write(files, dry_run)
+        folder = write_files(files, dry_run, "--dry-run folder")
         return Published(repo_id, sorted(files), url=str(folder))
 
     token = _write_token(token, "nothing was uploaded; `--dry-run DIR` shows what would be")
@@ -316,33 +324,34 @@ def publish(
     step, committed = "validating the model card with the Hub", False
     try:
         try:
-            ModelCard(files[CARD_FILE].decode("utf-8")).validate(repo_type="model")  # the Hub's own metadata rules
+            card.validate(repo_type=repo_type)  # the Hub's own metadata rules
         except ValueError as error:
-            raise ValueError(f"the Hub rejects the model card of {run_dir}: {error}") from None
+            raise ValueError(f"the Hub rejects the {repo_type} card of {run_dir}: {error}") from None
         step = "creating the repo"
-        url = api.create_repo(repo_id, private=private, exist_ok=True)
+        url = api.create_repo(repo_id, private=private, exist_ok=True, repo_type=repo_type,
+                              space_sdk=SPACE_SDK if space else None)  # fmt: skip
         if url.repo_id != repo_id:  # a bare name lands in the token's namespace: the card names the full id
             repo_id = url.repo_id
-            files = repo_files(run_dir, repo_id)
+            files = gather(repo_id)
         step = "listing the repo's files"
         try:
-            head = api.repo_info(repo_id, revision=revision).sha
+            head = api.repo_info(repo_id, revision=revision, repo_type=repo_type).sha
         except RevisionNotFoundError:
             if revision is None or create_pr:
                 raise
             step = f"creating the branch {revision!r}"
-            api.create_branch(repo_id, branch=revision, exist_ok=True)
-            head = api.repo_info(repo_id, revision=revision).sha
+            api.create_branch(repo_id, branch=revision, exist_ok=True, repo_type=repo_type)
+            head = api.repo_info(repo_id, revision=revision, repo_type=repo_type).sha
         if tag is not None:
             step = "listing the repo's tags"
-            existing = {ref.name: ref.target_commit for ref in api.list_repo_refs(repo_id).tags}
+            existing = {ref.name: ref.target_commit for ref in api.list_repo_refs(repo_id, repo_type=repo_type).tags}
             if tag in existing:
                 raise ValueError(
                     f"{repo_id} has a tag {tag!r} already (commit {existing[tag]}): choose another --tag. Nothing "
                     "was committed."
                 )
-        remote = api.list_repo_files(repo_id, revision=head)
-        ours = _uploaded_before(api, repo_id, head, remote)
+        remote = api.list_repo_files(repo_id, revision=head, repo_type=repo_type)
+        ours = _uploaded_before(api, repo_id, head, remote, repo_type)
         manifest = json.dumps({"files": sorted([*files, MANIFEST_FILE]), "ttt_hf_version": _version()}, indent=2)
         operations = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=source if isinstance(source, bytes)
                                          else str(source)) for name, source in files.items()]  # fmt: skip
@@ -358,13 +367,16 @@ def publish(
             revision=revision,
             create_pr=create_pr,
             parent_commit=head,
+            repo_type=repo_type,
         )
         committed = True
         step = "checking the new commit"
-        present = set(api.list_repo_files(repo_id, revision=info.oid))
+        present = set(api.list_repo_files(repo_id, revision=info.oid, repo_type=repo_type))
         if tag is not None:
             step = f"tagging the commit {tag!r}"
-            api.create_tag(repo_id, tag=tag, revision=info.oid, tag_message=f"ttt-hf {_version()}")
+            api.create_tag(
+                repo_id, tag=tag, revision=info.oid, tag_message=f"ttt-hf {_version()}", repo_type=repo_type
+            )
     except (HfHubHTTPError, http_client.HTTPError, OSError, RuntimeError) as raised:
         error, what = _cause(raised)
         if error is None:

@@ -9,7 +9,9 @@ model code, which `ttt_hf.hub.publish` adds from the installed package at publis
     ttt-hf zoo list                               the entries, their commands, and which are trained
     ttt-hf zoo train NAME [--output_dir DIR] [flags]   run the entry's `ttt-hf train`/`meta-train` (+ flags)
     ttt-hf zoo store NAME RUN_DIR                 keep a finished run as model_cards/NAME/ (with its test-slice score)
-    ttt-hf zoo publish --org ORG [--tag T] [--collection TITLE] [--dry-run DIR] [NAME ...]   publish to ORG/NAME
+    ttt-hf zoo publish --org ORG [--tag T] [--collection TITLE] [--space S] [--dry-run DIR] [NAME ...]
+                                                  publish to ORG/NAME (and the demo's Space on them to ORG/S)
+    ttt-hf zoo space DIR --org ORG [--models NAME ...]   the demo as a Hub Space folder (models: ORG/NAME)
     ttt-hf zoo train --setting S|--tier T [--parallel N]   every entry of a setting or tier, N processes at once
     ttt-hf zoo pack OUT [--root DIR]              finished runs into at most 8 archives of 16 MiB (a device call)
     ttt-hf zoo unpack ARCHIVE... [--root DIR]     the runs again, ready for `zoo store`

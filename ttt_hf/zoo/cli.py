@@ -4,8 +4,8 @@ import argparse
 import sys
 
 from . import runs
-from .folders import measure_speed, publish_zoo, refresh_cards, store
-from .registry import MODEL_CARDS, SETTINGS, ZOO, get_entry
+from .folders import measure_speed, publish_zoo, refresh_cards, space_repo_ids, store
+from .registry import MODEL_CARDS, SETTINGS, SPACE_MODELS, ZOO, get_entry
 from .runs import MAX_ARCHIVE_BYTES, MAX_ARCHIVES, pack, unpack
 from .tables import listing, mixers, results_table
 
@@ -36,6 +36,13 @@ def argument_parser() -> argparse.ArgumentParser:
     published.add_argument("--dry-run", "--dry_run", metavar="DIR", help="write DIR/NAME/ for each; upload nothing")
     published.add_argument("--tag", help="tag every published commit (e.g. v1.0)")
     published.add_argument("--collection", metavar="TITLE", help="gather the published entries into ORG's collection")
+    published.add_argument("--space", metavar="NAME", help="then publish the demo's Space on them as ORG/NAME "
+                           "(default models: the Space's own, `ttt-hf zoo space`)")  # fmt: skip
+    space = commands.add_parser("space", help="write the demo as a Hub Space folder (app.py, requirements, card)")
+    space.add_argument("directory", help="a new or empty folder")
+    space.add_argument("--org", required=True, help="the namespace the models are published to (ORG/<name>)")
+    space.add_argument("--models", nargs="+", default=(), metavar="NAME", help="zoo entries (default: "
+                       + ", ".join(SPACE_MODELS) + ")")  # fmt: skip
     tables = commands.add_parser("table", help="the results table of the trained entries (markdown)")
     tables.add_argument("--learners", action="store_true", help="the in-context learners' table instead")
     speed = commands.add_parser("speed", help="measure trained entries' inference images/s here, into their results")
@@ -98,9 +105,17 @@ def main(argv: list[str] | None = None):
         target = store(args.name, args.run_dir, args.model_cards, args.org)
         print(f"stored {args.run_dir} as {target}:\n" + "\n".join(f"  {p.name}" for p in sorted(target.iterdir())))
     elif args.command == "publish":
-        for result in publish_zoo(args.org, args.names, args.dry_run, args.model_cards, args.tag, args.collection):
+        published = publish_zoo(args.org, args.names, args.dry_run, args.model_cards, args.tag, args.collection,
+                                args.space)  # fmt: skip
+        for result in published:
             where = f"dry run in {result.url}" if result.commit is None else f"commit {result.commit}: {result.url}"
             print(f"{result.repo_id}: {len(result.files)} files ({where})")
+    elif args.command == "space":
+        from ..hub.space import write_space
+
+        target = write_space(args.directory, space_repo_ids(args.org, args.models, args.model_cards))
+        print(f"wrote the Space folder {target}: `ttt-hf zoo publish --org {args.org} --space NAME` pushes it with "
+              "its models; `cd DIR && python app.py` runs it here")  # fmt: skip
     elif args.command == "table":
         print(results_table(args.model_cards, args.learners))
     elif args.command == "cards":

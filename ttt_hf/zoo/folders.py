@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 from ..common.run_files import RESULTS_FILE, TRAINING_ARGS_FILE
-from .registry import MAX_FOLDER_BYTES, SLICE_SIZE, ZOO, ZooEntry, folder, get_entry, is_trained
+from .registry import MAX_FOLDER_BYTES, SLICE_SIZE, SPACE_MODELS, ZOO, ZooEntry, folder, get_entry, is_trained
 
 # ------------------------------------------------------------------------------------------ the test slice
 
@@ -169,13 +169,29 @@ def usage_repo_id(card_text: str) -> str | None:
     return match.group(1) if match else None
 
 
-def publish_zoo(org: str, names=(), dry_run=None, model_cards=None, tag=None, collection=None) -> list:
-    """Publish each trained entry (all of them, or `names`) from model_cards/<name>/ to ORG/<name>, each commit
-    tagged `tag` if given; with `collection`, gather them into ORG's collection of that title afterwards. With
-    `dry_run`, write each into DIR/<name> (and the collection into DIR/collection.json) instead."""
-    from ..hub.publish import add_to_collection, publish
+def space_repo_ids(org: str, names=(), model_cards=None) -> list[str]:
+    """The Hub ids the demo's Space loads: ORG/<name> for `names` (default SPACE_MODELS), each trained here."""
+    names = list(names) or list(SPACE_MODELS)
+    for name in names:
+        get_entry(name)
+        if not is_trained(name, model_cards):
+            raise FileNotFoundError(f"{name} is not trained: {folder(name, model_cards)} has no {RESULTS_FILE}.")
+    return [f"{org}/{name}" for name in names]
 
-    names = list(names) or [name for name in ZOO if is_trained(name, model_cards)]
+
+def publish_zoo(org: str, names=(), dry_run=None, model_cards=None, tag=None, collection=None, space=None) -> list:
+    """Publish each trained entry (all of them, or `names`; with `space`, default SPACE_MODELS) from
+    model_cards/<name>/ to ORG/<name>, each commit tagged `tag` if given; with `collection`, gather them into ORG's
+    collection of that title afterwards; with `space`, then publish the demo's Space on those models as ORG/<space>
+    (repo type space). With `dry_run`, write each into DIR/<name> (the collection into DIR/collection.json, the Space
+    into DIR/<space>) instead."""
+    import tempfile
+
+    from ..hub.publish import add_to_collection, publish
+    from ..hub.space import write_space
+
+    default = SPACE_MODELS if space else [name for name in ZOO if is_trained(name, model_cards)]
+    names = list(names) or list(default)
     for name in names:
         get_entry(name)
         if not is_trained(name, model_cards):
@@ -193,6 +209,12 @@ def publish_zoo(org: str, names=(), dry_run=None, model_cards=None, tag=None, co
         else:
             url = add_to_collection(collection, org, repo_ids, description=COLLECTION_DESCRIPTION)
             print(f"collection {collection!r}: {url}")
+    if space is not None:
+        repo_ids = [result.repo_id for result in published]
+        with tempfile.TemporaryDirectory() as scratch:
+            source = write_space(Path(scratch) / space, repo_ids)
+            target = None if dry_run is None else Path(dry_run) / space
+            published.append(publish(source, f"{org}/{space}", tag=tag, dry_run=target, repo_type="space"))
     return published
 
 

@@ -10,6 +10,11 @@ from ..gpicl.recipes import BURSTY, EVAL, LEARNERS
 from ..modeling.configuration_ttt_vit import MIXER_PRESETS
 from ..vision.recipes import DEFAULT_RECIPE
 
+# the entries the demo's Space shows (`ttt-hf zoo space`, `zoo publish --space`): the first two are the pair the
+# Classify tab opens with, MTTT-MLP against linear attention of the same setting
+SPACE_MODELS = ("ttt-vit-mlp-fmnist-cpu", "ttt-vit-linattn-fmnist-cpu", "ttt-vit-linear-fmnist-cpu",
+                "ttt-vit-attn-fmnist-cpu", "ttt-vit-mlp-mnist-5k", "gpicl-transformer-mnist-5k",
+                "gpicl-ttt-linear-mnist-5k", "gpicl-ttt-mlp-mnist-5k")  # fmt: skip
 MODEL_CARDS = Path(__file__).resolve().parents[2] / "model_cards"  # the repository's folder (editable install)
 MAX_FOLDER_BYTES = 5 * 1024 * 1024  # a zoo folder lives in git
 SLICE_SIZE = 200  # the test slice: the first images of the test split (all of it when smaller: digits has 180)
