@@ -58,7 +58,7 @@ def test_create_repo_conflict_exist_ok_and_refusals(hub_server):
     with pytest.raises(HfHubHTTPError, match="rights to create") as err:
         api.create_repo("someone-else/beta")
     assert err.value.response.status_code == 403
-    with pytest.raises(HfHubHTTPError, match="only hosts model repos"):
+    with pytest.raises(HfHubHTTPError, match="only hosts model and Space repos"):
         api.create_repo("tester/data", repo_type="dataset")
     bad = httpx2.post(f"{hub_server.endpoint}/api/repos/create", json={"name": "_bad", "type": "model"},
                       headers={"Authorization": f"Bearer {hub_server.token}"})  # fmt: skip
