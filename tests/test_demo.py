@@ -13,7 +13,7 @@ from ttt_hf.demo import images
 from ttt_hf.demo.classify import classify, inner_loss_figure, inner_loss_text
 from ttt_hf.demo.images import UploadError, read_upload, sample_images, sketch_to_image
 from ttt_hf.demo.in_context import Examples, curve_points, draw_examples, learning_curve, make_task
-from ttt_hf.demo.models import classifier, learner, resolve_models
+from ttt_hf.demo.models import about, classifier, learner, resolve_models
 from ttt_hf.gpicl.evaluation import nearest_neighbour_predict, sgd_predict
 from ttt_hf.zoo.registry import folder, is_trained
 
@@ -202,6 +202,9 @@ def test_models_resolve_to_stored_folders_and_bad_names_say_what_to_do(tmp_path)
     assert models.classifiers == {MLP: str(folder(MLP))} and models.learners == {LEARNER: str(folder(LEARNER))}
     everything = resolve_models()
     assert MLP in everything.classifiers and LEARNER in everything.learners
+    assert about(MLP) == (f"**{MLP}**: MTTT-MLP (T=1), trained on Fashion-MNIST; it expects one garment or shoe, "
+                          "light on a black background and centred, as in Fashion-MNIST.")  # fmt: skip
+    assert about(f"org/{LEARNER}").startswith(f"**org/{LEARNER}**: GPICL, transformer backbone") and about("a/b") == ""
     with pytest.raises(ValueError, match="neither a zoo entry"):
         resolve_models(["no-such-model"])
     with pytest.raises(FileNotFoundError, match="ttt-hf zoo train ttt-vit-mlp-fmnist-patch"):
@@ -225,7 +228,7 @@ def test_the_app_has_both_tabs_and_its_handlers_turn_errors_into_messages(tmp_pa
     demo = app.build_demo([MLP, LINATTN, LEARNER])
     ids = {block.elem_id for block in demo.blocks.values() if getattr(block, "elem_id", None)}
     assert {"tab-classify", "tab-in-context", "classify-image", "model-a", "model-b", "prediction-a",
-            "inner-losses", "run-in-context", "in-context-summary", "own-sketch"} <= ids  # fmt: skip
+            "inner-losses", "run-in-context", "in-context-summary", "own-sketch", "model-info"} <= ids  # fmt: skip
     # the upload handler, called as Gradio calls it: a PDF renamed .png gets its message in the status field
     upload = next(b for b in demo.blocks.values() if getattr(b, "elem_id", None) == "classify-image")
     handler = next(fn for fn in demo.fns.values() if upload._id in [target[0] for target in fn.targets])

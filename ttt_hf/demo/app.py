@@ -17,7 +17,7 @@ from ..zoo.registry import SPACE_MODELS
 from .classify import classify, inner_loss_figure, inner_loss_text
 from .images import UploadError, read_upload, sample_images, sketch_to_image
 from .in_context import Examples, curve_figure, draw_examples, learning_curve, make_task
-from .models import DemoModels, classifier, learner, resolve_models
+from .models import DemoModels, about, classifier, learner, resolve_models
 
 logger = logging.getLogger(__name__)
 NONE = "(none)"
@@ -40,6 +40,10 @@ def _pair(names: list[str]) -> tuple[str, str]:
     if all(found):
         return found[0], found[1]
     return names[0], names[1] if len(names) > 1 else NONE
+
+
+def _about(*names) -> str:
+    return "\n\n".join(filter(None, (about(name) for name in names if name and name != NONE)))
 
 
 def _prediction_text(name: str, labels: dict[str, float]) -> str:
@@ -68,6 +72,7 @@ def classify_tab(gr, models: DemoModels):
             model_a = gr.Dropdown(names, value=first, label="model A", elem_id="model-a")
             model_b = gr.Dropdown([NONE, *names], value=second, label="model B (side by side)", elem_id="model-b")
             gr.Markdown("MTTT-MLP against linear attention of the same setting shows what the inner loop adds.")
+            about_models = gr.Markdown(_about(first, second), elem_id="model-info")
     status = gr.Markdown(elem_id="classify-status")
     with gr.Row():
         with gr.Column():
@@ -108,6 +113,7 @@ def classify_tab(gr, models: DemoModels):
     drawn.click(guarded(sketch_to_image), [sketch, model_a, model_b], [image_state, *outputs])
     for picker in (model_a, model_b):
         picker.change(guarded(lambda image: image), [image_state, model_a, model_b], [image_state, *outputs])
+        picker.change(_about, [model_a, model_b], about_models)
 
 
 def in_context_tab(gr, models: DemoModels):

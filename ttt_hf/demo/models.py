@@ -51,6 +51,17 @@ def resolve_models(names=(), model_cards=None) -> DemoModels:
     return DemoModels(classifiers, learners)
 
 
+def about(name: str) -> str:
+    """What a zoo model (by zoo name or Hub id ending in one) is and what it expects, in words; '' for others."""
+    from ..common.data import DATASETS
+
+    entry = ZOO.get(name.split("/")[-1])
+    if entry is None:
+        return ""
+    facts = DATASETS[entry.dataset]
+    return f"**{name}**: {entry.description}, trained on {facts.display_name}; it expects {facts.content}."
+
+
 @cache
 def classifier(source: str):
     """`pipeline("image-classification")` of a TTT-ViT classifier (importing ttt_hf registered its classes)."""
