@@ -26,7 +26,8 @@ Spaces live beside the models, as on the Hub: the same routes under `/api/spaces
 and `/spaces/{repo}/resolve/...` (stored under the key "spaces/{repo}"). Creating one needs an sdk; their cards are
 validated against the Spaces configuration reference (sdk, colours, short_description, model ids); and a commit is
 refused when the Space could not start: no app file for a gradio or streamlit sdk, or a `models` entry the server
-does not hold.
+does not hold. That last check is stricter than the Hub, which accepts such a commit and then fails the Space's
+build: here the push is refused, so that a test sees at once what the Hub would show only on the Space's page.
 
 No Xet: the server advertises no Xet headers, but huggingface_hub uploads through Xet whenever `hf_xet` is installed
 (a client-side choice), so clients must run with `HF_HUB_DISABLE_XET=1`; `HubServer.env()` sets it, and the Xet token
@@ -449,7 +450,7 @@ class HubServer:
     def create_repo(self, repo_id: str, private: bool = False) -> Repo:
         """Create a repo server-side (no HTTP), with the Hub's initial commit of .gitattributes."""
         with self._lock:
-            return self._create_repo(repo_id, private, author=repo_id.split("/")[0])
+            return self._create_repo(repo_id, private, author=_namespace(repo_id))
 
     def commit_files(self, repo_id: str, files: dict[str, bytes], message: str = "seed", deletions=()) -> str:
         """Commit files server-side (no HTTP) on main, LFS decided by the same rules as preupload; returns the id."""
@@ -467,7 +468,7 @@ class HubServer:
                     tree[path] = self._store_lfs(oid, len(data))
                 else:
                     tree[path] = self._store_regular(data)
-            commit = self._new_commit(repo, head.oid, tree, message, "", repo_id.split("/")[0])
+            commit = self._new_commit(repo, head.oid, tree, message, "", _namespace(repo_id))
             repo.refs["refs/heads/main"] = commit.oid
             return commit.oid
 
@@ -1009,7 +1010,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _delete_repo(self) -> None:
         body = self._json_body() or {}
-        repo_id = f"{body.get('organization') or self._auth_user}/{body.get('name')}"
+        prefix = "spaces/" if body.get("type") == "space" else ""
+        repo_id = f"{prefix}{body.get('organization') or self._auth_user}/{body.get('name')}"
         with self.hub._lock:
             self._writable(repo_id)
             del self.hub.repos[repo_id]
@@ -1085,6 +1087,8 @@ class _Handler(BaseHTTPRequestHandler):
                         info[key] = card[key]
                 if "model-index" in card:
                     info["model-index"] = card["model-index"]
+            if repo_id.startswith("spaces/"):  # a Space's info names its sdk (from its card, as the Hub reads it)
+                info["sdk"] = (card or {}).get("sdk")
             if config is not None:
                 info["config"] = config
             if safetensors is not None:

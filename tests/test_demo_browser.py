@@ -154,7 +154,7 @@ def test_a_visitor_classifies_switches_models_and_watches_a_learner(browser, dem
     browser.find_element(By.ID, "run-in-context").click()
     summary = settled_text(browser, "in-context-summary", r"accuracy on 30 queries")
     pipe = learner(str(folder(LEARNER)))
-    task = make_task("mnist-5k", 1, pipe.model.config.input_dim)
+    task = make_task("mnist-5k", 1)
     curve = learning_curve(pipe, draw_examples(task, 40, 30), task)
     expected = {key: f"{100 * values[-1]:.0f} %" for key, values in curve.accuracy.items()}
     assert f"after 40 labelled examples, accuracy on 30 queries: {LEARNER} {expected['learner']}" in summary

@@ -5,6 +5,7 @@ import hashlib
 import json
 import textwrap
 import time
+from pathlib import Path
 
 import httpx2
 import pytest
@@ -363,3 +364,41 @@ def test_server_stops_by_itself_when_idle():
         time.sleep(0.1)
     assert server.closed
     server.close()  # idempotent
+
+
+def test_spaces_live_beside_models_and_a_space_that_could_not_start_is_refused(hub_server, tmp_path):
+    api = hub_server.api()
+    with pytest.raises(ValueError, match="space_sdk"):  # the client insists first; the server too (below)
+        api.create_repo("tester/demo", repo_type="space")
+    response = httpx2.post(f"{hub_server.endpoint}/api/repos/create", json={"name": "demo", "type": "space"},
+                           headers={"Authorization": f"Bearer {hub_server.token}"})  # fmt: skip
+    assert response.status_code == 400 and "needs an sdk" in response.text
+    api.create_repo("tester/demo")  # a model and a Space of the same id are two repos
+    url = api.create_repo("tester/demo", repo_type="space", space_sdk="gradio")
+    assert url.repo_type == "space" and url.repo_id == "tester/demo"
+    card = "---\nsdk: gradio\napp_file: app.py\nmodels:\n- tester/demo\n---\n"
+    (tmp_path / "README.md").write_text(card)
+    with pytest.raises(HfHubHTTPError, match="would not build: app_file 'app.py' is not in the Space"):
+        api.upload_file(path_or_fileobj=str(tmp_path / "README.md"), path_in_repo="README.md", repo_id="tester/demo",
+                        repo_type="space")  # fmt: skip
+    (tmp_path / "app.py").write_text("print('hello')\n")
+    (tmp_path / "weights.safetensors").write_bytes(b"\0" * 2048)  # through LFS, on the Space's own path
+    api.upload_folder(folder_path=str(tmp_path), repo_id="tester/demo", repo_type="space")
+    assert set(hub_server.files("spaces/tester/demo")) == {
+        ".gitattributes",
+        "README.md",
+        "app.py",
+        "weights.safetensors",
+    }
+    assert set(hub_server.files("tester/demo")) == {".gitattributes"}  # the model is untouched
+    assert api.space_info("tester/demo").sdk == "gradio"
+    local = api.hf_hub_download("tester/demo", "app.py", repo_type="space", cache_dir=tmp_path / "cache")
+    assert Path(local).read_text() == "print('hello')\n"
+    bad = "---\nsdk: flask\ncolorFrom: teal\nmodels:\n- tester/absent\n---\n"
+    (tmp_path / "README.md").write_text(bad)
+    with pytest.raises(ValueError, match="Invalid metadata in README.md") as refused:  # the client asks validate-yaml
+        api.upload_file(path_or_fileobj=str(tmp_path / "README.md"), path_in_repo="README.md", repo_id="tester/demo",
+                        repo_type="space")  # fmt: skip
+    assert '"sdk" must be one of' in str(refused.value) and '"colorFrom" must be one of' in str(refused.value)
+    api.delete_repo("tester/demo", repo_type="space")
+    assert "spaces/tester/demo" not in hub_server.repos and "tester/demo" in hub_server.repos

@@ -95,3 +95,11 @@ print(json.dumps({{"status": status, "text": text, "labels": labels}}))
     answer = json.loads(run.stdout.strip().splitlines()[-1])
     assert answer["status"] == "" and answer["text"].startswith(f"**{user}/{MLP}** says **Ankle boot**")
     assert next(iter(answer["labels"])) == "Ankle boot"
+
+
+def test_a_bad_space_name_stops_zoo_publish_before_any_model_goes_up(hub_server):
+    with pytest.raises(ValueError, match="invalid repo id"):
+        publish_zoo(hub_server.user, [MLP], space="my demo")
+    with pytest.raises(ValueError, match="also a model's name"):
+        publish_zoo(hub_server.user, [MLP], space=MLP)
+    assert hub_server.repos == {} and hub_server.requests_to("/api/repos/create") == []

@@ -13,6 +13,8 @@ import argparse
 import logging
 import os
 
+from ..cli import is_user_error
+from ..gpicl.evaluation import BASELINE_NAMES
 from ..zoo.registry import SPACE_MODELS
 from .classify import classify, inner_loss_figure, inner_loss_text
 from .images import UploadError, read_upload, sample_images, sketch_to_image
@@ -23,14 +25,15 @@ logger = logging.getLogger(__name__)
 NONE = "(none)"
 IN_CONTEXT_DATASETS = ("mnist-5k", "fashion-mnist")  # base datasets offered for tasks (digits' 8x8 is too coarse)
 FIRST_PAIR = SPACE_MODELS[:2]  # shown first when offered: MTTT-MLP against linear attention, same setting
-# errors a visitor can cause and fix (a bad upload, a missing dataset): their message is shown as it stands
-VISITOR_ERRORS = (UploadError, ValueError, OSError, ImportError)
 
 
 def _message(error: Exception) -> str:
-    if isinstance(error, VISITOR_ERRORS):
+    """What the page shows for a failed handler: the message of an error the visitor can fix (a bad upload, too many
+    examples, a missing dataset: raised where inputs are checked, as the CLI tells them apart), else a generic line;
+    the server's log gets the traceback."""
+    if isinstance(error, UploadError) or is_user_error(error):
         return f"⚠️ {error}"
-    logger.exception("demo handler failed")
+    logger.error("demo handler failed", exc_info=error)
     return f"⚠️ Something went wrong ({type(error).__name__}); the server's log has the details."
 
 
@@ -100,11 +103,12 @@ def classify_tab(gr, models: DemoModels):
 
     def guarded(read):
         def handler(value, name_a, name_b):
+            image = None
             try:
                 image = read(value)
                 return [image, *run(image, name_a, name_b)]
             except Exception as error:  # noqa: BLE001  (shown in the page, never as a stack trace)
-                return [None, _message(error), "", None, "", None, None, ""]
+                return [image, _message(error), "", None, "", None, None, ""]  # an image read stays for a re-run
 
         return handler
 
@@ -118,8 +122,8 @@ def classify_tab(gr, models: DemoModels):
 
 def in_context_tab(gr, models: DemoModels):
     names = list(models.learners)
-    examples_state = gr.State(None)  # the task and examples last shown (Task, Examples)
-    own_state = gr.State([])  # the visitor's drawn examples: [(PIL image, name)]
+    shown_state = gr.State(None)  # what the last run showed: (learner name, Task, Examples)
+    own_state = gr.State([])  # the visitor's drawn examples of the current task: [(PIL image, name)]
     gr.Markdown(
         "A **task** projects every image by a fresh random matrix and gives the classes a fresh order of names, so "
         "nothing about it was seen in meta-training. The learner reads the labelled examples and the query in one "
@@ -156,7 +160,7 @@ def in_context_tab(gr, models: DemoModels):
     def learn(name, base, task_number, support_count, query_count, own):
         try:
             pipe = learner(models.learners[name])
-            task = make_task(base, int(task_number or 0), pipe.model.config.input_dim)
+            task = make_task(base, int(task_number or 0))
             examples = draw_examples(task, int(support_count), int(query_count))
             examples = Examples(examples.support + [image for image, _ in own],
                                 examples.support_names + [label for _, label in own], examples.queries,
@@ -165,7 +169,7 @@ def in_context_tab(gr, models: DemoModels):
         except Exception as error:  # noqa: BLE001
             return [_message(error), None, [], [], None, gr.update()]
         count = len(examples.support)
-        words = {"learner": f"**{name}**", "sgd": "SGD", "nearest_neighbour": "1-NN"}
+        words = {"learner": f"**{name}**", **{key: short for key, (short, _) in BASELINE_NAMES.items()}}
         scores = " · ".join(
             f"{words[key]} **{100 * values[-1]:.0f} %**" for key, values in result.accuracy.items()
         )  # fmt: skip
@@ -179,11 +183,10 @@ def in_context_tab(gr, models: DemoModels):
         answers = result.predictions["learner"]
         asked = [(image, f"{said} / {truth} {'✓' if said == truth else '✗'}")
                  for image, said, truth in zip(examples.queries, answers, examples.query_names)]  # fmt: skip
-        labels = sorted(set(task.names), key=task.names.index)
-        return [text, curve_figure(result, title), shown, asked, (task, examples), gr.update(choices=labels)]
+        return [text, curve_figure(result, title), shown, asked, (name, task, examples), gr.update(choices=task.names)]
 
     inputs = [learner_name, dataset, number, support, queries, own_state]
-    run_button.click(learn, inputs, [summary, curve, support_gallery, query_gallery, examples_state, own_label])
+    run_button.click(learn, inputs, [summary, curve, support_gallery, query_gallery, shown_state, own_label])
 
     def add_own(value, label, own):
         try:
@@ -194,23 +197,29 @@ def in_context_tab(gr, models: DemoModels):
         except Exception as error:  # noqa: BLE001
             return own, _message(error)
 
-    def ask_own(value, name, shown, own):
+    def ask_own(value, shown):
         try:
             if shown is None:
                 raise UploadError("Run a task first: the learner needs labelled examples.")
-            task, examples = shown
+            name, task, examples = shown  # the learner and examples of the run on the page
             answers = learner(models.learners[name])(sketch_to_image(value), support=examples.support,
                                                      support_labels=examples.support_names, top_k=3,
                                                      projection_seed=task.projection_seed)  # fmt: skip
             said = ", ".join(f"{a['label']} ({100 * a['score']:.0f} %)" for a in answers)
-            return f"After {len(examples.support)} examples, the learner says: {said}"
+            return f"After the {len(examples.support)} examples above, {name} says: {said}"
         except Exception as error:  # noqa: BLE001
             return _message(error)
 
     add.click(add_own, [own_sketch, own_label, own_state], [own_state, own_status])
-    ask.click(ask_own, [own_sketch, learner_name, examples_state, own_state], own_status)
+    ask.click(ask_own, [own_sketch, shown_state], own_status)
     clear.click(lambda: ([], "Your examples are forgotten."), None, [own_state, own_status])
-    dataset.change(lambda: ([], ""), None, [own_state, own_status])  # names belong to a dataset
+
+    def new_task(own):  # a drawing's label names a class of one task: another task or dataset starts afresh
+        note = f"Your {len(own)} example(s) belonged to the previous task and are forgotten." if own else ""
+        return [], note, gr.update(choices=[], value=None)
+
+    for picker in (dataset, number):
+        picker.change(new_task, own_state, [own_state, own_status, own_label])
 
 
 def build_demo(models: DemoModels | list | None = None):

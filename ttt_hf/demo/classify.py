@@ -19,9 +19,9 @@ def classify(pipe, image, top_k: int = 5) -> Classification:
     """Classify `image` (a PIL image) with the classifier pipeline `pipe`, and read its inner losses from a forward
     pass on the pipeline's own preprocessing of the image."""
     answers = pipe(image, top_k=top_k)
-    inputs = pipe.preprocess(image)  # exactly what the pipeline fed the model
-    with torch.no_grad():
-        outputs = pipe.model(pixel_values=inputs["pixel_values"], output_inner_losses=True)
+    pixels = pipe.preprocess(image)["pixel_values"]  # exactly what the pipeline fed the model
+    with torch.no_grad():  # on the model's device: the pipeline puts it on an accelerator where there is one
+        outputs = pipe.model(pixel_values=pixels.to(pipe.model.device), output_inner_losses=True)
     losses = [layer[0].mean(0).tolist() for layer in outputs.inner_losses]  # [B, H, T + 1] -> [T + 1] per layer
     return Classification(
         {a["label"]: a["score"] for a in answers}, losses, paper_mixer_name(pipe.model.config.to_dict())
@@ -32,7 +32,7 @@ def inner_loss_text(result: Classification) -> str:
     """The inner losses in words (the plot's caption)."""
     if not result.inner_losses:
         return f"{result.mixer} has no inner loop: its layers do not train on the image."
-    drops = [1 - losses[-1] / losses[0] for losses in result.inner_losses if losses[0] > 0]
+    drops = [1 - losses[-1] / losses[0] for losses in result.inner_losses if losses[0] > 0] or [0.0]
     steps = len(result.inner_losses[0]) - 1
     return (
         f"{result.mixer}: each of its {len(result.inner_losses)} TTT layers took {steps} inner gradient "

@@ -7,6 +7,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 MAX_UPLOAD_BYTES = 20 * 2**20
+FORMATS = ("PNG", "JPEG", "GIF", "BMP", "TIFF", "WEBP")  # what an upload may be
 MAX_PIXELS = 40_000_000  # far above any photo a phone takes (PIL itself refuses beyond ~179 M as a bomb)
 SAMPLES = Path(__file__).parent / "samples"  # ship with the app: <dataset>__<class name>.png
 # first bytes of files that are not images but get renamed as one
@@ -36,7 +37,7 @@ def read_upload(path) -> Image.Image:
     with path.open("rb") as file:
         head = file.read(8)
     try:
-        image = Image.open(path)
+        image = Image.open(path, formats=FORMATS)  # no other decoder (EPS would hand the file to Ghostscript)
         if image.width * image.height > MAX_PIXELS:
             raise UploadError(
                 f"{path.name} is {image.width}×{image.height} pixels, more than the demo takes "
@@ -47,7 +48,7 @@ def read_upload(path) -> Image.Image:
         kind = next((what for magic, what in _NOT_IMAGES.items() if head.startswith(magic)), None)
         raise UploadError(
             f"{path.name} is not an image" + (f": it is {kind}" if kind else " PIL can read")
-            + ". Upload a PNG, JPEG, GIF, BMP, TIFF or WebP image."
+            + f". Upload a {', '.join(FORMATS[:-1])} or {FORMATS[-1]} image."
         ) from None  # fmt: skip
     except Image.DecompressionBombError:
         raise UploadError(

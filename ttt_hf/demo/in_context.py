@@ -12,7 +12,7 @@ from PIL import Image
 
 from ..common.data import DATASETS, load_image_arrays
 from ..gpicl.evaluation import nearest_neighbour_predict, sgd_predict
-from ..modeling.tasks_gpicl import PIPELINE_TASK_OFFSET, random_task
+from ..modeling.tasks_gpicl import PIPELINE_TASK_OFFSET
 
 CURVE_POINTS = (1, 2, 3, 5, 10, 20, 30, 40, 60, 80, 99)  # numbers of examples the curve is read at (and k)
 DEMO_TASK_OFFSET = PIPELINE_TASK_OFFSET + 2**29  # the demo's tasks: the pipeline's family, away from its draws
@@ -38,11 +38,12 @@ def test_images(dataset: str) -> tuple[np.ndarray, np.ndarray]:
     return load_image_arrays(dataset, "test")
 
 
-def make_task(dataset: str, number: int, input_dim: int) -> Task:
-    """Task `number` for a learner of `input_dim` inputs: the class names of `dataset`, permuted by the task's own
-    label permutation (its projection is applied by the pipeline, from the same seed)."""
+def make_task(dataset: str, number: int) -> Task:
+    """Task `number` on `dataset`: the projection of the task family's seed (applied by the pipeline) and the class
+    names permuted by a generator of the same seed, so that the names say nothing of the classes. (The learner reads
+    labels as ids in order of first appearance, so any naming is a new labelling to it.)"""
     names = list(DATASETS[dataset].loader(None)[1])
-    _, permutation = random_task(DEMO_TASK_OFFSET + number, input_dim, len(names))
+    permutation = torch.randperm(len(names), generator=torch.Generator().manual_seed(DEMO_TASK_OFFSET + number))
     return Task(dataset, number, [names[i] for i in permutation.tolist()])
 
 
@@ -60,7 +61,9 @@ def draw_examples(task: Task, support: int, queries: int) -> Examples:
     """`support` labelled examples and `queries` queries: distinct test images, drawn by the task's number."""
     images, labels = test_images(task.dataset)
     if support + queries > len(labels):
-        raise ValueError(f"{task.dataset}'s test split has {len(labels)} images: ask for fewer than {len(labels)}.")
+        raise ValueError(
+            f"{task.dataset}'s test split has {len(labels)} images: ask for at most {len(labels)} in all."
+        )
     chosen = np.random.default_rng(task.number).permutation(len(labels))[: support + queries]
     pictures = [Image.fromarray(images[i]) for i in chosen]
     names = [task.names[labels[i]] for i in chosen]
@@ -88,8 +91,9 @@ def learner_predictions(model, encoded: dict) -> torch.Tensor:
     count = len(queries)
     inputs = torch.cat([support.expand(count, -1, -1), queries[:, None]], 1)  # [Q, S + 1, N_x]
     labels = torch.cat([labels.expand(count, -1), labels.new_full((count, 1), -100)], 1)  # the query's is unknown
-    with torch.no_grad():
-        logits = model(inputs=inputs.to(model.dtype), labels=labels).logits[:, -1].float()  # [Q, C]
+    with torch.no_grad():  # on the model's device: the pipeline puts it on an accelerator where there is one
+        logits = model(inputs=inputs.to(model.device, model.dtype), labels=labels.to(model.device)).logits
+    logits = logits[:, -1].float().cpu()  # [Q, C]
     return logits[:, : len(encoded["classes"])].argmax(-1)  # only the examples' classes exist
 
 

@@ -321,7 +321,7 @@ def publish(
 
     token = _write_token(token, "nothing was uploaded; `--dry-run DIR` shows what would be")
     api = HfApi(token=token)
-    step, committed = "validating the model card with the Hub", False
+    step, committed = f"validating the {repo_type} card with the Hub", False
     try:
         try:
             card.validate(repo_type=repo_type)  # the Hub's own metadata rules

@@ -40,15 +40,22 @@ if __name__ == "__main__":
 
 
 def requirements() -> list[str]:
-    """ttt-hf's requirements and those of its `SPACE_EXTRAS`, as its installed metadata pins them."""
-    lines = []
-    for requirement in metadata.requires("ttt-hf") or []:
-        name, _, marker = requirement.partition(";")
+    """ttt-hf's requirements and those of its `SPACE_EXTRAS`, as its installed metadata pins them (markers other
+    than the extra kept). An editable install's metadata is pyproject.toml's at install time: reinstall after
+    changing it."""
+    from packaging.requirements import Requirement
+
+    lines = set()
+    for text in metadata.requires("ttt-hf") or []:
+        requirement = Requirement(text)
+        marker = str(requirement.marker or "")
         extra = re.search(r"""extra\s*==\s*["']([^"']+)["']""", marker)
-        if extra is None or extra.group(1) in SPACE_EXTRAS:
-            if not name.strip().startswith("ttt-hf"):
-                lines.append(name.strip().replace(" ", ""))
-    return sorted(set(lines), key=str.lower)
+        if requirement.name == "ttt-hf" or (extra and extra.group(1) not in SPACE_EXTRAS):
+            continue
+        rest = re.sub(r"""\s*(and\s+)?extra\s*==\s*["'][^"']+["']""", "", marker).strip()
+        rest = re.sub(r"^and\s+|\s+and$", "", rest).strip()
+        lines.add(f"{requirement.name}{requirement.specifier}" + (f"; {rest}" if rest else ""))
+    return sorted(lines, key=str.lower)
 
 
 def package_sources() -> dict[str, Path]:

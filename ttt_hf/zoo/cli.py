@@ -31,7 +31,8 @@ def argument_parser() -> argparse.ArgumentParser:
     stored.add_argument("run_dir")
     stored.add_argument("--org", help="the namespace the card's usage examples name (default: none)")
     published = commands.add_parser("publish", help="publish trained entries to ORG/NAME")
-    published.add_argument("names", nargs="*", metavar="NAME", help="default: every trained entry")
+    published.add_argument("names", nargs="*", metavar="NAME",
+                           help="default: every trained entry (with --space: the Space's models)")  # fmt: skip
     published.add_argument("--org", required=True)
     published.add_argument("--dry-run", "--dry_run", metavar="DIR", help="write DIR/NAME/ for each; upload nothing")
     published.add_argument("--tag", help="tag every published commit (e.g. v1.0)")
@@ -114,8 +115,10 @@ def main(argv: list[str] | None = None):
         from ..hub.space import write_space
 
         target = write_space(args.directory, space_repo_ids(args.org, args.models, args.model_cards))
-        print(f"wrote the Space folder {target}: `ttt-hf zoo publish --org {args.org} --space NAME` pushes it with "
-              "its models; `cd DIR && python app.py` runs it here")  # fmt: skip
+        names = " ".join(args.models)
+        print(f"wrote the Space folder {target} (`cd {target} && python app.py` runs it once its models are on the "
+              f"Hub). `ttt-hf zoo publish --org {args.org} --space NAME {names}` publishes the models and this "
+              "Space, written afresh.")  # fmt: skip
     elif args.command == "table":
         print(results_table(args.model_cards, args.learners))
     elif args.command == "cards":

@@ -169,52 +169,56 @@ def usage_repo_id(card_text: str) -> str | None:
     return match.group(1) if match else None
 
 
-def space_repo_ids(org: str, names=(), model_cards=None) -> list[str]:
-    """The Hub ids the demo's Space loads: ORG/<name> for `names` (default SPACE_MODELS), each trained here."""
-    names = list(names) or list(SPACE_MODELS)
+def trained_entries(names=(), default=(), model_cards=None) -> list[str]:
+    """`names` (or `default`), each checked to be a zoo entry trained here."""
+    names = list(names) or list(default)
     for name in names:
         get_entry(name)
         if not is_trained(name, model_cards):
             raise FileNotFoundError(f"{name} is not trained: {folder(name, model_cards)} has no {RESULTS_FILE}.")
-    return [f"{org}/{name}" for name in names]
+    return names
+
+
+def space_repo_ids(org: str, names=(), model_cards=None) -> list[str]:
+    """The Hub ids the demo's Space loads: ORG/<name> for `names` (default SPACE_MODELS), each trained here."""
+    return [f"{org}/{name}" for name in trained_entries(names, SPACE_MODELS, model_cards)]
 
 
 def publish_zoo(org: str, names=(), dry_run=None, model_cards=None, tag=None, collection=None, space=None) -> list:
     """Publish each trained entry (all of them, or `names`; with `space`, default SPACE_MODELS) from
     model_cards/<name>/ to ORG/<name>, each commit tagged `tag` if given; with `collection`, gather them into ORG's
     collection of that title afterwards; with `space`, then publish the demo's Space on those models as ORG/<space>
-    (repo type space). With `dry_run`, write each into DIR/<name> (the collection into DIR/collection.json, the Space
-    into DIR/<space>) instead."""
+    (repo type space; its folder is written and checked before any model goes up). With `dry_run`, write each into
+    DIR/<name> (the collection into DIR/collection.json, the Space into DIR/<space>) instead."""
     import tempfile
 
-    from ..hub.publish import add_to_collection, publish
+    from ..hub.publish import add_to_collection, check_repo_id, publish
     from ..hub.space import write_space
 
     default = SPACE_MODELS if space else [name for name in ZOO if is_trained(name, model_cards)]
-    names = list(names) or list(default)
-    for name in names:
-        get_entry(name)
-        if not is_trained(name, model_cards):
-            raise FileNotFoundError(f"{name} is not trained: {folder(name, model_cards)} has no {RESULTS_FILE}.")
-    published = [
-        publish(folder(name, model_cards), f"{org}/{name}", tag=tag,
-                dry_run=None if dry_run is None else Path(dry_run) / name)
-        for name in names
-    ]  # fmt: skip
-    if collection is not None:
-        repo_ids = [result.repo_id for result in published]
-        if dry_run is not None:
-            listing = {"title": collection, "namespace": org, "items": repo_ids}
-            (Path(dry_run) / "collection.json").write_text(json.dumps(listing, indent=2) + "\n")
-        else:
-            url = add_to_collection(collection, org, repo_ids, description=COLLECTION_DESCRIPTION)
-            print(f"collection {collection!r}: {url}")
-    if space is not None:
-        repo_ids = [result.repo_id for result in published]
-        with tempfile.TemporaryDirectory() as scratch:
-            source = write_space(Path(scratch) / space, repo_ids)
+    names = trained_entries(names, default, model_cards)
+    with tempfile.TemporaryDirectory() as scratch:
+        if space is not None:
+            check_repo_id(f"{org}/{space}")
+            if space in names:
+                raise ValueError(f"--space {space!r} is also a model's name: give the Space another name.")
+            space_folder = write_space(Path(scratch) / space, [f"{org}/{name}" for name in names])
+        published = [
+            publish(folder(name, model_cards), f"{org}/{name}", tag=tag,
+                    dry_run=None if dry_run is None else Path(dry_run) / name)
+            for name in names
+        ]  # fmt: skip
+        if collection is not None:
+            repo_ids = [result.repo_id for result in published]
+            if dry_run is not None:
+                listing = {"title": collection, "namespace": org, "items": repo_ids}
+                (Path(dry_run) / "collection.json").write_text(json.dumps(listing, indent=2) + "\n")
+            else:
+                url = add_to_collection(collection, org, repo_ids, description=COLLECTION_DESCRIPTION)
+                print(f"collection {collection!r}: {url}")
+        if space is not None:
             target = None if dry_run is None else Path(dry_run) / space
-            published.append(publish(source, f"{org}/{space}", tag=tag, dry_run=target, repo_type="space"))
+            published.append(publish(space_folder, f"{org}/{space}", tag=tag, dry_run=target, repo_type="space"))
     return published
 
 
