@@ -298,3 +298,18 @@ def test_errors_the_visitor_did_not_cause_get_a_generic_message():
     except ValueError as error:  # a ValueError from deep inside a library: not the visitor's
         assert _message(error) == "⚠️ Something went wrong (ValueError); the server's log has the details."
     assert _message(RuntimeError("boom")).startswith("⚠️ Something went wrong (RuntimeError)")
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "CMYK", "P", "I;16", "LA", "1"])
+def test_any_image_mode_is_classified_as_the_pipeline_classifies_it(demo, tmp_path, mode):
+    """Modes a visitor's files come in: the upload keeps them, the pipeline's processor converts them."""
+    boot = Image.open(sample_images("fashion-mnist")[0]).resize((56, 56))
+    image = boot.convert("I;16") if mode == "I;16" else boot.convert("RGB").convert(mode)
+    if mode == "I;16":
+        image = Image.fromarray(np.asarray(boot, dtype=np.uint16) * 257)
+    path = tmp_path / f"boot.{'jpg' if mode == 'CMYK' else 'png'}"
+    image.save(path)
+    state, status, text, labels, *_ = handler(demo, "classify-image")(str(path), MLP, "(none)")
+    expected = classifier(str(folder(MLP)))(read_upload(path), top_k=5)
+    assert status == "" and state.mode == Image.open(path).mode
+    assert labels == {a["label"]: a["score"] for a in expected}
