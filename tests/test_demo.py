@@ -252,6 +252,10 @@ def test_the_app_has_both_tabs_and_each_classify_path_answers_in_the_page(demo, 
     assert state is None and status.startswith("⚠️ x.png is not an image: it is a PDF document")
     state, status, text_a, label_a, text_b, *_ = upload(str(sample_images("fashion-mnist")[0]), MLP, LINATTN)
     assert status == "" and text_a.startswith(f"**{MLP}** says **Ankle boot**") and LINATTN in text_b
+    # a shipped digit on a Fashion-MNIST model: the answer says it is out of the model's scope
+    digit = upload(str(sample_images("mnist-5k")[0]), MLP, LINATTN)
+    assert "out of its scope: this is a mnist-5k image, and it was trained on fashion-mnist" in digit[2]
+    assert "out of its scope" in handler(demo, "model-b", "change")(digit[0], MLP, "(none)")[2]
     # switching model B to none re-runs the image kept in the state
     again = handler(demo, "model-b", "change")(state, MLP, "(none)")
     assert again[2] == text_a and again[4] == "" and again[5] is None

@@ -17,13 +17,14 @@ from ..cli import is_user_error
 from ..gpicl.evaluation import BASELINE_NAMES
 from ..zoo.registry import SPACE_MODELS
 from .classify import classify, inner_loss_figure, inner_loss_text
-from .images import UploadError, read_upload, sample_images, sketch_to_image
+from .images import UploadError, read_upload, sample_dataset, sample_images, sketch_to_image
 from .in_context import Examples, curve_figure, draw_examples, learning_curve, make_task
-from .models import DemoModels, about, classifier, learner, resolve_models
+from .models import DemoModels, about, classifier, learner, resolve_models, trained_on
 
 logger = logging.getLogger(__name__)
 NONE = "(none)"
 IN_CONTEXT_DATASETS = ("mnist-5k", "fashion-mnist")  # base datasets offered for tasks (digits' 8x8 is too coarse)
+SOURCE_KEY = "ttt_hf_sample_dataset"  # in a PIL image's info: the dataset of the shipped sample it was read from
 FIRST_PAIR = SPACE_MODELS[:2]  # shown first when offered: MTTT-MLP against linear attention, same setting
 
 
@@ -49,9 +50,14 @@ def _about(*names) -> str:
     return "\n\n".join(filter(None, (about(name) for name in names if name and name != NONE)))
 
 
-def _prediction_text(name: str, labels: dict[str, float]) -> str:
+def _prediction_text(name: str, labels: dict[str, float], source: str | None) -> str:
+    """The model's answer in words; for a shipped sample of another dataset than the model's, a note saying so."""
     label, score = next(iter(labels.items()))
-    return f"**{name}** says **{label}** ({100 * score:.1f} %)"
+    text = f"**{name}** says **{label}** ({100 * score:.1f} %)"
+    trained = trained_on(name)
+    if source and trained and source != trained:
+        text += f" — out of its scope: this is a {source} image, and it was trained on {trained}"
+    return text
 
 
 def classify_tab(gr, models: DemoModels):
@@ -65,7 +71,10 @@ def classify_tab(gr, models: DemoModels):
                                   elem_id="classify-image", height=280)  # fmt: skip
                 # hand our code the file as it came, so that a bad file gets our message rather than Gradio's failure
                 upload.preprocess = lambda payload: None if payload is None else payload.path
-                gr.Examples([[str(p)] for p in sample_images()], inputs=upload, label="samples (test images)")
+                samples = sample_images()
+                gr.Examples([[str(p)] for p in samples], inputs=upload, examples_per_page=len(samples),
+                            label="samples: test images of " + ", ".join(dict.fromkeys(sample_dataset(p)
+                                                                                       for p in samples)))  # fmt: skip
             with gr.Tab("Draw"):
                 sketch = gr.Sketchpad(label="draw a digit or a garment", type="numpy", elem_id="classify-sketch",
                                       brush=gr.Brush(colors=["#000000"], color_mode="fixed", default_size=18),
@@ -74,7 +83,10 @@ def classify_tab(gr, models: DemoModels):
         with gr.Column(scale=2):
             model_a = gr.Dropdown(names, value=first, label="model A", elem_id="model-a")
             model_b = gr.Dropdown([NONE, *names], value=second, label="model B (side by side)", elem_id="model-b")
-            gr.Markdown("MTTT-MLP against linear attention of the same setting shows what the inner loop adds.")
+            gr.Markdown(
+                "Two models of one setting (MTTT-MLP against linear attention, say) show what the inner loop "
+                "adds. Each answers for the images it was trained on:"
+            )
             about_models = gr.Markdown(_about(first, second), elem_id="model-info")
     status = gr.Markdown(elem_id="classify-status")
     with gr.Row():
@@ -91,12 +103,13 @@ def classify_tab(gr, models: DemoModels):
     def run(image, name_a, name_b):
         if image is None:
             return ["", "", None, "", None, None, ""]
+        source = image.info.get(SOURCE_KEY)
         results = {}
         for name in (name_a, name_b):
             if name and name != NONE and name not in results:
                 results[name] = classify(classifier(models.classifiers[name]), image)
         found = [(name, result) for name, result in results.items()]
-        texts, labels = [_prediction_text(n, r.labels) for n, r in found], [r.labels for _, r in found]
+        texts, labels = [_prediction_text(n, r.labels, source) for n, r in found], [r.labels for _, r in found]
         texts, labels = texts + [""] * (2 - len(texts)), labels + [None] * (2 - len(labels))
         caption_text = "\n\n".join(f"**{name}** — {inner_loss_text(result)}" for name, result in found)
         return ["", texts[0], labels[0], texts[1], labels[1], inner_loss_figure(results), caption_text]
@@ -112,7 +125,13 @@ def classify_tab(gr, models: DemoModels):
 
         return handler
 
-    upload.change(guarded(lambda path: None if path is None else read_upload(path)), [upload, model_a, model_b],
+    def read(path):
+        image = None if path is None else read_upload(path)
+        if image is not None and sample_dataset(path):
+            image.info[SOURCE_KEY] = sample_dataset(path)  # travels with the image, to the re-runs
+        return image
+
+    upload.change(guarded(read), [upload, model_a, model_b],
                   [image_state, *outputs])  # fmt: skip
     drawn.click(guarded(sketch_to_image), [sketch, model_a, model_b], [image_state, *outputs])
     for picker in (model_a, model_b):
@@ -130,7 +149,8 @@ def in_context_tab(gr, models: DemoModels):
         "forward pass — no gradient step — and is compared with SGD and 1-nearest-neighbour on the same inputs."
     )
     with gr.Row():
-        learner_name = gr.Dropdown(names, value=names[0], label="learner", elem_id="learner")
+        first = next((n for wanted in SPACE_MODELS for n in names if n.split("/")[-1] == wanted), names[0])
+        learner_name = gr.Dropdown(names, value=first, label="learner", elem_id="learner")
         dataset = gr.Dropdown(list(IN_CONTEXT_DATASETS), value=IN_CONTEXT_DATASETS[0], label="base dataset (test "
                               "images)", elem_id="base-dataset")  # fmt: skip
         number = gr.Number(value=1, precision=0, minimum=0, maximum=10**6, label="task number", elem_id="task")
@@ -138,12 +158,16 @@ def in_context_tab(gr, models: DemoModels):
         support = gr.Slider(1, 99, value=40, step=1, label="labelled examples", elem_id="support-count")
         queries = gr.Slider(5, 100, value=30, step=1, label="queries", elem_id="query-count")
     run_button = gr.Button("Learn this task", variant="primary", elem_id="run-in-context")
+    gr.Markdown(
+        "Each image keeps its look; its label is the name this task gives its class (a 5 may be called 8), "
+        "and the learner must learn that naming from the examples."
+    )
     summary = gr.Markdown(elem_id="in-context-summary")
     curve = gr.Plot(label="accuracy as the examples grow", elem_id="in-context-curve")
     with gr.Row():
-        support_gallery = gr.Gallery(label="labelled examples (as the task names them)", columns=6, height=300,
+        support_gallery = gr.Gallery(label="labelled examples (as the task names them)", columns=5, height=300,
                                      elem_id="support-gallery")  # fmt: skip
-        query_gallery = gr.Gallery(label="queries: the learner's answer / the truth", columns=6, height=300,
+        query_gallery = gr.Gallery(label="queries: the learner's answer / the truth", columns=5, height=300,
                                    elem_id="query-gallery")  # fmt: skip
     with gr.Accordion("Teach it your own examples", open=False):
         with gr.Row():
@@ -249,19 +273,27 @@ def build_demo(models: DemoModels | list | None = None):
 
 
 def argument_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ttt-hf demo", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="ttt-hf demo", description=__doc__.split("\n\nNeeds")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--models", nargs="+", default=(), metavar="NAME",
                         help="zoo entries, run folders or Hub repo ids (default: every stored zoo entry)")  # fmt: skip
-    parser.add_argument("--host", default="127.0.0.1", help="address to serve on (0.0.0.0: every interface)")
-    parser.add_argument("--port", type=int, default=7860)
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to serve on (default 127.0.0.1, this machine only; 0.0.0.0: every interface)",
+    )
+    parser.add_argument("--port", type=int, default=7860, help="port to serve on (default 7860)")
     return parser
 
 
 def main(argv: list[str] | None = None):
     args = argument_parser().parse_args(argv)
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.disable_progress_bar()  # no "Loading weights" bar per model in the server's output
     demo = build_demo(resolve_models(args.models))
     print(f"ttt-hf demo on http://{args.host}:{args.port} (Ctrl-C stops it)", flush=True)
-    demo.launch(server_name=args.host, server_port=args.port, show_error=False, footer_links=["gradio"])
+    demo.launch(server_name=args.host, server_port=args.port, show_error=False, footer_links=["gradio"], quiet=True)
 
 
 if __name__ == "__main__":

@@ -86,6 +86,14 @@ def sample_images(dataset: str | None = None) -> list[Path]:
     return sorted(p for p in SAMPLES.glob("*.png") if dataset is None or p.name.split("__")[0] == dataset)
 
 
+def sample_dataset(path) -> str | None:
+    """The dataset a shipped sample (or a copy of one, by its file name) comes from; None for any other file."""
+    from ..common.data import DATASETS
+
+    dataset = Path(path).name.split("__")[0]
+    return dataset if "__" in Path(path).name and dataset in DATASETS else None
+
+
 def write_samples(directory=SAMPLES, datasets=("mnist-5k", "fashion-mnist", "digits"), per_dataset: int = 4):
     """Write the shipped samples: of each dataset's test split (ttt-hf's split), the first image of each of the
     first `per_dataset` classes seen, as <dataset>__<class name>.png ('/' and ' ' become '-' and '_'). Run as

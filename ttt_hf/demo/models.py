@@ -51,6 +51,12 @@ def resolve_models(names=(), model_cards=None) -> DemoModels:
     return DemoModels(classifiers, learners)
 
 
+def trained_on(name: str) -> str | None:
+    """The dataset a zoo model (by zoo name or Hub id ending in one) was trained on; None for others."""
+    entry = ZOO.get(name.split("/")[-1])
+    return None if entry is None else entry.dataset
+
+
 def about(name: str) -> str:
     """What a zoo model (by zoo name or Hub id ending in one) is and what it expects, in words; '' for others."""
     from ..common.data import DATASETS

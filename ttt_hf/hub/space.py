@@ -103,7 +103,8 @@ def space_card(repo_ids: list[str], title: str = "ttt-hf demo") -> SpaceCard:
         "classifies queries in one forward pass; its accuracy as the examples grow is drawn next to SGD and "
         "1-nearest-neighbour on the same inputs. You can add drawn examples of your own.\n\n"
         f"Models:\n{listing}\n\n"
-        "`ttt-hf zoo space` wrote this Space; run the same app locally with `ttt-hf demo`.\n"
+        "`ttt-hf zoo space` wrote this Space; the same app runs locally on these models with "
+        f"`ttt-hf demo --models {' '.join(repo_ids)}`.\n"
     )
     return SpaceCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
 

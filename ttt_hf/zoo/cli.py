@@ -115,10 +115,9 @@ def main(argv: list[str] | None = None):
         from ..hub.space import write_space
 
         target = write_space(args.directory, space_repo_ids(args.org, args.models, args.model_cards))
-        names = " ".join(args.models)
+        command = " ".join(["ttt-hf zoo publish --org", args.org, "--space ttt-hf-demo", *args.models])
         print(f"wrote the Space folder {target} (`cd {target} && python app.py` runs it once its models are on the "
-              f"Hub). `ttt-hf zoo publish --org {args.org} --space NAME {names}` publishes the models and this "
-              "Space, written afresh.")  # fmt: skip
+              f"Hub). `{command}` publishes the models and this Space, written afresh.")  # fmt: skip
     elif args.command == "table":
         print(results_table(args.model_cards, args.learners))
     elif args.command == "cards":
