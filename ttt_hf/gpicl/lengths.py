@@ -63,7 +63,8 @@ def plot(rows: list[dict], path) -> None:
                 continue
             longest = max(row["length"] for row in mine)
             points = sorted((row["examples"], row["accuracy"]) for row in mine if row["length"] == longest)
-            ax.plot(*zip(*points), "o-", label=f"{learner} ({mine[0]['positions']} positions)")
+            positions = "no" if mine[0]["positions"] == "none" else mine[0]["positions"]
+            ax.plot(*zip(*points), "o-", label=f"{learner} ({positions} positions)")
         ax.axhline(0.1, color="grey", lw=0.8, ls=":", label="chance")
         ax.set(xlabel="labelled examples seen in the context", ylabel="accuracy on the next example", ylim=(0, 1),
                title=task_set.replace("unseen-", "unseen tasks, ") + " test images")  # fmt: skip
