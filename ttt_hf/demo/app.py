@@ -108,7 +108,7 @@ def classify_tab(gr, models: DemoModels):
         for name in (name_a, name_b):
             if name and name != NONE and name not in results:
                 results[name] = classify(classifier(models.classifiers[name]), image)
-        found = [(name, result) for name, result in results.items()]
+        found = list(results.items())
         texts, labels = [_prediction_text(n, r.labels, source) for n, r in found], [r.labels for _, r in found]
         texts, labels = texts + [""] * (2 - len(texts)), labels + [None] * (2 - len(labels))
         caption_text = "\n\n".join(f"**{name}** — {inner_loss_text(result)}" for name, result in found)
@@ -127,8 +127,9 @@ def classify_tab(gr, models: DemoModels):
 
     def read(path):
         image = None if path is None else read_upload(path)
-        if image is not None and sample_dataset(path):
-            image.info[SOURCE_KEY] = sample_dataset(path)  # travels with the image, to the re-runs
+        source = None if path is None else sample_dataset(path)
+        if source:
+            image.info[SOURCE_KEY] = source  # travels with the image, to the re-runs
         return image
 
     upload.change(guarded(read), [upload, model_a, model_b],

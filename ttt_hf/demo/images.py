@@ -98,14 +98,15 @@ def write_samples(directory=SAMPLES, datasets=("mnist-5k", "fashion-mnist", "dig
     """Write the shipped samples: of each dataset's test split (ttt-hf's split), the first image of each of the
     first `per_dataset` classes seen, as <dataset>__<class name>.png ('/' and ' ' become '-' and '_'). Run as
     `python -m ttt_hf.demo.images`."""
-    from ..common.data import DATASETS, load_image_arrays
+    from ..common.data import load_image_arrays
+    from .in_context import class_names
 
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     written = []
     for dataset in datasets:
         images, labels = load_image_arrays(dataset, "test")
-        names = DATASETS[dataset].loader(None)[1]
+        names = class_names(dataset)
         firsts = {}
         for index, label in enumerate(labels.tolist()):
             firsts.setdefault(label, index)

@@ -38,11 +38,17 @@ def test_images(dataset: str) -> tuple[np.ndarray, np.ndarray]:
     return load_image_arrays(dataset, "test")
 
 
+@cache
+def class_names(dataset: str) -> tuple[str, ...]:
+    """A bundled dataset's class names (its loader reads the whole dataset: once per dataset, not per task)."""
+    return tuple(DATASETS[dataset].loader(None)[1])
+
+
 def make_task(dataset: str, number: int) -> Task:
     """Task `number` on `dataset`: the projection of the task family's seed (applied by the pipeline) and the class
     names permuted by a generator of the same seed, so that the names say nothing of the classes. (The learner reads
     labels as ids in order of first appearance, so any naming is a new labelling to it.)"""
-    names = list(DATASETS[dataset].loader(None)[1])
+    names = class_names(dataset)
     permutation = torch.randperm(len(names), generator=torch.Generator().manual_seed(DEMO_TASK_OFFSET + number))
     return Task(dataset, number, [names[i] for i in permutation.tolist()])
 

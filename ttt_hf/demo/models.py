@@ -51,9 +51,14 @@ def resolve_models(names=(), model_cards=None) -> DemoModels:
     return DemoModels(classifiers, learners)
 
 
+def _zoo_entry(name: str):
+    """The zoo entry a zoo name or a Hub id ending in one names; None for other models."""
+    return ZOO.get(name.split("/")[-1])
+
+
 def trained_on(name: str) -> str | None:
-    """The dataset a zoo model (by zoo name or Hub id ending in one) was trained on; None for others."""
-    entry = ZOO.get(name.split("/")[-1])
+    """The dataset a zoo model was trained on; None for others."""
+    entry = _zoo_entry(name)
     return None if entry is None else entry.dataset
 
 
@@ -61,7 +66,7 @@ def about(name: str) -> str:
     """What a zoo model (by zoo name or Hub id ending in one) is and what it expects, in words; '' for others."""
     from ..common.data import DATASETS
 
-    entry = ZOO.get(name.split("/")[-1])
+    entry = _zoo_entry(name)
     if entry is None:
         return ""
     facts = DATASETS[entry.dataset]
