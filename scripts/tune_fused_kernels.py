@@ -9,7 +9,6 @@ the fastest settings as a LAUNCH table to paste into fused_mlp.py.
 """
 
 import argparse
-import csv
 import itertools
 import os
 import time
@@ -18,6 +17,7 @@ import torch
 
 from ttt_hf.bench.benchmark import benchmark_layer
 from ttt_hf.bench.measure import machine_description
+from ttt_hf.common.run_files import write_csv
 from ttt_hf.modeling import fused_mlp
 from ttt_hf.modeling.configuration_ttt_vit import MIXER_PRESETS
 
@@ -66,10 +66,7 @@ def tune(tokens: int, budget_s: float, out_dir: str) -> dict:
             if ms == ms and (kind not in best or ms < best[kind][1]):
                 best[kind] = (dict(fused_mlp.LAUNCH[kind]), ms)
         fused_mlp.LAUNCH[kind] = best[kind][0] if kind in best else default
-    with open(os.path.join(out_dir, "tune_kernels.csv"), "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(rows, os.path.join(out_dir, "tune_kernels.csv"))
     print("LAUNCH = {")
     for kind, (cfg, ms) in best.items():
         print(f'    "{kind}": {cfg},  # {ms:.3f} ms at {tokens} tokens')
@@ -102,10 +99,7 @@ def main(argv=None):
         rows.append(row)
         print(f"{name:24s} compiled={compile!s:5s} fwd {row['forward_ms']:.2f} ms  fwd+bwd "
               f"{row['forward_backward_ms']:.2f} ms  {row['memory_mb']:.0f} MB", flush=True)  # fmt: skip
-    with open(os.path.join(args.output_dir, "tune_layers.csv"), "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    write_csv(rows, os.path.join(args.output_dir, "tune_layers.csv"))
 
 
 if __name__ == "__main__":

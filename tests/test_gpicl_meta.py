@@ -409,6 +409,46 @@ def test_report_tabulates_runs_and_plots(meta_trained, tmp_path):
     assert (tmp_path / "cmp.png").stat().st_size > 1000
 
 
+def test_state_study_pools_seeds_of_one_configuration_and_places_it_at_its_state_size(meta_trained, tmp_path):
+    """`python -m ttt_hf.gpicl.state`: runs that differ only in their seed are one row with every seed's accuracy
+    and their mean ± half-range; another head count is another row at its own state size; CSV and plot written."""
+    import shutil
+
+    from ttt_hf.gpicl import state
+
+    out, results = meta_trained
+    p = results["final_unseen-digits_accuracy_last"]
+    copies = {}
+    for name, seed, heads, accuracy in (("a", None, 2, p), ("b", 1, 2, 0.25), ("c", 2, 1, 0.5)):
+        copies[name] = shutil.copytree(out, tmp_path / name)
+        saved = json.loads((copies[name] / "all_results.json").read_text())
+        saved["final_unseen-digits_accuracy_last"] = accuracy
+        if heads == 1:  # another configuration: one head, a state twice as large
+            saved["state_size"] *= 2
+            config = json.loads((copies[name] / "config.json").read_text())
+            (copies[name] / "config.json").write_text(json.dumps({**config, "num_attention_heads": 1}))
+        (copies[name] / "all_results.json").write_text(json.dumps(saved))
+        if seed is not None:
+            arguments = json.loads((copies[name] / "training_args.json").read_text())
+            arguments["training"]["seed"] = seed
+            (copies[name] / "training_args.json").write_text(json.dumps(arguments))
+    groups = state.main([str(copies[n]) for n in "abc"] + ["--csv", str(tmp_path / "s.csv"), "--plot",
+                        str(tmp_path / "s.png")])  # fmt: skip
+    assert [g["name"] for g in groups] == ["TTT-Linear, 2 heads", "TTT-Linear, 1 head"]
+    assert [r["seed"] for r in groups[0]["runs"]] == [42, 1] and groups[0]["accuracy"]["unseen-digits"] == [p, 0.25]
+    assert groups[1]["state_size"] == 2 * groups[0]["state_size"] == 2 * 2 * 2 * 8 * 8
+    mean, half = (p + 0.25) / 2, abs(p - 0.25) / 2
+    assert state.spread([p, 0.25]) == pytest.approx((mean, half)) and state.spread([0.5]) == (0.5, 0.0)
+    lines = state.table(groups).splitlines()
+    assert lines[2].startswith("| TTT-Linear, 2 heads | 256 |")
+    assert f"| {100 * mean:.1f} ± {100 * half:.1f} % |" in lines[2]
+    assert f"{100 * p:.1f} / 25.0 %" in lines[2] and "| 42, 1 |" in lines[2]
+    assert lines[3].startswith("| TTT-Linear, 1 head | 512 |") and "| 50.0 ± 0.0 % |" in lines[3]
+    sgd = sum(json.loads((copies[n] / "all_results.json").read_text())["sgd"]["unseen-digits"]["11"] for n in "ab")
+    assert groups[0]["baselines"]["unseen-digits"]["SGD"] == pytest.approx(sgd / 2)
+    assert len((tmp_path / "s.csv").read_text().splitlines()) == 4 and (tmp_path / "s.png").stat().st_size > 1000
+
+
 def test_nearest_neighbour_and_logistic_baselines_match_scikit_learn(digits):
     """The simple learners beside SGD, on the same sequences: 1-NN is scikit-learn's, and logistic regression
     trained to convergence (L-BFGS, L2 penalty) predicts as scikit-learn's at the same penalty."""
@@ -449,8 +489,9 @@ def test_longer_sequences_than_meta_training_are_measured_on_the_same_task_famil
 
 
 def test_the_grid_is_valid_meta_train_commands_that_vary_one_thing():
-    """Every grid run parses as `ttt-hf meta-train`; q1's TTT-Linear runs have about the same parameters and states
-    15x apart; q2 drops the positions; q4 drops the convolutions and the bursty start."""
+    """Every grid run parses as `ttt-hf meta-train`; q1's TTT-Linear runs and LSTM have about the same parameters,
+    the TTT-Linear states 15x apart; --seed N names the runs NAME-seedN; q2 drops the positions; q4 drops the
+    convolutions and the bursty start."""
     from ttt_hf.gpicl import grid
     from ttt_hf.gpicl.meta_training import build_model, parse_arguments
 
@@ -463,7 +504,14 @@ def test_the_grid_is_valid_meta_train_commands_that_vary_one_thing():
         model = build_model(meta)
         sizes[heads] = (sum(p.numel() for p in model.parameters()), model.state_size(99))
     params = [count for count, _ in sizes.values()]
-    assert max(params) / min(params) < 1.05  # about the same parameters (one head learns a larger W_0)
+    lstm = build_model(parsed["q1-lstm"][0])
+    params.append(sum(p.numel() for p in lstm.parameters()))
+    zoo_learner = sizes[4][0]  # about the parameters of the zoo's TTT-Linear (one head learns a larger W_0)
+    assert all(abs(count / zoo_learner - 1) < 0.05 for count in params)
+    assert lstm.state_size(99) == 2 * 4 * 168 and parsed["q1-lstm"][0].distinct_examples == "10:400"
+    again = grid.seeded(runs, 2)
+    assert again["q1-lstm-seed2"][-2:] == ["--seed", "2"] and grid.seeded(runs, 42) == runs
+    assert parse_arguments(again["q1-ttt-linear-heads1-seed2"][1:])[1].seed == 2
     assert sizes[1][1] > sizes[4][1] > sizes[16][1] and sizes[1][1] / sizes[16][1] > 10  # states 15x apart
     assert "position_embedding_type=none" in parsed["q2-ttt-linear-no-positions"][0].config_overrides
     meta, args = parsed["q4-transformer-batch2048-eps1e-16"]

@@ -7,13 +7,12 @@ compilation counts; the per-image path's PIL work runs in the main process, as `
 """
 
 import argparse
-import csv
-import os
 import tempfile
 
 import torch
 
 from .. import zoo
+from ..common.run_files import write_csv
 from ..vision import training
 from .measure import machine_description
 
@@ -125,11 +124,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
     machine = machine_description("cuda" if torch.cuda.is_available() else "cpu")
     print(f"\n{table(rows)}\n\nmachine: {machine}; device of the runs: {rows[0]['device']}")
     if args.csv:
-        os.makedirs(os.path.dirname(os.path.abspath(args.csv)), exist_ok=True)
-        with open(args.csv, "w", newline="") as file:
-            writer = csv.DictWriter(file, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        write_csv(rows, args.csv)
     return rows
 
 

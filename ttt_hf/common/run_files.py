@@ -23,4 +23,18 @@ def write_files(files: dict, directory, what: str):
     return folder
 
 
-__all__ = ["CARD_FILE", "RESULTS_FILE", "SAMPLE_IMAGE", "TRAINING_ARGS_FILE", "write_files"]
+def write_csv(rows: list[dict], path) -> None:
+    """Write `rows` (dicts with the same keys, in column order) as a CSV file with a header, making its folder."""
+    import csv
+    from pathlib import Path
+
+    if not rows:
+        raise ValueError(f"No rows to write to {path}.")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as file:
+        writer = csv.DictWriter(file, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+__all__ = ["CARD_FILE", "RESULTS_FILE", "SAMPLE_IMAGE", "TRAINING_ARGS_FILE", "write_csv", "write_files"]

@@ -1,19 +1,21 @@
 """The GPICL study's grid: every `ttt-hf meta-train` run that answers its questions, written once, run many at a time.
 
     python -m ttt_hf.gpicl.grid list                                   the runs and their commands
-    python -m ttt_hf.gpicl.grid run --root DIR [--parallel N] [--only PREFIX] [-- extra meta-train flags]
+    python -m ttt_hf.gpicl.grid run --root DIR [--parallel N] [--only PREFIX] [--seed N] [-- extra meta-train flags]
 
 The questions (docs/gpicl.md): q1, state size at one width and parameter count (TTT-Linear heads, TTT-MLP hidden
-ratio); q2, positions that run past the trained length; q3, the transition with the number of tasks; q4, the paper's
-remedies for the plateau without the convolutions (meta-batch, Adam epsilon). Every run is the zoo learners' recipe
-(`ttt_hf.zoo.registry`: causal convolutions, bursty sequences first, mnist-5k, 1,000 steps) with one thing changed,
-except q4's, which drop the convolutions and the bursty start to test the paper's own remedies. The seeds of the
-zoo learners are zoo entries (`ttt-hf zoo train NAME`). On a GPU the whole grid runs at once in one device call
+ratio, the LSTM); q2, positions that run past the trained length; q3, the transition with the number of tasks; q4,
+the paper's remedies for the plateau without the convolutions (meta-batch, Adam epsilon). Every run is the zoo
+learners' recipe (`ttt_hf.zoo.registry`: causal convolutions, bursty sequences first, mnist-5k, 1,000 steps) with one
+thing changed, except q4's, which drop the convolutions and the bursty start to test the paper's own remedies. The
+seeds of the zoo learners are zoo entries (`ttt-hf zoo train NAME`); `--seed N` runs the grid with another seed,
+its runs named NAME-seedN as the zoo's are. On a GPU the whole grid runs at once in one device call
 (`JOB=gpicl-grid bash scripts/train_zoo_gpu.sh`); finished runs are skipped, so it resumes.
 """
 
 import argparse
 
+from ..common.arguments import DEFAULT_SEED
 from ..common.parallel import run_many
 from .recipes import BURSTY, EVAL, LEARNERS
 
@@ -36,6 +38,9 @@ def grid() -> dict[str, list[str]]:
         runs[f"q1-ttt-linear-heads{heads}"] = _run("ttt_linear", "", "--num_attention_heads", str(heads))
     for ratio in (1, 4, 16):  # q1: TTT-MLP states 68,096 / 267,776 / 1,066,496 (0.99 / 1.09 / 1.49 M parameters)
         runs[f"q1-ttt-mlp-hidden{ratio}"] = _run("ttt_mlp", f"inner_hidden_ratio={ratio}")
+    # q1: the LSTM (1,344 floats of state) at the same parameter count; it takes no convolution, the rest is the recipe
+    runs["q1-lstm"] = ["meta-train", "--dataset", "mnist-5k", "--backbone", "lstm", "--hidden_size", "168", *BURSTY,
+                       *EVAL, "--max_steps", str(LEARNERS["ttt_linear"].steps)]  # fmt: skip
     for backbone in ("transformer", "ttt_linear"):
         name = backbone.replace("_", "-")
         runs[f"q2-{name}-no-positions"] = _run(backbone, "position_embedding_type=none")
@@ -49,6 +54,13 @@ def grid() -> dict[str, list[str]]:
     return runs
 
 
+def seeded(runs: dict[str, list[str]], seed: int) -> dict[str, list[str]]:
+    """The runs with another seed: NAME-seedN with `--seed N` (the default seed keeps the names and commands)."""
+    if seed == DEFAULT_SEED:
+        return runs
+    return {f"{name}-seed{seed}": [*command, "--seed", str(seed)] for name, command in runs.items()}
+
+
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(prog="python -m ttt_hf.gpicl.grid", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -57,6 +69,8 @@ def main(argv=None) -> dict:
     run.add_argument("--root", required=True, help="the runs' parent folder")
     run.add_argument("--parallel", type=int, default=0, help="runs at once, one process each (0: all)")
     run.add_argument("--only", default="", help="only the runs whose name starts with this (e.g. q3)")
+    run.add_argument("--seed", type=int, default=DEFAULT_SEED, help="the runs' seed (other than %(default)s: "
+                     "names end in -seedN)")  # fmt: skip
     run.add_argument(
         "extra",
         nargs=argparse.REMAINDER,
@@ -74,6 +88,7 @@ def main(argv=None) -> dict:
     if steps and steps[-1] <= 400:  # RECIPE's bursty stage ends at step 400: shorter runs never see fresh sequences
         print(f"--max_steps {steps[-1]}: no longer than the bursty stage (400 steps), so a dry run, not the study.")
     chosen = {name: [*command, *extra] for name, command in runs.items() if name.startswith(args.only)}
+    chosen = seeded(chosen, args.seed)
     if not chosen:
         raise ValueError(f"No grid run starts with {args.only!r}: `python -m ttt_hf.gpicl.grid list` names them.")
     codes = run_many(chosen, args.root, args.parallel)

@@ -11,11 +11,10 @@ run past it.
 """
 
 import argparse
-import csv
 import json
 from pathlib import Path
 
-from ..common.run_files import RESULTS_FILE, TRAINING_ARGS_FILE
+from ..common.run_files import RESULTS_FILE, TRAINING_ARGS_FILE, write_csv
 from .evaluation import in_context_accuracy, interval
 from .meta_training import MetaArguments, unseen_sampler
 
@@ -92,10 +91,7 @@ def main(argv=None) -> list[dict]:
         print(f"| {row['learner']} | {row['positions']} | {row['task_set']} | {row['length']} | {row['examples']} "
               f"| {100 * row['accuracy']:.1f} ± {100 * row['interval']:.1f} % |")  # fmt: skip
     if args.csv:
-        with open(args.csv, "w", newline="") as file:
-            writer = csv.DictWriter(file, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
+        write_csv(rows, args.csv)
     if args.plot:
         plot(rows, args.plot)
     return rows

@@ -1,0 +1,192 @@
+"""State, not parameters: in-context accuracy against the state a learner carries, seeds of one configuration pooled.
+
+    python -m ttt_hf.gpicl.state RUN... [--csv OUT.csv] [--plot OUT.png]
+
+Each RUN is a meta-training run's --output_dir or a zoo folder. Runs that differ only in their seed are one
+configuration (same backbone, heads, hidden ratio, overrides, meta-training, steps and parameter count); the table
+gives per configuration the floats a sequence carries after the last example (`state_size`), the parameters, every
+seed's accuracy after the last example on each set of unseen tasks, and their mean ± half-range. The plot puts each
+configuration at its state size (log scale), its seeds as dots and their mean as a marker with the range as error
+bar, a line through one backbone's configurations, and the simple learners' mean (1-NN, logistic regression, SGD
+on the same sequences) as horizontal lines.
+"""
+
+import argparse
+import json
+from pathlib import Path
+
+from ..common.run_files import TRAINING_ARGS_FILE, write_csv
+from ..hub.gpicl_card import interventions, unseen_sets
+from .evaluation import BASELINE_NAMES, interval
+from .report import load_runs, model_description
+
+BACKBONE_NAMES = {"transformer": "Transformer", "lstm": "LSTM", "ttt_linear": "TTT-Linear", "ttt_mlp": "TTT-MLP"}
+
+
+def load(paths) -> list[dict]:
+    """The runs' results, each with its `config` and `seed` (None where the run did not record its arguments)."""
+    runs = load_runs(paths)
+    for run in runs:
+        folder = Path(run["path"])
+        run["config"] = json.loads((folder / "config.json").read_text())
+        arguments = folder / TRAINING_ARGS_FILE
+        run["seed"] = json.loads(arguments.read_text())["training"]["seed"] if arguments.is_file() else None
+    return runs
+
+
+def configuration(run: dict) -> str:
+    """What a run is, without its seed: e.g. "TTT-Linear, 16 heads" or "TTT-MLP, hidden ratio 4"."""
+    config = run["config"]
+    name = BACKBONE_NAMES[config["backbone"]]
+    if config["backbone"] == "ttt_linear":
+        heads = config["num_attention_heads"]
+        name += f", {heads} head{'s' if heads > 1 else ''}"
+    elif config["backbone"] == "ttt_mlp":
+        name += f", hidden ratio {config['inner_hidden_ratio']}"
+    return name
+
+
+def _key(run: dict) -> tuple:
+    meta = run["meta_arguments"]
+    return (configuration(run), model_description(run), interventions(meta, run.get("optimizer")),
+            run["train_steps"], run["num_parameters"], run["state_size"])  # fmt: skip
+
+
+def group(runs: list[dict]) -> list[dict]:
+    """One entry per configuration, in order of first appearance: {name, runs, state_size, num_parameters,
+    train_steps, meta_training, accuracy: {task set: [per run]}, baselines: {task set: {short name: mean}}}."""
+    groups: dict[tuple, list[dict]] = {}
+    for run in runs:
+        groups.setdefault(_key(run), []).append(run)
+    names = [key[0] for key in groups]
+    entries = []
+    for key, members in groups.items():
+        name, _, meta_training, steps, parameters, state = key
+        if names.count(name) > 1:  # two configurations share a name: say what else differs
+            name += f" ({meta_training}, {steps} steps)"
+        sets = sorted({task_set for r in members for task_set in unseen_sets(r)})
+        accuracy = {s: [r.get(f"final_{s}_accuracy_last") for r in members] for s in sets}
+        baselines = {}
+        for s in sets:
+            found = {}
+            for baseline, (short, _) in BASELINE_NAMES.items():
+                values = [(r.get(baseline) or {}).get(s, {}).get(str(r["meta_arguments"]["sequence_length"] - 1))
+                          for r in members]  # fmt: skip
+                if values and None not in values:
+                    found[short] = sum(values) / len(values)
+            baselines[s] = found
+        entries.append({"name": name, "runs": members, "state_size": state, "num_parameters": parameters,
+                        "train_steps": steps, "meta_training": meta_training, "accuracy": accuracy,
+                        "baselines": baselines})  # fmt: skip
+    return entries
+
+
+def spread(values: list[float]) -> tuple[float, float]:
+    """Mean and half-range of the values (half-range 0 for one value)."""
+    return sum(values) / len(values), (max(values) - min(values)) / 2
+
+
+def task_sets(groups: list[dict]) -> list[str]:
+    """The sets of unseen tasks measured, those of the meta-training dataset first."""
+    trained = {f"unseen-{r['meta_arguments']['dataset']}" for g in groups for r in g["runs"]}
+    return sorted({s for g in groups for s in g["accuracy"]}, key=lambda s: (s not in trained, s))
+
+
+def table(groups: list[dict]) -> str:
+    """The markdown table: one row per configuration (see the module docstring)."""
+    if not groups:
+        return "No runs."
+    sets = task_sets(groups)
+    head = ["learner", "state (floats)", "params", "steps", "seeds"]
+    head += [f"{s}: per seed" for s in sets] + [f"{s}: mean ± half-range" for s in sets]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for g in groups:
+        seeds = ", ".join("?" if r["seed"] is None else str(r["seed"]) for r in g["runs"])
+        cells = [g["name"], f"{g['state_size']:,}", f"{g['num_parameters'] / 1e6:.2f} M", str(g["train_steps"]), seeds]
+        per_seed, means = [], []
+        for s in sets:
+            values = [v for v in g["accuracy"].get(s, []) if v is not None]
+            per_seed.append(" / ".join(f"{100 * v:.1f}" for v in values) + " %" if values else "—")
+            mean, half = spread(values) if values else (None, None)
+            means.append("—" if mean is None else f"{100 * mean:.1f} ± {100 * half:.1f} %")
+        lines.append("| " + " | ".join(cells + per_seed + means) + " |")
+    sequences = sorted({r["meta_arguments"].get("final_eval_sequences", 1024) for g in groups for r in g["runs"]})
+    widest = max(interval(0.5, n) for n in sequences)
+    counts = " or ".join(f"{n:,}" for n in sequences)
+    lines += [
+        "",
+        f"Accuracy after the last example on tasks never seen in meta-training ({counts} sequences of "
+        f"distinct test images per seed; each seed's 95 % interval at most ± {100 * widest:.1f} points). "
+        "State: the floats a sequence carries from one position to the next after the last example.",
+    ]
+    return "\n".join(lines)
+
+
+def rows(groups: list[dict]) -> list[dict]:
+    """One CSV row per run and task set."""
+    out = []
+    for g in groups:
+        for s, values in g["accuracy"].items():
+            for r, value in zip(g["runs"], values):
+                if value is not None:
+                    n = r["meta_arguments"].get("final_eval_sequences", 1024)
+                    out.append({"learner": g["name"], "run": Path(r["path"]).name, "seed": r["seed"],
+                                "state_size": g["state_size"], "num_parameters": g["num_parameters"],
+                                "train_steps": g["train_steps"], "task_set": s, "accuracy": value,
+                                "interval": interval(value, n), "sequences": n})  # fmt: skip
+    return out
+
+
+def plot(groups: list[dict], path) -> None:
+    """Accuracy after the last example against state size (log), one panel per set of unseen tasks."""
+    from ..common.plots import plt, save_figure
+
+    sets = task_sets(groups)
+    fig, axes = plt.subplots(1, len(sets), figsize=(6 * len(sets), 4.4), squeeze=False)
+    for ax, task_set in zip(axes[0], sets):
+        baselines: dict[str, list[float]] = {}
+        for i, g in enumerate(groups):
+            values = [v for v in g["accuracy"].get(task_set, []) if v is not None]
+            if not values:
+                continue
+            color = f"C{i % 10}"
+            mean, half = spread(values)
+            ax.scatter([g["state_size"]] * len(values), values, s=10, color=color, alpha=0.5)
+            ax.errorbar(g["state_size"], mean, yerr=half, fmt="o", ms=7, capsize=4, color=color,
+                        label=f"{g['name']} ({len(values)} seed{'s' if len(values) > 1 else ''})")  # fmt: skip
+            for short, value in g["baselines"].get(task_set, {}).items():
+                baselines.setdefault(short, []).append(value)
+        for backbone in {g["runs"][0]["backbone"] for g in groups}:  # one backbone's states, joined by a line
+            points = sorted((g["state_size"], spread(values)[0]) for g in groups
+                            if g["runs"][0]["backbone"] == backbone
+                            and (values := [v for v in g["accuracy"].get(task_set, []) if v is not None]))  # fmt: skip
+            if len(points) > 1:
+                ax.plot(*zip(*points), color="grey", lw=0.8, zorder=0)
+        for (short, values), style in zip(sorted(baselines.items()), ("--", "-.", ":")):
+            ax.axhline(sum(values) / len(values), color="black", lw=0.9, ls=style, label=f"{short} (mean)")
+        ax.axhline(0.1, color="grey", lw=0.8, ls=":", label="chance")
+        ax.set(xscale="log", xlabel="state: floats carried after the last example (log)", ylim=(0, 1),
+               ylabel="accuracy after the last example",
+               title=task_set.replace("unseen-", "unseen tasks, ") + " test images")  # fmt: skip
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7, loc="lower right")
+    save_figure(fig, path)
+
+
+def main(argv=None) -> list[dict]:
+    parser = argparse.ArgumentParser(prog="python -m ttt_hf.gpicl.state", description=__doc__.splitlines()[0])
+    parser.add_argument("runs", nargs="+", help="meta-training run folders or zoo folders")
+    parser.add_argument("--csv", help="write one row per run and task set here")
+    parser.add_argument("--plot", help="write the plot (accuracy against state size) here")
+    args = parser.parse_args(argv)
+    groups = group(load(args.runs))
+    print(table(groups))
+    if args.csv:
+        write_csv(rows(groups), args.csv)
+    if args.plot:
+        plot(groups, args.plot)
+    return groups
+
+
+if __name__ == "__main__":
+    main()
