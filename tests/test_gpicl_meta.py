@@ -13,7 +13,14 @@ from transformers import AutoModelForTokenClassification, pipeline
 import ttt_hf
 from ttt_hf import InContextClassificationPipeline
 from ttt_hf.common.data import load_image_arrays
-from ttt_hf.gpicl.evaluation import _sgd_linear, in_context_accuracy, interval, pipeline_accuracy, sgd_accuracy
+from ttt_hf.gpicl.evaluation import (
+    BASELINE_NAMES,
+    _sgd_linear,
+    in_context_accuracy,
+    interval,
+    pipeline_accuracy,
+    sgd_accuracy,
+)
 from ttt_hf.gpicl.meta_training import main as meta_train
 from ttt_hf.gpicl.meta_training import steps_to_leave_plateau
 from ttt_hf.gpicl.tasks import (
@@ -486,6 +493,27 @@ def test_longer_sequences_than_meta_training_are_measured_on_the_same_task_famil
     assert rows[0]["positions"] == "learned" and rows[0]["trained_length"] == 12
     assert (tmp_path / "l.png").stat().st_size > 0 and len((tmp_path / "l.csv").read_text().splitlines()) == 4
     assert "| run | learned | unseen-digits | 24 | 23 |" in capsys.readouterr().out
+
+
+def test_longer_sequences_with_baselines_give_back_the_runs_own_simple_learners(meta_trained, tmp_path):
+    """`--baselines`: SGD, 1-NN and logistic regression on the same sequences, once per set of sequences (a copy of
+    the run with the same seed adds none); at the trained length they are the run's own recorded baselines."""
+    import shutil
+
+    from ttt_hf.gpicl import lengths
+
+    out, _ = meta_trained
+    recorded = json.loads((out / "all_results.json").read_text())
+    copy = shutil.copytree(out, tmp_path / "copy")
+    rows = lengths.main([str(out), str(copy), "--lengths", "12,24", "--sequences", "16", "--baselines",
+                         "--plot", str(tmp_path / "l.png")])  # fmt: skip
+    learners = list(dict.fromkeys(row["learner"] for row in rows))
+    assert learners == ["run", "SGD, seed 42", "1-NN, seed 42", "LR, seed 42", "copy"]
+    for key, (short, _) in BASELINE_NAMES.items():
+        mine = {(r["length"], r["examples"]): r for r in rows if r["learner"] == f"{short}, seed 42"}
+        assert list(mine) == [(12, 11), (24, 11), (24, 23)] and mine[12, 11]["positions"] == ""
+        assert mine[12, 11]["accuracy"] == pytest.approx(recorded[key]["unseen-digits"]["11"])
+    assert (tmp_path / "l.png").stat().st_size > 1000
 
 
 def test_the_grid_is_valid_meta_train_commands_that_vary_one_thing():
