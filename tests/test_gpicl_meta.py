@@ -495,7 +495,7 @@ def test_longer_sequences_than_meta_training_are_measured_on_the_same_task_famil
     assert "| run | learned | unseen-digits | 24 | 23 |" in capsys.readouterr().out
 
 
-def test_longer_sequences_with_baselines_give_back_the_runs_own_simple_learners(meta_trained, tmp_path):
+def test_longer_sequences_with_baselines_give_back_the_runs_own_simple_learners(meta_trained, tmp_path, capsys):
     """`--baselines`: SGD, 1-NN and logistic regression on the same sequences, once per set of sequences (a copy of
     the run with the same seed adds none); at the trained length they are the run's own recorded baselines."""
     import shutil
@@ -514,6 +514,11 @@ def test_longer_sequences_with_baselines_give_back_the_runs_own_simple_learners(
         assert list(mine) == [(12, 11), (24, 11), (24, 23)] and mine[12, 11]["positions"] == ""
         assert mine[12, 11]["accuracy"] == pytest.approx(recorded[key]["unseen-digits"]["11"])
     assert (tmp_path / "l.png").stat().st_size > 1000
+    some = lengths.main([str(out), "--lengths", "12", "--sequences", "16", "--baselines", "nearest_neighbour"])
+    assert [row["learner"] for row in some] == ["run", "1-NN, seed 42"]
+    with pytest.raises(SystemExit):  # argparse's error: names the simple learners there are
+        lengths.main([str(out), "--baselines", "svm"])
+    assert "unknown ['svm']; the simple learners are sgd, nearest_neighbour, logistic" in capsys.readouterr().err
 
 
 def test_the_grid_is_valid_meta_train_commands_that_vary_one_thing():
