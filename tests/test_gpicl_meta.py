@@ -441,7 +441,7 @@ def test_state_study_pools_seeds_of_one_configuration_and_places_it_at_its_state
             (copies[name] / "training_args.json").write_text(json.dumps(arguments))
     groups = state.main([str(copies[n]) for n in "abc"] + ["--csv", str(tmp_path / "s.csv"), "--plot",
                         str(tmp_path / "s.png")])  # fmt: skip
-    assert [g["name"] for g in groups] == ["TTT-Linear, 2 heads", "TTT-Linear, 1 head"]
+    assert [g["name"] for g in groups] == ["TTT-Linear, 2 heads", "TTT-Linear, 1 head"]  # by state size
     assert [r["seed"] for r in groups[0]["runs"]] == [42, 1] and groups[0]["accuracy"]["unseen-digits"] == [p, 0.25]
     assert groups[1]["state_size"] == 2 * groups[0]["state_size"] == 2 * 2 * 2 * 8 * 8
     mean, half = (p + 0.25) / 2, abs(p - 0.25) / 2
@@ -454,6 +454,9 @@ def test_state_study_pools_seeds_of_one_configuration_and_places_it_at_its_state
     sgd = sum(json.loads((copies[n] / "all_results.json").read_text())["sgd"]["unseen-digits"]["11"] for n in "ab")
     assert groups[0]["baselines"]["unseen-digits"]["SGD"] == pytest.approx(sgd / 2)
     assert len((tmp_path / "s.csv").read_text().splitlines()) == 4 and (tmp_path / "s.png").stat().st_size > 1000
+    (tmp_path / "c.log").write_text("a run's log, not a run")
+    with pytest.raises(FileNotFoundError, match="c.log is not a finished meta-training run"):
+        state.main([str(copies["a"]), str(tmp_path / "c.log")])
 
 
 def test_nearest_neighbour_and_logistic_baselines_match_scikit_learn(digits):

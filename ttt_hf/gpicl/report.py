@@ -17,8 +17,15 @@ from .meta_training import CHANCE_EXIT
 
 
 def load_runs(paths) -> list[dict]:
+    """The all_results.json of each run folder, with its "path"; a path that is not a finished run is an error."""
     runs = []
     for path in paths:
+        if not (Path(path) / RESULTS_FILE).is_file():
+            raise FileNotFoundError(
+                f"{path} is not a finished meta-training run (no {RESULTS_FILE}): give the --output_dir of "
+                "`ttt-hf meta-train` runs that have ended, or zoo folders (a glob such as outputs/grid/q1-*/ keeps "
+                "to folders)."
+            )
         results = json.loads((Path(path) / RESULTS_FILE).read_text())
         results["path"] = str(path)
         runs.append(results)

@@ -53,8 +53,9 @@ def _key(run: dict) -> tuple:
 
 
 def group(runs: list[dict]) -> list[dict]:
-    """One entry per configuration, in order of first appearance: {name, runs, state_size, num_parameters,
-    train_steps, meta_training, accuracy: {task set: [per run]}, baselines: {task set: {short name: mean}}}."""
+    """One entry per configuration, by backbone (BACKBONE_NAMES' order) and state size: {name, runs, state_size,
+    num_parameters, train_steps, meta_training, accuracy: {task set: [per run]}, baselines: {task set: {short name:
+    mean}}}."""
     groups: dict[tuple, list[dict]] = {}
     for run in runs:
         groups.setdefault(_key(run), []).append(run)
@@ -78,7 +79,8 @@ def group(runs: list[dict]) -> list[dict]:
         entries.append({"name": name, "runs": members, "state_size": state, "num_parameters": parameters,
                         "train_steps": steps, "meta_training": meta_training, "accuracy": accuracy,
                         "baselines": baselines})  # fmt: skip
-    return entries
+    order = list(BACKBONE_NAMES)
+    return sorted(entries, key=lambda g: (order.index(g["runs"][0]["backbone"]), g["state_size"]))
 
 
 def spread(values: list[float]) -> tuple[float, float]:
@@ -102,7 +104,8 @@ def table(groups: list[dict]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for g in groups:
         seeds = ", ".join("?" if r["seed"] is None else str(r["seed"]) for r in g["runs"])
-        cells = [g["name"], f"{g['state_size']:,}", f"{g['num_parameters'] / 1e6:.2f} M", str(g["train_steps"]), seeds]
+        size, parameters = f"{g['state_size']:,}", f"{g['num_parameters'] / 1e6:.2f} M"
+        cells = [g["name"], size, parameters, f"{g['train_steps']:,}", seeds]
         per_seed, means = [], []
         for s in sets:
             values = [v for v in g["accuracy"].get(s, []) if v is not None]
