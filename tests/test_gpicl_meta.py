@@ -459,6 +459,24 @@ def test_state_study_pools_seeds_of_one_configuration_and_places_it_at_its_state
         state.main([str(copies["a"]), str(tmp_path / "c.log")])
 
 
+def test_the_published_state_study_is_what_its_run_records_give():
+    """docs/gpicl/state.csv (question 1) is `python -m ttt_hf.gpicl.state` on the stored learners and the q1 runs'
+    records kept in docs/gpicl/q1: every row, to the last digit."""
+    import csv
+    from pathlib import Path
+
+    from ttt_hf.gpicl import state
+
+    root = Path(__file__).resolve().parents[1]
+    folders = sorted(root.glob("model_cards/gpicl-*-mnist-5k*")) + sorted(root.glob("docs/gpicl/q1/*/"))
+    rows = state.rows(state.group(state.load(folders)))
+    published = list(csv.DictReader(open(root / "docs" / "gpicl" / "state.csv")))
+    assert len(rows) == len(published) >= 2 * 12  # two task sets, at least 12 runs
+    assert [{k: str(v) for k, v in row.items()} for row in rows] == published
+    names = {row["learner"] for row in rows}
+    assert {"LSTM", "Transformer", "TTT-Linear, 1 head", "TTT-Linear, 4 heads", "TTT-Linear, 16 heads"} <= names
+
+
 def test_nearest_neighbour_and_logistic_baselines_match_scikit_learn(digits):
     """The simple learners beside SGD, on the same sequences: 1-NN is scikit-learn's, and logistic regression
     trained to convergence (L-BFGS, L2 penalty) predicts as scikit-learn's at the same penalty."""

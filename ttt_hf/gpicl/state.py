@@ -15,6 +15,7 @@ import argparse
 import json
 from pathlib import Path
 
+from ..common.arguments import DEFAULT_SEED
 from ..common.run_files import TRAINING_ARGS_FILE, write_csv
 from ..hub.gpicl_card import interventions, unseen_sets
 from .evaluation import BASELINE_NAMES, interval
@@ -53,15 +54,16 @@ def _key(run: dict) -> tuple:
 
 
 def group(runs: list[dict]) -> list[dict]:
-    """One entry per configuration, by backbone (BACKBONE_NAMES' order) and state size: {name, runs, state_size,
-    num_parameters, train_steps, meta_training, accuracy: {task set: [per run]}, baselines: {task set: {short name:
-    mean}}}."""
+    """One entry per configuration, by backbone (BACKBONE_NAMES' order) and state size, its runs by seed (the
+    default first): {name, runs, state_size, num_parameters, train_steps, meta_training, accuracy: {task set: [per
+    run]}, baselines: {task set: {short name: mean}}}."""
     groups: dict[tuple, list[dict]] = {}
     for run in runs:
         groups.setdefault(_key(run), []).append(run)
     names = [key[0] for key in groups]
     entries = []
     for key, members in groups.items():
+        members.sort(key=lambda r: (r["seed"] is None, r["seed"] != DEFAULT_SEED, r["seed"] or 0))  # 42, 1, 2 ...
         name, _, meta_training, steps, parameters, state = key
         if names.count(name) > 1:  # two configurations share a name: say what else differs
             name += f" ({meta_training}, {steps} steps)"
