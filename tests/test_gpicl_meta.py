@@ -418,18 +418,24 @@ def test_report_tabulates_runs_and_plots(meta_trained, tmp_path):
 
 def test_state_study_pools_seeds_of_one_configuration_and_places_it_at_its_state_size(meta_trained, tmp_path):
     """`python -m ttt_hf.gpicl.state`: runs that differ only in their seed are one row with every seed's accuracy
-    and their mean ± half-range; another head count is another row at its own state size; CSV and plot written."""
+    (the default seed first) and their mean ± half-range; another head count is another row at its own state size;
+    a run on other data stays apart under a name of its own; the same run twice is refused; the simple learners are
+    averaged once per set of sequences; CSV and plot written."""
     import shutil
 
     from ttt_hf.gpicl import state
 
     out, results = meta_trained
-    p = results["final_unseen-digits_accuracy_last"]
+    p, sgd = results["final_unseen-digits_accuracy_last"], results["sgd"]["unseen-digits"][11]
     copies = {}
-    for name, seed, heads, accuracy in (("a", None, 2, p), ("b", 1, 2, 0.25), ("c", 2, 1, 0.5)):
+    for name, seed, heads, accuracy in (("a", None, 2, p), ("b", 1, 2, 0.25), ("c", 2, 1, 0.5), ("d", 3, 2, 0.75)):
         copies[name] = shutil.copytree(out, tmp_path / name)
         saved = json.loads((copies[name] / "all_results.json").read_text())
         saved["final_unseen-digits_accuracy_last"] = accuracy
+        if name == "b":  # its own sequences: its own SGD accuracy
+            saved["sgd"]["unseen-digits"]["11"] = 0.5
+        if name == "d":  # the same model and recipe on other data: not a seed of the same configuration
+            saved["meta_arguments"]["sequence_length"] = 24
         if heads == 1:  # another configuration: one head, a state twice as large
             saved["state_size"] *= 2
             config = json.loads((copies[name] / "config.json").read_text())
@@ -439,29 +445,33 @@ def test_state_study_pools_seeds_of_one_configuration_and_places_it_at_its_state
             arguments = json.loads((copies[name] / "training_args.json").read_text())
             arguments["training"]["seed"] = seed
             (copies[name] / "training_args.json").write_text(json.dumps(arguments))
-    groups = state.main([str(copies[n]) for n in "abc"] + ["--csv", str(tmp_path / "s.csv"), "--plot",
+    groups = state.main([str(copies[n]) for n in "cbda"] + ["--csv", str(tmp_path / "s.csv"), "--plot",
                         str(tmp_path / "s.png")])  # fmt: skip
-    assert [g["name"] for g in groups] == ["TTT-Linear, 2 heads", "TTT-Linear, 1 head"]  # by state size
+    assert [g["name"] for g in groups] == ["TTT-Linear, 2 heads (a)", "TTT-Linear, 2 heads (d)", "TTT-Linear, 1 head"]
     assert [r["seed"] for r in groups[0]["runs"]] == [42, 1] and groups[0]["accuracy"]["unseen-digits"] == [p, 0.25]
-    assert groups[1]["state_size"] == 2 * groups[0]["state_size"] == 2 * 2 * 2 * 8 * 8
+    assert groups[2]["state_size"] == 2 * groups[0]["state_size"] == 2 * 2 * 2 * 8 * 8
     mean, half = (p + 0.25) / 2, abs(p - 0.25) / 2
     assert state.spread([p, 0.25]) == pytest.approx((mean, half)) and state.spread([0.5]) == (0.5, 0.0)
     lines = state.table(groups).splitlines()
-    assert lines[2].startswith("| TTT-Linear, 2 heads | 256 |")
+    assert lines[2].startswith("| TTT-Linear, 2 heads (a) | 256 |")
     assert f"| {100 * mean:.1f} ± {100 * half:.1f} % |" in lines[2]
     assert f"{100 * p:.1f} / 25.0 %" in lines[2] and "| 42, 1 |" in lines[2]
-    assert lines[3].startswith("| TTT-Linear, 1 head | 512 |") and "| 50.0 ± 0.0 % |" in lines[3]
-    sgd = sum(json.loads((copies[n] / "all_results.json").read_text())["sgd"]["unseen-digits"]["11"] for n in "ab")
-    assert groups[0]["baselines"]["unseen-digits"]["SGD"] == pytest.approx(sgd / 2)
-    assert len((tmp_path / "s.csv").read_text().splitlines()) == 4 and (tmp_path / "s.png").stat().st_size > 1000
+    assert lines[4].startswith("| TTT-Linear, 1 head | 512 |") and "| 50.0 ± 0.0 % |" in lines[4]
+    # the sets of sequences of seeds 42, 1 and 2 (d's longer ones have no SGD after 11 examples): b's once
+    assert state.baselines(groups, "unseen-digits")["SGD"] == pytest.approx((2 * sgd + 0.5) / 3)
+    written = (tmp_path / "s.csv").read_text().splitlines()
+    assert len(written) == 5 and written[1].startswith('"TTT-Linear, 2 heads (a)",a,42,256,')
+    assert (tmp_path / "s.png").stat().st_size > 1000
+    with pytest.raises(ValueError, match="share a seed"):
+        state.group(state.load([copies["a"], copies["a"]]))
     (tmp_path / "c.log").write_text("a run's log, not a run")
     with pytest.raises(FileNotFoundError, match="c.log is not a finished meta-training run"):
         state.main([str(copies["a"]), str(tmp_path / "c.log")])
 
 
 def test_the_published_state_study_is_what_its_run_records_give():
-    """docs/gpicl/state.csv (question 1) is `python -m ttt_hf.gpicl.state` on the stored learners and the q1 runs'
-    records kept in docs/gpicl/q1: every row, to the last digit."""
+    """docs/gpicl/state.csv and the table in docs/gpicl.md (question 1) are `python -m ttt_hf.gpicl.state` on the
+    stored learners and the q1 runs' records kept in docs/gpicl/q1: every row, to the last digit."""
     import csv
     from pathlib import Path
 
@@ -475,6 +485,8 @@ def test_the_published_state_study_is_what_its_run_records_give():
     assert [{k: str(v) for k, v in row.items()} for row in rows] == published
     names = {row["learner"] for row in rows}
     assert {"LSTM", "Transformer", "TTT-Linear, 1 head", "TTT-Linear, 4 heads", "TTT-Linear, 16 heads"} <= names
+    text = (root / "docs" / "gpicl.md").read_text()  # its table, as the tool prints it
+    assert all(f"   {line}\n" in text for line in state.table(state.group(state.load(folders))).splitlines()[:-2])
 
 
 def test_nearest_neighbour_and_logistic_baselines_match_scikit_learn(digits):
@@ -517,19 +529,24 @@ def test_longer_sequences_than_meta_training_are_measured_on_the_same_task_famil
 
 
 def test_longer_sequences_with_baselines_give_back_the_runs_own_simple_learners(meta_trained, tmp_path, capsys):
-    """`--baselines`: SGD, 1-NN and logistic regression on the same sequences, once per set of sequences (a copy of
-    the run with the same seed adds none); at the trained length they are the run's own recorded baselines."""
+    """`--baselines all`: SGD, 1-NN and logistic regression on the same sequences, once per set of sequences (a copy
+    of the run with the same seed adds none, one with another seed adds its own); at the trained length they are the
+    run's own recorded baselines."""
     import shutil
 
     from ttt_hf.gpicl import lengths
 
     out, _ = meta_trained
     recorded = json.loads((out / "all_results.json").read_text())
-    copy = shutil.copytree(out, tmp_path / "copy")
-    rows = lengths.main([str(out), str(copy), "--lengths", "12,24", "--sequences", "16", "--baselines",
-                         "--plot", str(tmp_path / "l.png")])  # fmt: skip
+    copy, other = shutil.copytree(out, tmp_path / "copy"), shutil.copytree(out, tmp_path / "other")
+    arguments = json.loads((other / "training_args.json").read_text())
+    arguments["training"]["seed"] = 7  # other sequences: the simple learners again
+    (other / "training_args.json").write_text(json.dumps(arguments))
+    rows = lengths.main([str(out), str(copy), str(other), "--lengths", "12,24", "--sequences", "16", "--baselines",
+                         "all", "--plot", str(tmp_path / "l.png")])  # fmt: skip
     learners = list(dict.fromkeys(row["learner"] for row in rows))
-    assert learners == ["run", "SGD, seed 42", "1-NN, seed 42", "LR, seed 42", "copy"]
+    assert learners == ["run", "SGD, seed 42", "1-NN, seed 42", "LR, seed 42", "copy", "other", "SGD, seed 7",
+                        "1-NN, seed 7", "LR, seed 7"]  # fmt: skip
     for key, (short, _) in BASELINE_NAMES.items():
         mine = {(r["length"], r["examples"]): r for r in rows if r["learner"] == f"{short}, seed 42"}
         assert list(mine) == [(12, 11), (24, 11), (24, 23)] and mine[12, 11]["positions"] == ""
@@ -566,6 +583,8 @@ def test_the_grid_is_valid_meta_train_commands_that_vary_one_thing():
     again = grid.seeded(runs, 2)
     assert again["q1-lstm-seed2"][-2:] == ["--seed", "2"] and grid.seeded(runs, 42) == runs
     assert parse_arguments(again["q1-ttt-linear-heads1-seed2"][1:])[1].seed == 2
+    with pytest.raises(ValueError, match="grid run --seed N"):  # a seed after -- would run under the default's name
+        grid.main(["run", "--root", "unused", "--only", "q1-lstm", "--", "--seed", "3"])
     assert sizes[1][1] > sizes[4][1] > sizes[16][1] and sizes[1][1] / sizes[16][1] > 10  # states 15x apart
     assert "position_embedding_type=none" in parsed["q2-ttt-linear-no-positions"][0].config_overrides
     meta, args = parsed["q4-transformer-batch2048-eps1e-16"]

@@ -1,6 +1,9 @@
 """The names of the files a run folder holds, written once: training writes them, the zoo, the cards and publishing
 read them."""
 
+import csv
+from pathlib import Path
+
 RESULTS_FILE = "all_results.json"  # every measured number of a run (Trainer's save_metrics("all"))
 TRAINING_ARGS_FILE = "training_args.json"  # the run's arguments as JSON (no pickle): model, data, training, code
 CARD_FILE = "README.md"  # the model card
@@ -10,8 +13,6 @@ SAMPLE_IMAGE = "sample.png"  # a test image shipped with a classifier, its predi
 def write_files(files: dict, directory, what: str):
     """Write `files` (path -> source file or bytes) into `directory`, which must be new or empty (`what` names it
     in the error), and return it as a Path."""
-    from pathlib import Path
-
     folder = Path(directory)
     if folder.exists() and any(folder.iterdir()):
         raise FileExistsError(f"{what} {folder} is not empty: give a new or empty folder.")
@@ -25,9 +26,6 @@ def write_files(files: dict, directory, what: str):
 
 def write_csv(rows: list[dict], path) -> None:
     """Write `rows` (dicts with the same keys, in column order) as a CSV file with a header, making its folder."""
-    import csv
-    from pathlib import Path
-
     if not rows:
         raise ValueError(f"No rows to write to {path}.")
     Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -68,7 +68,7 @@ def main(argv=None) -> dict:
     run = commands.add_parser("run", help="run the grid (finished runs are skipped)")
     run.add_argument("--root", required=True, help="the runs' parent folder")
     run.add_argument("--parallel", type=int, default=0, help="runs at once, one process each (0: all)")
-    run.add_argument("--only", default="", help="only the runs whose name starts with this (e.g. q3)")
+    run.add_argument("--only", default="", help="only the runs whose name (without -seedN) starts with this (e.g. q3)")
     run.add_argument("--seed", type=int, default=DEFAULT_SEED, help="the runs' seed (other than %(default)s: "
                      "names end in -seedN)")  # fmt: skip
     run.add_argument(
@@ -84,6 +84,8 @@ def main(argv=None) -> dict:
             print(f"{name}\n    ttt-hf {' '.join(command)}")
         return runs
     extra = [flag for flag in args.extra if flag != "--"]
+    if any(flag.split("=")[0] == "--seed" for flag in extra):
+        raise ValueError("Give the seed as `grid run --seed N` (it names the runs NAME-seedN), not after --.")
     steps = [int(extra[i + 1]) for i, flag in enumerate(extra[:-1]) if flag == "--max_steps"]
     if steps and steps[-1] <= 400:  # RECIPE's bursty stage ends at step 400: shorter runs never see fresh sequences
         print(f"--max_steps {steps[-1]}: no longer than the bursty stage (400 steps), so a dry run, not the study.")

@@ -1,6 +1,6 @@
 """More examples than meta-training showed: in-context accuracy of saved learners on longer sequences.
 
-    python -m ttt_hf.gpicl.lengths FOLDER... [--lengths 100,200,400] [--sequences N] [--baselines [NAMES]]
+    python -m ttt_hf.gpicl.lengths FOLDER... [--lengths 100,200,400] [--sequences N] [--baselines all|NAMES]
                                              [--csv OUT.csv] [--plot OUT.png]
 
 Each FOLDER is a meta-trained learner (a run's --output_dir or a zoo folder). For every length T it draws sequences
@@ -8,7 +8,7 @@ of T distinct test images of unseen tasks (the meta-test sampler of the run, wit
 length) and measures the accuracy at every position; the rows give it after 99, 199, ... examples and at the last
 one, with a 95 % interval. A learner with learned positions sees positions it was never trained on past its
 training length (its table is longer, not trained); `position_embedding_type="none"` is the configuration meant to
-run past it. `--baselines` adds the simple learners on the same sequences: all of them (SGD, 1-NN, logistic
+run past it. `--baselines` adds the simple learners on the same sequences: `all` (SGD, 1-NN, logistic
 regression), or those named (`--baselines sgd,nearest_neighbour`: logistic regression to convergence is the slow one,
 about an hour of one core at 399 examples and 512 sequences).
 """
@@ -23,11 +23,11 @@ from .meta_training import MetaArguments, unseen_sampler
 
 
 def accuracy_by_length(folder, lengths=(100, 200, 400), sequences: int | None = None, datasets=None,
-                       baselines: dict | None = None, baseline_names=tuple(BASELINES)) -> list[dict]:  # fmt: skip
+                       baseline_draws: set | None = None, baseline_names=tuple(BASELINES)) -> list[dict]:  # fmt: skip
     """Rows {learner, task_set, length, examples, accuracy, interval, sequences, positions, trained_length}: the
     accuracy after `examples` examples (99, 199, ... that fit, and the last) on unseen tasks, for each sequence
     length, over `sequences` sequences (default: the run's final evaluation's, so that at the trained length it gives
-    back the run's own final accuracy). With `baselines` (a dict the caller shares between folders), also rows of
+    back the run's own final accuracy). With `baseline_draws` (a set the caller shares between folders), also rows of
     the simple learners on the same sequences, learner "SGD, seed 42" and so on, positions "": once per set of
     sequences, as runs of one seed and data draw the same ones; `baseline_names` chooses among BASELINES."""
     from ..modeling import GPICLForInContextClassification
@@ -46,8 +46,8 @@ def accuracy_by_length(folder, lengths=(100, 200, 400), sequences: int | None = 
             positions = sorted({*range(trained - 1, length, trained), length - 1})
             learners = {folder.name: (accuracy, model.config.position_embedding_type)}
             key = (dataset, length, seed, sequences, meta.image_size, meta.data_dir, tuple(positions))
-            if baselines is not None and key not in baselines:
-                baselines[key] = True
+            if baseline_draws is not None and key not in baseline_draws:
+                baseline_draws.add(key)
                 for name in baseline_names:
                     found = BASELINES[name](unseen_sampler(meta, dataset, seed), positions, sequences)
                     learners[f"{BASELINE_NAMES[name][0]}, seed {seed}"] = (found, "")
@@ -98,18 +98,18 @@ def main(argv=None) -> list[dict]:
         "--sequences", type=int, help="sequences per length and task set (default: the run's final evaluation's)"
     )
     parser.add_argument("--datasets", help="task sets (default: each run's --eval_datasets)")
-    parser.add_argument("--baselines", nargs="?", const=",".join(BASELINES), default="",
-                        help=f"also the simple learners named (default: all, {','.join(BASELINES)})")  # fmt: skip
+    parser.add_argument("--baselines", default="", help=f"also the simple learners: all, or some of "
+                        f"{','.join(BASELINES)} (comma-separated)")  # fmt: skip
     parser.add_argument("--csv", help="write the rows here")
     parser.add_argument("--plot", help="write the plot here (PNG)")
     args = parser.parse_args(argv)
     lengths = [int(value) for value in args.lengths.split(",")]
     datasets = [name.strip() for name in args.datasets.split(",")] if args.datasets else None
-    names = [name.strip() for name in args.baselines.split(",") if name.strip()]
+    names = list(BASELINES) if args.baselines == "all" else [n.strip() for n in args.baselines.split(",") if n.strip()]
     unknown = [name for name in names if name not in BASELINES]
     if unknown:
         parser.error(f"--baselines: unknown {unknown}; the simple learners are {', '.join(BASELINES)}.")
-    shared = {} if names else None
+    shared = set() if names else None
     rows = [row for folder in args.folders
             for row in accuracy_by_length(folder, lengths, args.sequences, datasets, shared, names)]  # fmt: skip
     print("| learner | positions | task set | T | after n examples | accuracy |\n|---|---|---|---|---|---|")

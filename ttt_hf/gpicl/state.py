@@ -17,9 +17,10 @@ from pathlib import Path
 
 from ..common.arguments import DEFAULT_SEED
 from ..common.run_files import TRAINING_ARGS_FILE, write_csv
-from ..hub.gpicl_card import interventions, unseen_sets
+from ..hub.gpicl_card import unseen_sets
 from .evaluation import BASELINE_NAMES, interval
-from .report import load_runs, model_description
+from .report import load_runs
+from .tasks import DEFAULT_OPTIMIZER
 
 BACKBONE_NAMES = {"transformer": "Transformer", "lstm": "LSTM", "ttt_linear": "TTT-Linear", "ttt_mlp": "TTT-MLP"}
 
@@ -47,42 +48,59 @@ def configuration(run: dict) -> str:
     return name
 
 
-def _key(run: dict) -> tuple:
-    meta = run["meta_arguments"]
-    return (configuration(run), model_description(run), interventions(meta, run.get("optimizer")),
-            run["train_steps"], run["num_parameters"], run["state_size"])  # fmt: skip
+# config.json keys that record how a model was saved, not what it is
+CONFIG_BOOKKEEPING = ("architectures", "auto_map", "transformers_version", "dtype", "torch_dtype", "_name_or_path")
+
+
+def _key(run: dict) -> str:
+    """What makes runs one configuration: the model's config (but for how it was saved), every meta-training
+    argument, the outer optimiser's settings (the defaults where a run predates their record) and the steps. Only
+    the seed may differ."""
+    config = {k: v for k, v in run["config"].items() if k not in CONFIG_BOOKKEEPING}
+    optimizer = {**DEFAULT_OPTIMIZER, **(run.get("optimizer") or {})}
+    return json.dumps([config, run["meta_arguments"], optimizer, run["train_steps"]], sort_keys=True)
 
 
 def group(runs: list[dict]) -> list[dict]:
     """One entry per configuration, by backbone (BACKBONE_NAMES' order) and state size, its runs by seed (the
-    default first): {name, runs, state_size, num_parameters, train_steps, meta_training, accuracy: {task set: [per
-    run]}, baselines: {task set: {short name: mean}}}."""
-    groups: dict[tuple, list[dict]] = {}
+    default first): {name, runs, state_size, num_parameters, train_steps, accuracy: {task set: [per run]}}. Two
+    runs of one configuration with the same seed are an error (the same run given twice would halve the spread)."""
+    groups: dict[str, list[dict]] = {}
     for run in runs:
         groups.setdefault(_key(run), []).append(run)
-    names = [key[0] for key in groups]
+    names = [configuration(members[0]) for members in groups.values()]
     entries = []
-    for key, members in groups.items():
+    for members in groups.values():
+        seeds = [r["seed"] for r in members if r["seed"] is not None]
+        if len(seeds) != len(set(seeds)):
+            paths = ", ".join(r["path"] for r in members)
+            raise ValueError(f"Runs of one configuration share a seed ({paths}): give each run once.")
         members.sort(key=lambda r: (r["seed"] is None, r["seed"] != DEFAULT_SEED, r["seed"] or 0))  # 42, 1, 2 ...
-        name, _, meta_training, steps, parameters, state = key
-        if names.count(name) > 1:  # two configurations share a name: say what else differs
-            name += f" ({meta_training}, {steps} steps)"
+        name = configuration(members[0])
+        if names.count(name) > 1:  # configurations that differ elsewhere (recipe, data, width): name a run of each
+            name += f" ({Path(members[0]['path']).name})"
         sets = sorted({task_set for r in members for task_set in unseen_sets(r)})
         accuracy = {s: [r.get(f"final_{s}_accuracy_last") for r in members] for s in sets}
-        baselines = {}
-        for s in sets:
-            found = {}
-            for baseline, (short, _) in BASELINE_NAMES.items():
-                values = [(r.get(baseline) or {}).get(s, {}).get(str(r["meta_arguments"]["sequence_length"] - 1))
-                          for r in members]  # fmt: skip
-                if values and None not in values:
-                    found[short] = sum(values) / len(values)
-            baselines[s] = found
-        entries.append({"name": name, "runs": members, "state_size": state, "num_parameters": parameters,
-                        "train_steps": steps, "meta_training": meta_training, "accuracy": accuracy,
-                        "baselines": baselines})  # fmt: skip
+        first = members[0]
+        entries.append({"name": name, "runs": members, "state_size": first["state_size"], "accuracy": accuracy,
+                        "num_parameters": first["num_parameters"], "train_steps": first["train_steps"]})  # fmt: skip
     order = list(BACKBONE_NAMES)
     return sorted(entries, key=lambda g: (order.index(g["runs"][0]["backbone"]), g["state_size"]))
+
+
+def baselines(groups: list[dict], task_set: str) -> dict[str, float]:
+    """The simple learners' accuracy after the last example on `task_set` (short name -> mean), once per set of
+    sequences: runs with the same seed and sequence count drew the same ones, whatever their configuration."""
+    found: dict[str, dict[tuple, float]] = {}
+    for r in (r for g in groups for r in g["runs"]):
+        meta = r["meta_arguments"]
+        draw = (r["path"] if r["seed"] is None else r["seed"], meta["sequence_length"], meta["image_size"],
+                meta.get("final_eval_sequences"), r.get("meta_test_sampling"), meta.get("data_dir"))  # fmt: skip
+        for key, (short, _) in BASELINE_NAMES.items():
+            value = (r.get(key) or {}).get(task_set, {}).get(str(meta["sequence_length"] - 1))
+            if value is not None:
+                found.setdefault(short, {})[draw] = value
+    return {short: sum(values.values()) / len(values) for short, values in found.items()}
 
 
 def spread(values: list[float]) -> tuple[float, float]:
@@ -131,8 +149,8 @@ def rows(groups: list[dict]) -> list[dict]:
     """One CSV row per run and task set."""
     out = []
     for g in groups:
-        for s, values in g["accuracy"].items():
-            for r, value in zip(g["runs"], values):
+        for s in task_sets(groups):
+            for r, value in zip(g["runs"], g["accuracy"].get(s, [])):
                 if value is not None:
                     n = r["meta_arguments"].get("final_eval_sequences", 1024)
                     out.append({"learner": g["name"], "run": Path(r["path"]).name, "seed": r["seed"],
@@ -149,7 +167,6 @@ def plot(groups: list[dict], path) -> None:
     sets = task_sets(groups)
     fig, axes = plt.subplots(1, len(sets), figsize=(6 * len(sets), 4.4), squeeze=False)
     for ax, task_set in zip(axes[0], sets):
-        baselines: dict[str, list[float]] = {}
         for i, g in enumerate(groups):
             values = [v for v in g["accuracy"].get(task_set, []) if v is not None]
             if not values:
@@ -159,16 +176,14 @@ def plot(groups: list[dict], path) -> None:
             ax.scatter([g["state_size"]] * len(values), values, s=10, color=color, alpha=0.5)
             ax.errorbar(g["state_size"], mean, yerr=half, fmt="o", ms=7, capsize=4, color=color,
                         label=f"{g['name']} ({len(values)} seed{'s' if len(values) > 1 else ''})")  # fmt: skip
-            for short, value in g["baselines"].get(task_set, {}).items():
-                baselines.setdefault(short, []).append(value)
         for backbone in {g["runs"][0]["backbone"] for g in groups}:  # one backbone's states, joined by a line
             points = sorted((g["state_size"], spread(values)[0]) for g in groups
                             if g["runs"][0]["backbone"] == backbone
                             and (values := [v for v in g["accuracy"].get(task_set, []) if v is not None]))  # fmt: skip
             if len(points) > 1:
                 ax.plot(*zip(*points), color="grey", lw=0.8, zorder=0)
-        for (short, values), style in zip(sorted(baselines.items()), ("--", "-.", ":")):
-            ax.axhline(sum(values) / len(values), color="black", lw=0.9, ls=style, label=f"{short} (mean)")
+        for (short, value), style in zip(sorted(baselines(groups, task_set).items()), ("--", "-.", (0, (1, 3)))):
+            ax.axhline(value, color="black", lw=0.9, ls=style, label=f"{short} (mean over the seeds' sequences)")
         ax.axhline(0.1, color="grey", lw=0.8, ls=":", label="chance")
         ax.set(xscale="log", xlabel="state: floats carried after the last example (log)", ylim=(0, 1),
                ylabel="accuracy after the last example",
