@@ -2,6 +2,7 @@
 read them."""
 
 import csv
+import json
 from pathlib import Path
 
 RESULTS_FILE = "all_results.json"  # every measured number of a run (Trainer's save_metrics("all"))
@@ -24,6 +25,11 @@ def write_files(files: dict, directory, what: str):
     return folder
 
 
+def recorded_seed(run) -> int:
+    """The seed a run folder (or a zoo folder) was trained with, from its TRAINING_ARGS_FILE."""
+    return json.loads((Path(run) / TRAINING_ARGS_FILE).read_text())["training"]["seed"]
+
+
 def write_csv(rows: list[dict], path) -> None:
     """Write `rows` (dicts with the same keys, in column order) as a CSV file with a header, making its folder."""
     if not rows:
@@ -35,4 +41,12 @@ def write_csv(rows: list[dict], path) -> None:
         writer.writerows(rows)
 
 
-__all__ = ["CARD_FILE", "RESULTS_FILE", "SAMPLE_IMAGE", "TRAINING_ARGS_FILE", "write_csv", "write_files"]
+__all__ = [
+    "CARD_FILE",
+    "RESULTS_FILE",
+    "SAMPLE_IMAGE",
+    "TRAINING_ARGS_FILE",
+    "recorded_seed",
+    "write_csv",
+    "write_files",
+]

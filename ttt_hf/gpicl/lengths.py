@@ -17,7 +17,7 @@ import argparse
 import json
 from pathlib import Path
 
-from ..common.run_files import RESULTS_FILE, TRAINING_ARGS_FILE, write_csv
+from ..common.run_files import RESULTS_FILE, recorded_seed, write_csv
 from .evaluation import BASELINE_NAMES, BASELINES, in_context_accuracy, interval
 from .meta_training import MetaArguments, unseen_sampler
 
@@ -34,7 +34,7 @@ def accuracy_by_length(folder, lengths=(100, 200, 400), sequences: int | None = 
 
     folder = Path(folder)
     results = json.loads((folder / RESULTS_FILE).read_text())
-    seed = json.loads((folder / TRAINING_ARGS_FILE).read_text())["training"]["seed"]
+    seed = recorded_seed(folder)
     model = GPICLForInContextClassification.from_pretrained(folder)
     trained = results["meta_arguments"]["sequence_length"]
     sequences = sequences or results["meta_arguments"]["final_eval_sequences"]
@@ -42,14 +42,15 @@ def accuracy_by_length(folder, lengths=(100, 200, 400), sequences: int | None = 
     for dataset in datasets or [d.strip() for d in results["meta_arguments"]["eval_datasets"].split(",")]:
         for length in lengths:
             meta = MetaArguments(**{**results["meta_arguments"], "sequence_length": length})
-            accuracy = in_context_accuracy(model, unseen_sampler(meta, dataset, seed), sequences)["accuracy"]
+            sampler = unseen_sampler(meta, dataset, seed)  # its batches depend on the step only: one for all learners
+            accuracy = in_context_accuracy(model, sampler, sequences)["accuracy"]
             positions = sorted({*range(trained - 1, length, trained), length - 1})
             learners = {folder.name: (accuracy, model.config.position_embedding_type)}
             key = (dataset, length, seed, sequences, meta.image_size, meta.data_dir, tuple(positions))
             if baseline_draws is not None and key not in baseline_draws:
                 baseline_draws.add(key)
                 for name in baseline_names:
-                    found = BASELINES[name](unseen_sampler(meta, dataset, seed), positions, sequences)
+                    found = BASELINES[name](sampler, positions, sequences)
                     learners[f"{BASELINE_NAMES[name][0]}, seed {seed}"] = (found, "")
             for learner, (found, kind) in learners.items():
                 for examples in positions:

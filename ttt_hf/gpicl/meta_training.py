@@ -18,7 +18,7 @@ from transformers import HfArgumentParser, Trainer, TrainingArguments, set_seed
 
 from ..common.arguments import check_override_keys, parse_overrides, setup_logging
 from ..common.provenance import code_provenance, command_line, device_description
-from ..common.run_files import RESULTS_FILE, TRAINING_ARGS_FILE
+from ..common.run_files import RESULTS_FILE, TRAINING_ARGS_FILE, recorded_seed
 from ..hub.gpicl_card import unseen_sets
 from ..modeling import GPICLConfig, GPICLForInContextClassification
 from .evaluation import BASELINES, in_context_accuracy
@@ -169,7 +169,7 @@ def reevaluate(folder) -> dict:
 
     folder = Path(folder)
     results = json.loads((folder / RESULTS_FILE).read_text())
-    seed = json.loads((folder / TRAINING_ARGS_FILE).read_text())["training"]["seed"]
+    seed = recorded_seed(folder)
     meta = MetaArguments(**results["meta_arguments"])
     _, evals = build_samplers(meta, seed)
     model = GPICLForInContextClassification.from_pretrained(folder)

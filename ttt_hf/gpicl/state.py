@@ -3,7 +3,7 @@
     python -m ttt_hf.gpicl.state RUN... [--csv OUT.csv] [--plot OUT.png]
 
 Each RUN is a meta-training run's --output_dir or a zoo folder. Runs that differ only in their seed are one
-configuration (same backbone, heads, hidden ratio, overrides, meta-training, steps and parameter count); the table
+configuration (same model config, meta-training arguments, optimiser settings and steps); the table
 gives per configuration the floats a sequence carries after the last example (`state_size`), the parameters, every
 seed's accuracy after the last example on each set of unseen tasks, and their mean ± half-range. The plot puts each
 configuration at its state size (log scale), its seeds as dots and their mean as a marker with the range as error
@@ -16,7 +16,7 @@ import json
 from pathlib import Path
 
 from ..common.arguments import DEFAULT_SEED
-from ..common.run_files import TRAINING_ARGS_FILE, write_csv
+from ..common.run_files import TRAINING_ARGS_FILE, recorded_seed, write_csv
 from ..hub.gpicl_card import unseen_sets
 from .evaluation import BASELINE_NAMES, interval
 from .report import load_runs
@@ -31,8 +31,7 @@ def load(paths) -> list[dict]:
     for run in runs:
         folder = Path(run["path"])
         run["config"] = json.loads((folder / "config.json").read_text())
-        arguments = folder / TRAINING_ARGS_FILE
-        run["seed"] = json.loads(arguments.read_text())["training"]["seed"] if arguments.is_file() else None
+        run["seed"] = recorded_seed(folder) if (folder / TRAINING_ARGS_FILE).is_file() else None
     return runs
 
 
@@ -103,6 +102,11 @@ def baselines(groups: list[dict], task_set: str) -> dict[str, float]:
     return {short: sum(values.values()) / len(values) for short, values in found.items()}
 
 
+def measured(group: dict, task_set: str) -> list[float]:
+    """A configuration's accuracies on `task_set`, one per seed that measured it."""
+    return [v for v in group["accuracy"].get(task_set, []) if v is not None]
+
+
 def spread(values: list[float]) -> tuple[float, float]:
     """Mean and half-range of the values (half-range 0 for one value)."""
     return sum(values) / len(values), (max(values) - min(values)) / 2
@@ -128,7 +132,7 @@ def table(groups: list[dict]) -> str:
         cells = [g["name"], size, parameters, f"{g['train_steps']:,}", seeds]
         per_seed, means = [], []
         for s in sets:
-            values = [v for v in g["accuracy"].get(s, []) if v is not None]
+            values = measured(g, s)
             per_seed.append(" / ".join(f"{100 * v:.1f}" for v in values) + " %" if values else "—")
             mean, half = spread(values) if values else (None, None)
             means.append("—" if mean is None else f"{100 * mean:.1f} ± {100 * half:.1f} %")
@@ -147,9 +151,9 @@ def table(groups: list[dict]) -> str:
 
 def rows(groups: list[dict]) -> list[dict]:
     """One CSV row per run and task set."""
-    out = []
+    out, sets = [], task_sets(groups)
     for g in groups:
-        for s in task_sets(groups):
+        for s in sets:
             for r, value in zip(g["runs"], g["accuracy"].get(s, [])):
                 if value is not None:
                     n = r["meta_arguments"].get("final_eval_sequences", 1024)
@@ -168,7 +172,7 @@ def plot(groups: list[dict], path) -> None:
     fig, axes = plt.subplots(1, len(sets), figsize=(6 * len(sets), 4.4), squeeze=False)
     for ax, task_set in zip(axes[0], sets):
         for i, g in enumerate(groups):
-            values = [v for v in g["accuracy"].get(task_set, []) if v is not None]
+            values = measured(g, task_set)
             if not values:
                 continue
             color = f"C{i % 10}"
@@ -178,8 +182,7 @@ def plot(groups: list[dict], path) -> None:
                         label=f"{g['name']} ({len(values)} seed{'s' if len(values) > 1 else ''})")  # fmt: skip
         for backbone in {g["runs"][0]["backbone"] for g in groups}:  # one backbone's states, joined by a line
             points = sorted((g["state_size"], spread(values)[0]) for g in groups
-                            if g["runs"][0]["backbone"] == backbone
-                            and (values := [v for v in g["accuracy"].get(task_set, []) if v is not None]))  # fmt: skip
+                            if g["runs"][0]["backbone"] == backbone and (values := measured(g, task_set)))  # fmt: skip
             if len(points) > 1:
                 ax.plot(*zip(*points), color="grey", lw=0.8, zorder=0)
         for (short, value), style in zip(sorted(baselines(groups, task_set).items()), ("--", "-.", (0, (1, 3)))):

@@ -5,7 +5,7 @@ import json
 import shutil
 from pathlib import Path
 
-from ..common.run_files import RESULTS_FILE, TRAINING_ARGS_FILE
+from ..common.run_files import RESULTS_FILE, TRAINING_ARGS_FILE, recorded_seed
 from .registry import MAX_FOLDER_BYTES, SLICE_SIZE, SPACE_MODELS, ZOO, ZooEntry, folder, get_entry, is_trained
 
 # ------------------------------------------------------------------------------------------ the test slice
@@ -50,7 +50,7 @@ def check_run_is_the_entry(run: Path, entry: ZooEntry) -> None:
         found = json.loads((run / TRAINING_ARGS_FILE).read_text())["data"]["dataset"]
         wanted = entry.dataset
     overrides = parse_overrides(entry.overrides)
-    seed = json.loads((run / TRAINING_ARGS_FILE).read_text())["training"]["seed"]
+    seed = recorded_seed(run)
     found, wanted = (found, {k: config.get(k) for k in overrides}, seed), (wanted, overrides, entry.seed)
     if found != wanted:
         raise ValueError(f"{run} was trained as {found}; zoo entry {entry.name} is {wanted}.")
