@@ -562,7 +562,7 @@ def test_longer_sequences_with_baselines_give_back_the_runs_own_simple_learners(
 def test_the_grid_is_valid_meta_train_commands_that_vary_one_thing():
     """Every grid run parses as `ttt-hf meta-train`; q1's TTT-Linear runs and LSTM have about the same parameters,
     the TTT-Linear states 15x apart; --seed N names the runs NAME-seedN; q2 drops the positions; q4 drops the
-    convolutions and the bursty start."""
+    convolutions and the bursty start; q5 is the recipe longer; --steps sizes them all."""
     from ttt_hf.gpicl import grid
     from ttt_hf.gpicl.meta_training import build_model, parse_arguments
 
@@ -590,6 +590,19 @@ def test_the_grid_is_valid_meta_train_commands_that_vary_one_thing():
     meta, args = parsed["q4-transformer-batch2048-eps1e-16"]
     assert (meta.config_overrides, meta.distinct_examples, args.adam_epsilon) == (None, None, 1e-16)
     assert parsed["q3-ttt-linear-tasks256"][0].num_tasks == 256 and parsed["q1-ttt-mlp-hidden4"][1].max_steps == 600
+    longer = parsed["q5-transformer-steps3000"]  # q5: the zoo learner's recipe, three times as long
+    assert longer[1].max_steps == 3000 and longer[0].config_overrides == "ttt_conv_size=2"
+    sized = grid.grid(steps=1000)  # the device call's --steps: every run that long, TTT-MLP's too, q5's three times
+    assert parse_arguments(sized["q1-ttt-mlp-hidden4"][1:])[1].max_steps == 1000
+    assert parse_arguments(sized["q5-ttt-linear-steps3000"][1:])[1].max_steps == 3000
+    assert [name for name in grid.grid(steps=500) if name.startswith("q5")] == [
+        "q5-transformer-steps1500",
+        "q5-ttt-linear-steps1500",
+    ]
+    with pytest.raises(ValueError, match="grid run --steps N"):  # a length after -- would cut q5's runs short
+        grid.main(["run", "--root", "unused", "--only", "q5", "--", "--max_steps", "3"])
+    with pytest.raises(ValueError, match="--steps must be a positive"):
+        grid.main(["list", "--steps", "0"])
 
 
 @pytest.mark.slow
@@ -607,9 +620,9 @@ def test_the_grid_device_call_dry_run_on_the_cpu_runs_and_packs_without_weights(
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "ALLOW_CPU": "1", "NO_WHEELS": "1", "PYTHON": sys.executable, "OUT": str(tmp_path / "out"),
            "RUNS": str(tmp_path / "runs"), "SITE": str(tmp_path / "site"), "DATA_DIR": "", "JOB": "gpicl-grid",
-           "ONLY": "q2", "PARALLEL": "2",
+           "ONLY": "q2", "PARALLEL": "2", "STEPS": "3",
            "EXTRA": "--eval_datasets digits --dataset digits --image_size 8 --hidden_size 16 --num_hidden_layers 1 "
-           "--num_attention_heads 2 --sequence_length 12 --max_steps 3 --eval_steps 3 --eval_sequences 8 "
+           "--num_attention_heads 2 --sequence_length 12 --eval_steps 3 --eval_sequences 8 "
            "--final_eval_sequences 8 --per_device_train_batch_size 4 --use_cpu true"}  # fmt: skip
     done = subprocess.run(["bash", "scripts/train_zoo_gpu.sh"], cwd=root, env=env, capture_output=True, text=True,
                           timeout=900)  # fmt: skip
