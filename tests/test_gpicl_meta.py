@@ -559,7 +559,7 @@ def test_longer_sequences_with_baselines_give_back_the_runs_own_simple_learners(
     assert "unknown ['svm']; the simple learners are sgd, nearest_neighbour, logistic" in capsys.readouterr().err
 
 
-def test_the_grid_is_valid_meta_train_commands_that_vary_one_thing():
+def test_the_grid_is_valid_meta_train_commands_that_vary_one_thing(monkeypatch):
     """Every grid run parses as `ttt-hf meta-train`; q1's TTT-Linear runs and LSTM have about the same parameters,
     the TTT-Linear states 15x apart; --seed N names the runs NAME-seedN; q2 drops the positions; q4 drops the
     convolutions and the bursty start; q5 is the recipe longer; --steps sizes them all."""
@@ -601,6 +601,14 @@ def test_the_grid_is_valid_meta_train_commands_that_vary_one_thing():
     ]
     with pytest.raises(ValueError, match="grid run --steps N"):  # a length after -- would cut q5's runs short
         grid.main(["run", "--root", "unused", "--only", "q5", "--", "--max_steps", "3"])
+    started = []  # --only: a run's whole name is that run alone (hidden1, not hidden16 too), else a prefix
+    monkeypatch.setattr(grid, "run_many", lambda chosen, root, parallel: started.append(list(chosen)) or {})
+    grid.main(["run", "--root", "unused", "--only", "q1-ttt-mlp-hidden1", "--seed", "1"])
+    grid.main(["run", "--root", "unused", "--only", "q1-ttt-mlp-hidden"])
+    assert started == [
+        ["q1-ttt-mlp-hidden1-seed1"],
+        ["q1-ttt-mlp-hidden1", "q1-ttt-mlp-hidden4", "q1-ttt-mlp-hidden16"],
+    ]
     with pytest.raises(ValueError, match="--steps must be a positive"):
         grid.main(["list", "--steps", "0"])
 

@@ -1,7 +1,7 @@
 """The GPICL study's grid: every `ttt-hf meta-train` run that answers its questions, written once, run many at a time.
 
     python -m ttt_hf.gpicl.grid list                                   the runs and their commands
-    python -m ttt_hf.gpicl.grid run --root DIR [--parallel N] [--only PREFIX] [--seed N] [--steps N] [-- extra flags]
+    python -m ttt_hf.gpicl.grid run --root DIR [--parallel N] [--only NAME] [--seed N] [--steps N] [-- flags]
 
 The questions (docs/gpicl.md): q1, state size at one width and parameter count (TTT-Linear heads, TTT-MLP hidden
 ratio, the LSTM); q2, positions that run past the trained length; q3, the transition with the number of tasks; q4,
@@ -79,7 +79,8 @@ def main(argv=None) -> dict:
     run = commands.add_parser("run", help="run the grid (finished runs are skipped)")
     run.add_argument("--root", required=True, help="the runs' parent folder")
     run.add_argument("--parallel", type=int, default=0, help="runs at once, one process each (0: all)")
-    run.add_argument("--only", default="", help="only the runs whose name (without -seedN) starts with this (e.g. q3)")
+    run.add_argument("--only", default="", help="only the run of this name, else the runs whose name (without "
+                     "-seedN) starts with it (e.g. q3; q1-ttt-mlp-hidden1 is that run, not hidden16 too)")  # fmt: skip
     run.add_argument("--seed", type=int, default=DEFAULT_SEED, help="the runs' seed (other than %(default)s: "
                      "names end in -seedN)")  # fmt: skip
     for command in (run, commands.choices["list"]):
@@ -102,7 +103,8 @@ def main(argv=None) -> dict:
         raise ValueError("Give the length as `grid run --steps N` (q5's runs are that times Q5_STEPS), not after --.")
     if args.steps is not None and args.steps <= 400:  # the bursty stage ends at step 400: never a fresh sequence
         print(f"--steps {args.steps}: no longer than the bursty stage (400 steps), so a dry run, not the study.")
-    chosen = {name: [*command, *extra] for name, command in runs.items() if name.startswith(args.only)}
+    names = [args.only] if args.only in runs else [name for name in runs if name.startswith(args.only)]
+    chosen = {name: [*runs[name], *extra] for name in names}
     chosen = seeded(chosen, args.seed)
     if not chosen:
         raise ValueError(f"No grid run starts with {args.only!r}: `python -m ttt_hf.gpicl.grid list` names them.")
