@@ -7,8 +7,8 @@
 # Here, after: bash scripts/prepare_device_call.sh restore; ttt-hf zoo unpack <files>/zoo-runs-*.tar.gz, then
 #              ttt-hf zoo store NAME outputs/zoo/NAME for each (docs/zoo.md).
 # JOB=gpicl-grid runs the GPICL study's grid instead (python -m ttt_hf.gpicl.grid; ONLY=q3 a part of it), sized by
-# STEPS=N (the grid's --steps: the recipe's length, question 5's runs 3 times it) to the device's speed, and packs its
-# runs without weights.
+# STEPS=N (the grid's --steps: the recipe's length, question 5's runs 3 times it, so they are the longest: size N for
+# them, or give them their own call with ONLY=q5) to the device's speed, and packs its runs without weights.
 # Knobs (environment): PARALLEL (processes at once; default: every entry), BUDGET_S (seconds of training per run,
 # default 330, after which a run evaluates and saves: the command must end within the device's 10 minutes), SETTINGS
 # (default: the GPU tier), EXTRA (more `ttt-hf train` flags for every run), OUT (set by the device tool).
@@ -53,7 +53,7 @@ PY
 # a backstop: the runs end by their time budget (or steps); at the limit the runner stops the rest, 20 s later killed
 limit=$(( 560 - ($(date +%s) - t0) - 45 ))
 if [ "${JOB:-zoo}" = gpicl-grid ]; then  # the GPICL study's grid (ttt_hf/gpicl/grid.py); STEPS sizes its runs
-  stamp "GPICL grid ${ONLY:-(all of it)}, ${PARALLEL:-all} at a time, ${STEPS:-the recipes'} steps"
+  stamp "GPICL grid ${ONLY:-(all of it)}, ${PARALLEL:-all} at a time, ${STEPS:-the recipes'} steps (q5's 3x)"
   timeout -k 20 --signal=INT $limit $py -m ttt_hf.gpicl.grid run --root "$runs" --parallel "${PARALLEL:-0}" \
     --only "${ONLY:-}" ${STEPS:+--steps "$STEPS"} -- ${DATA_DIR:+--data_dir "$DATA_DIR"} --dataloader_num_workers 0 \
     --report_to none --disable_tqdm true ${EXTRA:-}

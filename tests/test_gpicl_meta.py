@@ -562,10 +562,13 @@ def test_longer_sequences_with_baselines_give_back_the_runs_own_simple_learners(
 def test_the_grid_is_valid_meta_train_commands_that_vary_one_thing(monkeypatch):
     """Every grid run parses as `ttt-hf meta-train`; q1's TTT-Linear runs and LSTM have about the same parameters,
     the TTT-Linear states 15x apart; --seed N names the runs NAME-seedN; q2 drops the positions; q4 drops the
-    convolutions and the bursty start; q5 is the recipe longer; --steps sizes them all."""
+    convolutions and the bursty start; q5 is the recipe three times longer; --steps sizes them all, and a seed or
+    length after -- is refused; --only takes whole names and prefixes."""
     from ttt_hf.gpicl import grid
     from ttt_hf.gpicl.meta_training import build_model, parse_arguments
 
+    started = []  # what `grid run` would start
+    monkeypatch.setattr(grid, "run_many", lambda chosen, root, parallel: started.append(list(chosen)) or {})
     runs = grid.grid()
     assert len(runs) == len(set(runs)) >= 28
     parsed = {name: parse_arguments(command[1:]) for name, command in runs.items()}
@@ -592,23 +595,24 @@ def test_the_grid_is_valid_meta_train_commands_that_vary_one_thing(monkeypatch):
     assert parsed["q3-ttt-linear-tasks256"][0].num_tasks == 256 and parsed["q1-ttt-mlp-hidden4"][1].max_steps == 600
     longer = parsed["q5-transformer-steps3000"]  # q5: the zoo learner's recipe, three times as long
     assert longer[1].max_steps == 3000 and longer[0].config_overrides == "ttt_conv_size=2"
-    sized = grid.grid(steps=1000)  # the device call's --steps: every run that long, TTT-MLP's too, q5's three times
-    assert parse_arguments(sized["q1-ttt-mlp-hidden4"][1:])[1].max_steps == 1000
-    assert parse_arguments(sized["q5-ttt-linear-steps3000"][1:])[1].max_steps == 3000
-    assert [name for name in grid.grid(steps=500) if name.startswith("q5")] == [
-        "q5-transformer-steps1500",
-        "q5-ttt-linear-steps1500",
-    ]
-    with pytest.raises(ValueError, match="grid run --steps N"):  # a length after -- would cut q5's runs short
-        grid.main(["run", "--root", "unused", "--only", "q5", "--", "--max_steps", "3"])
-    started = []  # --only: a run's whole name is that run alone (hidden1, not hidden16 too), else a prefix
-    monkeypatch.setattr(grid, "run_many", lambda chosen, root, parallel: started.append(list(chosen)) or {})
+    sized = grid.grid(steps=500)  # the device call's --steps: every run that long, TTT-MLP's too, q5's three times
+    assert parse_arguments(sized["q1-ttt-mlp-hidden4"][1:])[1].max_steps == 500
+    assert [name for name in sized if name.startswith("q5")] == ["q5-transformer-steps1500", "q5-ttt-linear-steps1500"]
+    assert parse_arguments(sized["q5-ttt-linear-steps1500"][1:])[1].max_steps == 1500
+    for length in (["--max_steps", "3"], ["--max-steps=3"], ["--steps", "3"]):  # it would cut q5's runs short
+        with pytest.raises(ValueError, match="grid run --steps N"):
+            grid.main(["run", "--root", "unused", "--only", "q5", "--", *length])
+    # --only: a run's whole name is that run alone (hidden1, not hidden16 too), else a prefix; several, comma-separated
     grid.main(["run", "--root", "unused", "--only", "q1-ttt-mlp-hidden1", "--seed", "1"])
     grid.main(["run", "--root", "unused", "--only", "q1-ttt-mlp-hidden"])
+    grid.main(["run", "--root", "unused", "--only", "q1-ttt-linear-heads1,q1-ttt-linear-heads16,q5"])
     assert started == [
         ["q1-ttt-mlp-hidden1-seed1"],
         ["q1-ttt-mlp-hidden1", "q1-ttt-mlp-hidden4", "q1-ttt-mlp-hidden16"],
+        ["q1-ttt-linear-heads1", "q1-ttt-linear-heads16", "q5-transformer-steps3000", "q5-ttt-linear-steps3000"],
     ]
+    with pytest.raises(ValueError, match="No grid run is or starts with 'q9'"):
+        grid.main(["run", "--root", "unused", "--only", "q2,q9"])
     with pytest.raises(ValueError, match="--steps must be a positive"):
         grid.main(["list", "--steps", "0"])
 
