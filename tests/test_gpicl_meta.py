@@ -489,6 +489,26 @@ def test_the_published_state_study_is_what_its_run_records_give():
     assert all(f"   {line}\n" in text for line in state.table(state.group(state.load(folders))).splitlines()[:-2])
 
 
+def test_the_published_longer_meta_training_is_what_its_run_record_gives():
+    """Question 5's table in docs/gpicl.md is `python -m ttt_hf.gpicl.report` on the zoo Transformer and the kept
+    record of the grid's q5 run: the grid's command, three times the zoo learner's steps, the same sequences."""
+    from pathlib import Path
+
+    from ttt_hf.gpicl import grid, report
+
+    root = Path(__file__).resolve().parents[1]
+    runs = report.load_runs(
+        [root / "model_cards/gpicl-transformer-mnist-5k", root / "docs/gpicl/q5/q5-transformer-steps3000"]
+    )
+    zoo, longer = runs
+    assert longer["command"].split(" meta-train ")[1].split(" --output_dir")[0] == " ".join(
+        grid.grid()["q5-transformer-steps3000"][1:]
+    )
+    assert longer["train_steps"] == 3 * zoo["train_steps"] == 3000 and longer["sgd"] == zoo["sgd"]  # same sequences
+    text = (root / "docs" / "gpicl.md").read_text()
+    assert all(f"   {line}\n" in text for line in report.table(runs).splitlines()[:-2])
+
+
 def test_nearest_neighbour_and_logistic_baselines_match_scikit_learn(digits):
     """The simple learners beside SGD, on the same sequences: 1-NN is scikit-learn's, and logistic regression
     trained to convergence (L-BFGS, L2 penalty) predicts as scikit-learn's at the same penalty."""
