@@ -53,7 +53,7 @@ PY
 # a backstop: the runs end by their time budget (or steps); at the limit the runner stops the rest, 20 s later killed
 limit=$(( 560 - ($(date +%s) - t0) - 45 ))
 if [ "${JOB:-zoo}" = gpicl-grid ]; then  # the GPICL study's grid (ttt_hf/gpicl/grid.py); STEPS sizes its runs
-  stamp "GPICL grid ${ONLY:-(all of it)}, ${PARALLEL:-all} at a time, ${STEPS:-the recipes'} steps (q5's 3x)"
+  stamp "GPICL grid ${ONLY:-(all of it)}, ${PARALLEL:-all} at a time, steps: ${STEPS:-as in each recipe} (q5: 3x)"
   timeout -k 20 --signal=INT $limit $py -m ttt_hf.gpicl.grid run --root "$runs" --parallel "${PARALLEL:-0}" \
     --only "${ONLY:-}" ${STEPS:+--steps "$STEPS"} -- ${DATA_DIR:+--data_dir "$DATA_DIR"} --dataloader_num_workers 0 \
     --report_to none --disable_tqdm true ${EXTRA:-}
