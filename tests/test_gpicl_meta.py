@@ -491,10 +491,12 @@ def test_the_published_state_study_is_what_its_run_records_give():
 
 def test_the_published_longer_meta_training_is_what_its_run_record_gives():
     """Question 5's table in docs/gpicl.md is `python -m ttt_hf.gpicl.report` on the zoo Transformer and the kept
-    record of the grid's q5 run: the grid's command, three times the zoo learner's steps, the same sequences."""
+    record of the grid's q5 run: the grid's command, three times the zoo learner's steps, the same sequences; the
+    periodic evaluations the docs quote are the records'."""
     from pathlib import Path
 
     from ttt_hf.gpicl import grid, report
+    from ttt_hf.gpicl.plots import last_position_accuracy
 
     root = Path(__file__).resolve().parents[1]
     runs = report.load_runs(
@@ -507,6 +509,12 @@ def test_the_published_longer_meta_training_is_what_its_run_record_gives():
     assert longer["train_steps"] == 3 * zoo["train_steps"] == 3000 and longer["sgd"] == zoo["sgd"]  # same sequences
     text = (root / "docs" / "gpicl.md").read_text()
     assert all(f"   {line}\n" in text for line in report.table(runs).splitlines()[:-2])
+    points = [last_position_accuracy(run["curves"][:-1], "unseen-mnist-5k") for run in runs]  # periodic evaluations
+    windows = [sum(a for s, a in points[1] if lo < s <= lo + 500) / 10 for lo in range(500, 3000, 500)]
+    assert "average " + ", ".join(f"{100 * a:.1f}" for a in windows[:-1]) in " ".join(text.split())
+    assert f"and {100 * windows[-1]:.1f} % over steps 550" in text
+    assert [f"{100 * dict(p)[1000]:.1f} %" for p in points] == ["70.7 %", "66.8 %"]
+    assert "read 66.8 % where the zoo run's read 70.7 %" in text
 
 
 def test_nearest_neighbour_and_logistic_baselines_match_scikit_learn(digits):
