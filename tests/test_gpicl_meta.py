@@ -416,11 +416,14 @@ def test_report_tabulates_runs_and_plots(meta_trained, tmp_path):
     assert (tmp_path / "cmp.png").stat().st_size > 1000
 
 
-def test_state_study_pools_seeds_of_one_configuration_and_places_it_at_its_state_size(meta_trained, tmp_path):
+def test_state_study_pools_seeds_of_one_configuration_and_places_it_at_its_state_size(
+    meta_trained, tmp_path, capsys
+):
     """`python -m ttt_hf.gpicl.state`: runs that differ only in their seed are one row with every seed's accuracy
     (the default seed first) and their mean ± half-range; another head count is another row at its own state size;
     a run on other data stays apart under a name of its own; the same run twice is refused; the simple learners are
-    averaged once per set of sequences; CSV and plot written."""
+    averaged once per set of sequences, and with --simple_learners once per configuration, next to it; CSV and plot
+    written."""
     import shutil
 
     from ttt_hf.gpicl import state
@@ -446,7 +449,8 @@ def test_state_study_pools_seeds_of_one_configuration_and_places_it_at_its_state
             arguments["training"]["seed"] = seed
             (copies[name] / "training_args.json").write_text(json.dumps(arguments))
     groups = state.main([str(copies[n]) for n in "cbda"] + ["--csv", str(tmp_path / "s.csv"), "--plot",
-                        str(tmp_path / "s.png")])  # fmt: skip
+                        str(tmp_path / "s.png"), "--simple_learners"])  # fmt: skip
+    printed = capsys.readouterr().out.splitlines()
     assert [g["name"] for g in groups] == ["TTT-Linear, 2 heads (a)", "TTT-Linear, 2 heads (d)", "TTT-Linear, 1 head"]
     assert [r["seed"] for r in groups[0]["runs"]] == [42, 1] and groups[0]["accuracy"]["unseen-digits"] == [p, 0.25]
     assert groups[2]["state_size"] == 2 * groups[0]["state_size"] == 2 * 2 * 2 * 8 * 8
@@ -459,6 +463,13 @@ def test_state_study_pools_seeds_of_one_configuration_and_places_it_at_its_state
     assert lines[4].startswith("| TTT-Linear, 1 head | 512 |") and "| 50.0 ± 0.0 % |" in lines[4]
     # the sets of sequences of seeds 42, 1 and 2 (d's longer ones have no SGD after 11 examples): b's once
     assert state.baselines(groups, "unseen-digits")["SGD"] == pytest.approx((2 * sgd + 0.5) / 3)
+    # per configuration: a and b's two sets of sequences; c's own; d's longer ones have none after 23 examples
+    nn, lr = (results[key]["unseen-digits"][11] for key in ("nearest_neighbour", "logistic"))
+    assert printed[0].endswith("| unseen-digits: mean ± half-range | unseen-digits: simple learners, same sequences |")
+    assert printed[2].endswith(f"| 1-NN {100 * nn:.1f}, LR {100 * lr:.1f}, SGD {100 * (sgd + 0.5) / 2:.1f} % |")
+    assert printed[3].endswith("| — |") and printed[4].endswith(f"SGD {100 * sgd:.1f} % |")
+    assert "simple learners" not in lines[0] and "Simple learners" not in lines[-1]  # only with the flag
+    assert "A mean over 2 seeds pools 2 times the sequences: its interval is at most ± 17.3 points" in printed[-1]
     written = (tmp_path / "s.csv").read_text().splitlines()
     assert len(written) == 5 and written[1].startswith('"TTT-Linear, 2 heads (a)",a,42,256,')
     assert (tmp_path / "s.png").stat().st_size > 1000

@@ -85,7 +85,8 @@ def plot(runs: list[dict], path, task_set: str) -> None:
     for r in runs:
         points = last_position_accuracy(r["curves"][:-1], task_set)  # the last entry is the final evaluation
         if points:
-            label = f"{model_description(r)}, {interventions(r['meta_arguments'], r.get('optimizer'))}"
+            recipe = f"{model_description(r)}, {interventions(r['meta_arguments'], r.get('optimizer'))}"
+            label = f"{Path(r['path']).name}: {recipe}"  # the folder tells seeds of one recipe apart
             ax.plot(*zip(*points), "o-", ms=3, label=label)
     ax.axhline(0.1, color="grey", lw=0.8, ls=":", label="chance")
     ax.axhline(CHANCE_EXIT, color="grey", lw=0.8, ls="--")

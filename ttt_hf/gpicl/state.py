@@ -118,13 +118,16 @@ def task_sets(groups: list[dict]) -> list[str]:
     return sorted({s for g in groups for s in g["accuracy"]}, key=lambda s: (s not in trained, s))
 
 
-def table(groups: list[dict]) -> str:
-    """The markdown table: one row per configuration (see the module docstring)."""
+def table(groups: list[dict], simple_learners: bool = False) -> str:
+    """The markdown table: one row per configuration (see the module docstring); `simple_learners` adds, per task
+    set, the simple learners on the same sequences as the configuration's seeds (each averaged over those seeds),
+    the comparison of question 5."""
     if not groups:
         return "No runs."
     sets = task_sets(groups)
     head = ["learner", "state (floats)", "params", "steps", "seeds"]
     head += [f"{s}: per seed" for s in sets] + [f"{s}: mean ± half-range" for s in sets]
+    head += [f"{s}: simple learners, same sequences" for s in sets] if simple_learners else []
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for g in groups:
         seeds = ", ".join("?" if r["seed"] is None else str(r["seed"]) for r in g["runs"])
@@ -136,7 +139,11 @@ def table(groups: list[dict]) -> str:
             per_seed.append(" / ".join(f"{100 * v:.1f}" for v in values) + " %" if values else "—")
             mean, half = spread(values) if values else (None, None)
             means.append("—" if mean is None else f"{100 * mean:.1f} ± {100 * half:.1f} %")
-        lines.append("| " + " | ".join(cells + per_seed + means) + " |")
+        simple = []
+        for s in sets if simple_learners else []:
+            found = sorted(baselines([g], s).items())
+            simple.append(", ".join(f"{short} {100 * v:.1f}" for short, v in found) + " %" if found else "—")
+        lines.append("| " + " | ".join(cells + per_seed + means + simple) + " |")
     sequences = sorted({r["meta_arguments"].get("final_eval_sequences", 1024) for g in groups for r in g["runs"]})
     widest = max(interval(0.5, n) for n in sequences)
     counts = " or ".join(f"{n:,}" for n in sequences)
@@ -146,6 +153,15 @@ def table(groups: list[dict]) -> str:
         f"distinct test images per seed; each seed's 95 % interval at most ± {100 * widest:.1f} points). "
         "State: the floats a sequence carries from one position to the next after the last example.",
     ]
+    if simple_learners:
+        seeds = max(len(g["runs"]) for g in groups)
+        pooled = max(interval(0.5, seeds * n) for n in sequences)
+        lines[-1] += (
+            " Simple learners: 1-NN (the nearest example), LR (logistic regression to convergence) and SGD (this "
+            "project's linear classifier) trained on the same examples, averaged over the seeds' sequences. A mean "
+            f"over {seeds} seeds pools {seeds} times the sequences: its interval is at most ± {100 * pooled:.1f} "
+            "points, the learner's and the simple learners' alike."
+        )
     return "\n".join(lines)
 
 
@@ -201,9 +217,11 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("runs", nargs="+", help="meta-training run folders or zoo folders")
     parser.add_argument("--csv", help="write one row per run and task set here")
     parser.add_argument("--plot", help="write the plot (accuracy against state size) here")
+    parser.add_argument("--simple_learners", action="store_true",
+                        help="add the simple learners on each configuration's sequences to the table")  # fmt: skip
     args = parser.parse_args(argv)
     groups = group(load(args.runs))
-    print(table(groups))
+    print(table(groups, args.simple_learners))
     if args.csv:
         write_csv(rows(groups), args.csv)
     if args.plot:
