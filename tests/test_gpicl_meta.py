@@ -416,9 +416,7 @@ def test_report_tabulates_runs_and_plots(meta_trained, tmp_path):
     assert (tmp_path / "cmp.png").stat().st_size > 1000
 
 
-def test_state_study_pools_seeds_of_one_configuration_and_places_it_at_its_state_size(
-    meta_trained, tmp_path, capsys
-):
+def test_state_study_pools_seeds_of_one_configuration_and_places_it_at_its_state_size(meta_trained, tmp_path, capsys):
     """`python -m ttt_hf.gpicl.state`: runs that differ only in their seed are one row with every seed's accuracy
     (the default seed first) and their mean ± half-range; another head count is another row at its own state size;
     a run on other data stays apart under a name of its own; the same run twice is refused; the simple learners are
