@@ -416,6 +416,27 @@ def test_report_tabulates_runs_and_plots(meta_trained, tmp_path):
     assert (tmp_path / "cmp.png").stat().st_size > 1000
 
 
+def test_report_plot_gives_seeds_of_one_recipe_one_colour(meta_trained, tmp_path, monkeypatch):
+    """Seeds of one recipe and length share a colour and differ in marker; another length gets its own colour; the
+    legend names each run's folder."""
+    import shutil
+
+    from ttt_hf.common import plots
+    from ttt_hf.gpicl import report
+
+    out, _ = meta_trained
+    longer = shutil.copytree(out, tmp_path / "longer")
+    results = json.loads((longer / "all_results.json").read_text())
+    (longer / "all_results.json").write_text(json.dumps({**results, "train_steps": 3 * results["train_steps"]}))
+    figures = []
+    monkeypatch.setattr(plots, "save_figure", lambda fig, path: figures.append(fig))
+    report.plot(report.load_runs([out, shutil.copytree(out, tmp_path / "seed1"), longer]), "x.png", "unseen-digits")
+    lines = figures[0].axes[0].get_lines()[:3]  # then the chance lines
+    assert [line.get_color() for line in lines] == ["C0", "C0", "C1"]
+    assert [line.get_marker() for line in lines] == ["o", "s", "o"]
+    assert [line.get_label().split(":")[0] for line in lines] == [out.name, "seed1", "longer"]
+
+
 def test_state_study_pools_seeds_of_one_configuration_and_places_it_at_its_state_size(meta_trained, tmp_path, capsys):
     """`python -m ttt_hf.gpicl.state`: runs that differ only in their seed are one row with every seed's accuracy
     (the default seed first) and their mean ± half-range; another head count is another row at its own state size;

@@ -77,22 +77,26 @@ def table(runs: list[dict], names: list[str] | None = None) -> str:
 
 
 def plot(runs: list[dict], path, task_set: str) -> None:
-    """Accuracy at the last position on `task_set` against meta-training steps, one line per run."""
+    """Accuracy at the last position on `task_set` against meta-training steps, one line per run: runs of one recipe
+    and length (seeds) share a colour and differ in marker, each labelled with its folder."""
     from ..common.plots import plt, save_figure
     from .plots import last_position_accuracy
 
     fig, ax = plt.subplots(figsize=(7, 4))
+    recipes: dict[tuple, list[str]] = {}  # (recipe, steps) -> the folders drawn so far
     for r in runs:
         points = last_position_accuracy(r["curves"][:-1], task_set)  # the last entry is the final evaluation
         if points:
             recipe = f"{model_description(r)}, {interventions(r['meta_arguments'], r.get('optimizer'))}"
-            label = f"{Path(r['path']).name}: {recipe}"  # the folder tells seeds of one recipe apart
-            ax.plot(*zip(*points), "o-", ms=3, label=label)
+            seeds = recipes.setdefault((recipe, r["train_steps"]), [])
+            color, marker = f"C{list(recipes).index((recipe, r['train_steps'])) % 10}", "os^vD"[len(seeds) % 5]
+            seeds.append(Path(r["path"]).name)
+            ax.plot(*zip(*points), f"{marker}-", ms=3, lw=1, color=color, label=f"{seeds[-1]}: {recipe}")
     ax.axhline(0.1, color="grey", lw=0.8, ls=":", label="chance")
     ax.axhline(CHANCE_EXIT, color="grey", lw=0.8, ls="--")
     ax.set(xlabel="meta-training step", ylabel="accuracy at the last position", title=task_set, ylim=(0, 1))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="lower right")  # the curves rise above chance early: the lower right stays clear
     save_figure(fig, path)
 
 
