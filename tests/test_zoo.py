@@ -375,6 +375,36 @@ def test_zoo_train_a_setting_runs_its_entries_in_parallel_processes(tmp_path, ca
     assert "--max-steps: invalid int value" in (tmp_path / "bad" / f"{names[0]}.log").read_text()
 
 
+@pytest.mark.parametrize(
+    "user, parallel, threads", [(None, 1, "2"), (None, 2, "1"), ("1", 1, "1"), ("8", 1, "2"), ("all", 1, "2")]
+)
+def test_parallel_runs_share_the_cores_or_take_the_users_fewer_threads(tmp_path, monkeypatch, user, parallel, threads):
+    """On a CPU machine each process gets the cores over the runs at once, or the user's OMP_NUM_THREADS where it is
+    fewer: two runners side by side, each told one thread, must not take both cores each."""
+    from ttt_hf.common.parallel import run_many
+
+    started = []
+
+    class Finished:  # a process that ends at once; it records the environment it was given
+        returncode = 0
+
+        def __init__(self, command, stdout, stderr, env):
+            started.append(env)
+
+        def poll(self):
+            return 0
+
+    monkeypatch.setattr(subprocess, "Popen", Finished)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    if user is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", user)
+    assert run_many({"a": ["x"], "b": ["y"]}, tmp_path, parallel, poll=0) == {"a": 0, "b": 0}
+    assert [(env["OMP_NUM_THREADS"], env["TORCHINDUCTOR_COMPILE_THREADS"]) for env in started] == [(threads,) * 2] * 2
+
+
 def test_zoo_train_a_tier_passes_its_entries_and_fails_when_one_fails(monkeypatch):
     calls = []
     monkeypatch.setattr(zoo.runs, "train_many", lambda *args: calls.append(args) or {args[0][0]: 0, args[0][1]: 1})
