@@ -416,6 +416,27 @@ def test_report_tabulates_runs_and_plots(meta_trained, tmp_path):
     assert (tmp_path / "cmp.png").stat().st_size > 1000
 
 
+def test_report_windows_average_the_periodic_evaluations(meta_trained, tmp_path, capsys):
+    """`report --windows N`: per run, the mean of its periodic evaluations (not the final one) in each N steps, up to
+    the longest run's end; a window without an evaluation is a dash; a width below one step is refused."""
+    import shutil
+
+    from ttt_hf.gpicl import report
+
+    out, results = meta_trained
+    longer = shutil.copytree(out, tmp_path / "longer")  # recorded as 8 steps long: its last windows are empty
+    (longer / "all_results.json").write_text(json.dumps({**results, "train_steps": 8}))
+    at = {c["step"]: c["unseen-digits"][-1] for c in results["curves"][:-1]}  # steps 2 and 4
+    report.main([str(out), str(longer), "--windows", "3", "--task_set", "unseen-digits"])
+    printed = capsys.readouterr().out.split("\n\n")[-2].splitlines()  # the windows' table
+    assert printed[0] == "| run | steps 1–3 | steps 4–6 | steps 7–8 |"
+    assert printed[2] == f"| `run` | {100 * at[2]:.1f} % | {100 * at[4]:.1f} % | — |"
+    one = report.windows(report.load_runs([out]), "unseen-digits", 4).splitlines()
+    assert one[2] == f"| `run` | {100 * (at[2] + at[4]) / 2:.1f} % |" and "16 sequences per evaluation" in one[-1]
+    with pytest.raises(ValueError, match="--windows must be a positive number of steps, got 0"):
+        report.windows(report.load_runs([out]), "unseen-digits", 0)
+
+
 def test_report_plot_gives_seeds_of_one_recipe_one_colour(meta_trained, tmp_path, monkeypatch):
     """Seeds of one recipe and length share a colour and differ in marker; another length gets its own colour; the
     legend names each run's folder."""

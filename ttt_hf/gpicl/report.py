@@ -3,7 +3,8 @@
 Each RUN is the --output_dir of a `ttt-hf meta-train` run. The table gives, per run: backbone and interventions,
 parameters, the state a position carries after 99 examples, steps and time, accuracy after the last example on
 unseen tasks of every evaluated dataset next to the SGD row (and on the meta-training tasks, for runs on a pool of
-tasks), and the step at which that accuracy first left chance (> 20 %), or "not within N".
+tasks), and the step at which that accuracy first left chance (> 20 %), or "not within N". `--windows N` adds the
+periodic evaluations averaged per N steps (was a run still rising?); `--plot` draws them against steps.
 """
 
 import argparse
@@ -76,6 +77,31 @@ def table(runs: list[dict], names: list[str] | None = None) -> str:
     return "\n".join(lines)
 
 
+def windows(runs: list[dict], task_set: str, width: int) -> str:
+    """The markdown table of the runs' periodic evaluations on `task_set` (accuracy at the last position), averaged
+    per `width` steps of meta-training: whether a run was still rising when it ended, read with less noise than one
+    evaluation gives."""
+    from .plots import last_position_accuracy
+
+    if width < 1:
+        raise ValueError(f"--windows must be a positive number of steps, got {width}.")
+    end = max(r["train_steps"] for r in runs)
+    edges = range(0, end, width)
+    head = ["run"] + [f"steps {lo + 1:,}–{min(lo + width, end):,}" for lo in edges]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in runs:
+        points = last_position_accuracy(r["curves"][:-1], task_set)  # the last entry is the final evaluation
+        cells = [f"`{Path(r['path']).name}`"]
+        for lo in edges:
+            inside = [a for step, a in points if lo < step <= lo + width]
+            cells.append(f"{100 * sum(inside) / len(inside):.1f} %" if inside else "—")
+        lines.append("| " + " | ".join(cells) + " |")
+    sequences = " or ".join(sorted({f"{r['meta_arguments'].get('eval_sequences', 256):,}" for r in runs}))
+    lines += ["", f"The mean of the periodic evaluations inside each window, accuracy after the last example on "
+              f"{task_set} ({sequences} sequences per evaluation; — where a run has none)."]  # fmt: skip
+    return "\n".join(lines)
+
+
 def plot(runs: list[dict], path, task_set: str) -> None:
     """Accuracy at the last position on `task_set` against meta-training steps, one line per run: runs of one recipe
     and length (seeds) share a colour and differ in marker, each labelled with its folder."""
@@ -104,10 +130,13 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m ttt_hf.gpicl.report", description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", help="--output_dir of ttt-hf meta-train runs")
     parser.add_argument("--plot", help="write the comparison plot (accuracy against steps) here")
-    parser.add_argument("--task_set", default="unseen-mnist-5k", help="the task set of the plot")
+    parser.add_argument("--task_set", default="unseen-mnist-5k", help="the task set of the plot and the windows")
+    parser.add_argument("--windows", type=int, help="also print the periodic evaluations averaged per this many steps")
     args = parser.parse_args(argv)
     runs = load_runs(args.runs)
     print(table(runs))
+    if args.windows is not None:
+        print("\n" + windows(runs, args.task_set, args.windows))
     if args.plot:
         plot(runs, args.plot, args.task_set)
 
