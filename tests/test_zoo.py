@@ -376,7 +376,8 @@ def test_zoo_train_a_setting_runs_its_entries_in_parallel_processes(tmp_path, ca
 
 
 @pytest.mark.parametrize(
-    "user, parallel, threads", [(None, 1, "2"), (None, 2, "1"), ("1", 1, "1"), ("8", 1, "2"), ("all", 1, "2")]
+    "user, parallel, threads",
+    [(None, 1, "2"), (None, 2, "1"), ("1", 1, "1"), (" 1 ", 1, "1"), ("8", 1, "2"), ("0", 1, "2"), ("all", 1, "2")],
 )
 def test_parallel_runs_share_the_cores_or_take_the_users_fewer_threads(tmp_path, monkeypatch, user, parallel, threads):
     """On a CPU machine each process gets the cores over the runs at once, or the user's OMP_NUM_THREADS where it is

@@ -9,10 +9,10 @@ from .run_files import RESULTS_FILE
 def run_many(commands: dict[str, list[str]], root, parallel: int = 1, poll: float = 2.0) -> dict[str, int]:
     """Run `ttt-hf` commands (name -> its arguments) `parallel` at a time (0: all at once), one process each, each
     with `--output_dir ROOT/NAME` and its output in ROOT/NAME.log; runs whose ROOT/NAME/all_results.json exists are
-    done and skipped. The processes share the machine's cores (OMP_NUM_THREADS and torch.compile's workers: the
-    cores over the runs at once, or the user's OMP_NUM_THREADS where it is fewer, as for two of these side by side),
-    and on a GPU machine the device, where the user's thread settings win. Interrupted, it stops the runs still going.
-    Returns name -> exit code, in order."""
+    done and skipped. On a CPU machine each process gets OMP_NUM_THREADS = TORCHINDUCTOR_COMPILE_THREADS = cores //
+    runs at once, capped by the caller's OMP_NUM_THREADS if set (two runners side by side, each told one thread); on
+    a GPU machine the processes share the device and the caller's settings pass through. Interrupted, it stops the
+    runs still going. Returns name -> exit code, in order."""
     import os
     import subprocess
     import time
@@ -31,8 +31,9 @@ def run_many(commands: dict[str, list[str]], root, parallel: int = 1, poll: floa
     parallel = min(parallel or len(pending), len(pending)) or 1
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     threads = max(1, cores // parallel)
-    if os.environ.get("OMP_NUM_THREADS", "").isdigit():  # the user's own cap: never more threads than they gave
-        threads = max(1, min(threads, int(os.environ["OMP_NUM_THREADS"])))
+    given = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if given.isdecimal() and int(given) > 0:  # the caller's own cap (OpenMP ignores 0 and what is not a number)
+        threads = min(threads, int(given))
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TORCHINDUCTOR_COMPILE_THREADS": str(threads)}
     if torch.cuda.is_available():  # a user's own thread settings win where the GPU does the work
         env = {

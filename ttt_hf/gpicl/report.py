@@ -66,7 +66,9 @@ def table(runs: list[dict], names: list[str] | None = None) -> str:
     if not runs:
         return "No meta-training runs (`ttt-hf meta-train` writes them; `ttt-hf zoo store` keeps zoo learners)."
     lasts = " or ".join(sorted({str(r["meta_arguments"]["sequence_length"] - 1) for r in runs}, key=int))
-    sequences = " or ".join(sorted({f"{r['meta_arguments'].get('final_eval_sequences', 1024):,}" for r in runs}))
+    sequences = " or ".join(
+        f"{n:,}" for n in sorted({r["meta_arguments"].get("final_eval_sequences", 1024) for r in runs})
+    )
     sampling = {r.get("meta_test_sampling", "examples drawn with replacement") for r in runs}
     lines += ["", f"State: the floats a sequence carries from one position to the next. Accuracy after {lasts} "
               f"examples (all but the last of a sequence) on tasks never seen in meta-training (test splits, "
@@ -84,7 +86,7 @@ def windows(runs: list[dict], task_set: str, width: int) -> str:
     from .plots import last_position_accuracy
 
     if width < 1:
-        raise ValueError(f"--windows must be a positive number of steps, got {width}.")
+        raise ValueError(f"The windows must be a positive number of steps, got {width}.")
     end = max(r["train_steps"] for r in runs)
     edges = range(0, end, width)
     head = ["run"] + [f"steps {lo + 1:,}–{min(lo + width, end):,}" for lo in edges]
@@ -96,7 +98,7 @@ def windows(runs: list[dict], task_set: str, width: int) -> str:
             inside = [a for step, a in points if lo < step <= lo + width]
             cells.append(f"{100 * sum(inside) / len(inside):.1f} %" if inside else "—")
         lines.append("| " + " | ".join(cells) + " |")
-    sequences = " or ".join(sorted({f"{r['meta_arguments'].get('eval_sequences', 256):,}" for r in runs}))
+    sequences = " or ".join(f"{n:,}" for n in sorted({r["meta_arguments"].get("eval_sequences", 256) for r in runs}))
     lines += ["", f"The mean of the periodic evaluations inside each window, accuracy after the last example on "
               f"{task_set} ({sequences} sequences per evaluation; — where a run has none)."]  # fmt: skip
     return "\n".join(lines)
@@ -109,20 +111,21 @@ def plot(runs: list[dict], path, task_set: str) -> None:
     from .plots import last_position_accuracy
 
     fig, ax = plt.subplots(figsize=(7, 4))
-    recipes: dict[tuple, list[str]] = {}  # (recipe, steps) -> the folders drawn so far
+    recipes: dict[str, list[str]] = {}  # everything of a run but its seed -> the folders drawn so far
     for r in runs:
         points = last_position_accuracy(r["curves"][:-1], task_set)  # the last entry is the final evaluation
         if points:
+            key = json.dumps([r["meta_arguments"], r.get("optimizer"), r["train_steps"]], sort_keys=True)
+            folders = recipes.setdefault(key, [])
+            color, marker = f"C{list(recipes).index(key) % 10}", "os^vD"[len(folders) % 5]
+            folders.append(Path(r["path"]).name)
             recipe = f"{model_description(r)}, {interventions(r['meta_arguments'], r.get('optimizer'))}"
-            seeds = recipes.setdefault((recipe, r["train_steps"]), [])
-            color, marker = f"C{list(recipes).index((recipe, r['train_steps'])) % 10}", "os^vD"[len(seeds) % 5]
-            seeds.append(Path(r["path"]).name)
-            ax.plot(*zip(*points), f"{marker}-", ms=3, lw=1, color=color, label=f"{seeds[-1]}: {recipe}")
+            ax.plot(*zip(*points), f"{marker}-", ms=3, lw=1, color=color, label=f"{folders[-1]}: {recipe}")
     ax.axhline(0.1, color="grey", lw=0.8, ls=":", label="chance")
     ax.axhline(CHANCE_EXIT, color="grey", lw=0.8, ls="--")
     ax.set(xlabel="meta-training step", ylabel="accuracy at the last position", title=task_set, ylim=(0, 1))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")  # the curves rise above chance early: the lower right stays clear
+    ax.legend(fontsize=7)
     save_figure(fig, path)
 
 
@@ -133,6 +136,8 @@ def main(argv=None):
     parser.add_argument("--task_set", default="unseen-mnist-5k", help="the task set of the plot and the windows")
     parser.add_argument("--windows", type=int, help="also print the periodic evaluations averaged per this many steps")
     args = parser.parse_args(argv)
+    if args.windows is not None and args.windows < 1:
+        parser.error(f"--windows must be a positive number of steps, got {args.windows}.")
     runs = load_runs(args.runs)
     print(table(runs))
     if args.windows is not None:
