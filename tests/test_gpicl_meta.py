@@ -574,6 +574,20 @@ def test_the_published_longer_meta_training_is_what_its_run_records_give():
     assert all(f"   {line}\n" in text for line in state.table(groups, simple_learners=True).splitlines()[:-2])
     windows = report.windows(report.load_runs(zoo + q5), "unseen-mnist-5k", 500)
     assert all(f"   {line}\n" in text for line in windows.splitlines()[:-2])
+    # the prose: the lift per seed and in the mean, and seeds 1 and 2 retracing their zoo runs through step 1,000
+    prose = " ".join(text.split())
+    short, longer = ([round(100 * v, 1) for v in g["accuracy"]["unseen-mnist-5k"]] for g in groups)
+    lifts = ", ".join(f"{b - a:+.1f}" for a, b in zip(short, longer))
+    means = [round(100 * state.spread(state.measured(g, "unseen-mnist-5k"))[0], 1) for g in groups]
+    assert (
+        f"by {means[1] - means[0]:.1f} points on mnist-5k ({means[0]} to {means[1]} %), on every seed ({lifts})"
+        in prose
+    )
+    for short, longer in zip(*(g["runs"] for g in groups)):
+        losses = [[e["loss"] for e in r["log_history"] if "loss" in e and e["step"] <= 1000] for r in (short, longer)]
+        curves = [[c for c in r["curves"][:-1] if c["step"] <= 1000] for r in (short, longer)]
+        assert (losses[0] == losses[1] and curves[0] == curves[1]) == (longer["seed"] != DEFAULT_SEED)
+    assert "seeds 1 and 2 retrace their zoo runs exactly through step 1,000" in prose
 
 
 def test_nearest_neighbour_and_logistic_baselines_match_scikit_learn(digits):
