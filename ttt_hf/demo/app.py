@@ -132,11 +132,13 @@ def classify_tab(gr, models: DemoModels):
             image.info[SOURCE_KEY] = source  # travels with the image, to the re-runs
         return image
 
-    upload.change(guarded(read), [upload, model_a, model_b],
-                  [image_state, *outputs])  # fmt: skip
-    drawn.click(guarded(sketch_to_image), [sketch, model_a, model_b], [image_state, *outputs])
+    # one queue for everything that classifies: a model picked while an upload is still being classified runs after
+    # it, on the new image, so the page never ends on the old model's answer or the old image
+    serial = {"concurrency_id": "classify", "concurrency_limit": 1}
+    upload.change(guarded(read), [upload, model_a, model_b], [image_state, *outputs], **serial)
+    drawn.click(guarded(sketch_to_image), [sketch, model_a, model_b], [image_state, *outputs], **serial)
     for picker in (model_a, model_b):
-        picker.change(guarded(lambda image: image), [image_state, model_a, model_b], [image_state, *outputs])
+        picker.change(guarded(lambda image: image), [image_state, model_a, model_b], [image_state, *outputs], **serial)
         picker.change(_about, [model_a, model_b], about_models)
 
 
