@@ -109,13 +109,14 @@ def plot(runs: list[dict], path, task_set: str) -> None:
     and length (seeds) share a colour and differ in marker, each labelled with its folder."""
     from ..common.plots import plt, save_figure
     from .plots import last_position_accuracy
+    from .state import configuration_key  # state reads runs with this module's load_runs
 
     fig, ax = plt.subplots(figsize=(7, 4))
     recipes: dict[str, list[str]] = {}  # everything of a run but its seed -> the folders drawn so far
     for r in runs:
         points = last_position_accuracy(r["curves"][:-1], task_set)  # the last entry is the final evaluation
         if points:
-            key = json.dumps([r["meta_arguments"], r.get("optimizer"), r["train_steps"]], sort_keys=True)
+            key = configuration_key(r)
             folders = recipes.setdefault(key, [])
             color, marker = f"C{list(recipes).index(key) % 10}", "os^vD"[len(folders) % 5]
             folders.append(Path(r["path"]).name)

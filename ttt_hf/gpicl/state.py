@@ -52,11 +52,11 @@ def configuration(run: dict) -> str:
 CONFIG_BOOKKEEPING = ("architectures", "auto_map", "transformers_version", "dtype", "torch_dtype", "_name_or_path")
 
 
-def _key(run: dict) -> str:
-    """What makes runs one configuration: the model's config (but for how it was saved), every meta-training
-    argument, the outer optimiser's settings (the defaults where a run predates their record) and the steps. Only
-    the seed may differ."""
-    config = {k: v for k, v in run["config"].items() if k not in CONFIG_BOOKKEEPING}
+def configuration_key(run: dict) -> str:
+    """What makes runs one configuration: the model's config (but for how it was saved; none where `run` was read
+    without it, as `report.load_runs` reads runs), every meta-training argument, the outer optimiser's settings (the
+    defaults where a run predates their record) and the steps. Only the seed may differ."""
+    config = {k: v for k, v in run.get("config", {}).items() if k not in CONFIG_BOOKKEEPING}
     optimizer = {**DEFAULT_OPTIMIZER, **(run.get("optimizer") or {})}
     return json.dumps([config, run["meta_arguments"], optimizer, run["train_steps"]], sort_keys=True)
 
@@ -67,7 +67,7 @@ def group(runs: list[dict]) -> list[dict]:
     runs of one configuration with the same seed are an error (the same run given twice would halve the spread)."""
     groups: dict[str, list[dict]] = {}
     for run in runs:
-        groups.setdefault(_key(run), []).append(run)
+        groups.setdefault(configuration_key(run), []).append(run)
     names = [configuration(members[0]) for members in groups.values()]
     entries = []
     for members in groups.values():
