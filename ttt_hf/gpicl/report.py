@@ -15,6 +15,7 @@ from ..common.run_files import RESULTS_FILE
 from ..hub.gpicl_card import interventions, unseen_sets
 from .evaluation import BASELINE_NAMES, interval
 from .meta_training import CHANCE_EXIT
+from .tasks import DEFAULT_OPTIMIZER
 
 
 def load_runs(paths) -> list[dict]:
@@ -31,6 +32,19 @@ def load_runs(paths) -> list[dict]:
         results["path"] = str(path)
         runs.append(results)
     return runs
+
+
+# config.json keys that record how a model was saved, not what it is
+CONFIG_BOOKKEEPING = ("architectures", "auto_map", "transformers_version", "dtype", "torch_dtype", "_name_or_path")
+
+
+def configuration_key(run: dict) -> str:
+    """What makes runs one configuration: the model's config (but for how it was saved; none where `run` was read
+    without it, as `load_runs` reads runs), every meta-training argument, the outer optimiser's settings (the
+    defaults where a run predates their record) and the steps. Only the seed may differ."""
+    config = {k: v for k, v in run.get("config", {}).items() if k not in CONFIG_BOOKKEEPING}
+    optimizer = {**DEFAULT_OPTIMIZER, **(run.get("optimizer") or {})}
+    return json.dumps([config, run["meta_arguments"], optimizer, run["train_steps"]], sort_keys=True)
 
 
 def model_description(run: dict) -> str:
@@ -109,7 +123,6 @@ def plot(runs: list[dict], path, task_set: str) -> None:
     and length (seeds) share a colour and differ in marker, each labelled with its folder."""
     from ..common.plots import plt, save_figure
     from .plots import last_position_accuracy
-    from .state import configuration_key  # state reads runs with this module's load_runs
 
     fig, ax = plt.subplots(figsize=(7, 4))
     recipes: dict[str, list[str]] = {}  # everything of a run but its seed -> the folders drawn so far

@@ -20,8 +20,7 @@ from ..common.arguments import DEFAULT_SEED
 from ..common.run_files import TRAINING_ARGS_FILE, recorded_seed, write_csv
 from ..hub.gpicl_card import unseen_sets
 from .evaluation import BASELINE_NAMES, interval
-from .report import load_runs
-from .tasks import DEFAULT_OPTIMIZER
+from .report import configuration_key, load_runs
 
 BACKBONE_NAMES = {"transformer": "Transformer", "lstm": "LSTM", "ttt_linear": "TTT-Linear", "ttt_mlp": "TTT-MLP"}
 
@@ -46,19 +45,6 @@ def configuration(run: dict) -> str:
     elif config["backbone"] == "ttt_mlp":
         name += f", hidden ratio {config['inner_hidden_ratio']}"
     return name
-
-
-# config.json keys that record how a model was saved, not what it is
-CONFIG_BOOKKEEPING = ("architectures", "auto_map", "transformers_version", "dtype", "torch_dtype", "_name_or_path")
-
-
-def configuration_key(run: dict) -> str:
-    """What makes runs one configuration: the model's config (but for how it was saved; none where `run` was read
-    without it, as `report.load_runs` reads runs), every meta-training argument, the outer optimiser's settings (the
-    defaults where a run predates their record) and the steps. Only the seed may differ."""
-    config = {k: v for k, v in run.get("config", {}).items() if k not in CONFIG_BOOKKEEPING}
-    optimizer = {**DEFAULT_OPTIMIZER, **(run.get("optimizer") or {})}
-    return json.dumps([config, run["meta_arguments"], optimizer, run["train_steps"]], sort_keys=True)
 
 
 def group(runs: list[dict]) -> list[dict]:
