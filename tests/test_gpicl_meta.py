@@ -12,6 +12,7 @@ from transformers import AutoModelForTokenClassification, pipeline
 
 import ttt_hf
 from ttt_hf import InContextClassificationPipeline
+from ttt_hf.common.arguments import DEFAULT_SEED
 from ttt_hf.common.data import load_image_arrays
 from ttt_hf.gpicl.evaluation import (
     BASELINE_NAMES,
@@ -548,24 +549,25 @@ def test_the_published_state_study_is_what_its_run_records_give():
     assert all(f"   {line}\n" in text for line in state.table(state.group(state.load(folders))).splitlines()[:-2])
 
 
-def test_the_published_longer_meta_training_is_what_its_run_records_give():
+@pytest.mark.parametrize("backbone, seeds", [("transformer", (DEFAULT_SEED, 1, 2)), ("ttt-linear", (DEFAULT_SEED, 1))])
+def test_the_published_longer_meta_training_is_what_its_run_records_give(backbone, seeds):
     """Question 5's tables in docs/gpicl.md are `python -m ttt_hf.gpicl.state --simple_learners` and `python -m
-    ttt_hf.gpicl.report --windows 500` on the zoo Transformer's three seeds and the kept records of the grid's q5
-    runs with the same seeds: the grid's commands, three times the zoo learner's steps, each seed on its zoo seed's
+    ttt_hf.gpicl.report --windows 500` on a zoo learner's three seeds and the kept records of the grid's q5 runs
+    of its recipe: the grid's commands, three times the zoo learner's steps, each seed on its zoo seed's
     sequences."""
     from pathlib import Path
 
-    from ttt_hf.common.arguments import DEFAULT_SEED
     from ttt_hf.gpicl import grid, report, state
 
     root = Path(__file__).resolve().parents[1]
-    suffixes = ["" if seed == DEFAULT_SEED else f"-seed{seed}" for seed in (DEFAULT_SEED, 1, 2)]
-    zoo = [root / f"model_cards/gpicl-transformer-mnist-5k{suffix}" for suffix in suffixes]
-    q5 = [root / f"docs/gpicl/q5/q5-transformer-steps3000{suffix}" for suffix in suffixes]
+    suffix = {seed: "" if seed == DEFAULT_SEED else f"-seed{seed}" for seed in (DEFAULT_SEED, 1, 2)}
+    zoo = [root / f"model_cards/gpicl-{backbone}-mnist-5k{s}" for s in suffix.values()]
+    q5 = [root / f"docs/gpicl/q5/q5-{backbone}-steps3000{suffix[seed]}" for seed in seeds]
     groups = state.group(state.load(zoo + q5))
     assert [[Path(r["path"]) for r in g["runs"]] for g in groups] == [zoo, q5]  # one configuration each, by seed
-    for short, longer in zip(*(g["runs"] for g in groups)):
+    for short, longer in zip(*(g["runs"] for g in groups)):  # the seeds both have
         name, seed = Path(longer["path"]).name, longer["seed"]
+        assert short["seed"] == seed
         given = longer["command"].split(" meta-train ")[1].split(" --output_dir")[0]
         assert given == " ".join(grid.seeded(grid.grid(), seed)[name][1:])
         assert longer["train_steps"] == 3 * short["train_steps"] == 3000
@@ -574,20 +576,26 @@ def test_the_published_longer_meta_training_is_what_its_run_records_give():
     assert all(f"   {line}\n" in text for line in state.table(groups, simple_learners=True).splitlines()[:-2])
     windows = report.windows(report.load_runs(zoo + q5), "unseen-mnist-5k", 500)
     assert all(f"   {line}\n" in text for line in windows.splitlines()[:-2])
-    # the prose: the lift per seed and in the mean, and seeds 1 and 2 retracing their zoo runs through step 1,000
+    # the prose: the lift per seed, and the q5 runs retracing their zoo runs through step 1,000
     prose = " ".join(text.split())
-    short, longer = ([round(100 * v, 1) for v in g["accuracy"]["unseen-mnist-5k"]] for g in groups)
-    lifts = ", ".join(f"{b - a:+.1f}" for a, b in zip(short, longer))
-    means = [round(100 * state.spread(state.measured(g, "unseen-mnist-5k"))[0], 1) for g in groups]
-    assert (
-        f"by {means[1] - means[0]:.1f} points on mnist-5k ({means[0]} to {means[1]} %), on every seed ({lifts})"
-        in prose
-    )
+    short, longer = ([round(100 * v, 1) for v in g["accuracy"]["unseen-mnist-5k"][: len(seeds)]] for g in groups)
+    lifts = [f"{b - a:+.1f}" for a, b in zip(short, longer)]
+    if backbone == "transformer":
+        means = [round(100 * state.spread(state.measured(g, "unseen-mnist-5k"))[0], 1) for g in groups]
+        lift = f"by {means[1] - means[0]:.1f} points on mnist-5k ({means[0]} to {means[1]} %), on every seed"
+        assert f"{lift} ({', '.join(lifts)})" in prose
+        assert "seeds 1 and 2 retrace their zoo runs exactly through step 1,000" in prose
+    else:
+        accuracies = ", ".join(f"{a} to {b} %" for a, b in zip(short, longer))
+        assert f"on its two seeds {' and '.join(lifts)} points on mnist-5k ({accuracies};" in prose
+        assert "Both seeds retrace their zoo runs' training exactly through step 1,000" in prose
     for short, longer in zip(*(g["runs"] for g in groups)):
         losses = [[e["loss"] for e in r["log_history"] if "loss" in e and e["step"] <= 1000] for r in (short, longer)]
         curves = [[c for c in r["curves"][:-1] if c["step"] <= 1000] for r in (short, longer)]
-        assert (losses[0] == losses[1] and curves[0] == curves[1]) == (longer["seed"] != DEFAULT_SEED)
-    assert "seeds 1 and 2 retrace their zoo runs exactly through step 1,000" in prose
+        # the Transformer's seed 42 drifted (another thread count); the zoo's seed-42 runs recorded their periodic
+        # evaluations before those drew distinct images
+        assert (losses[0] == losses[1]) == (backbone == "ttt-linear" or longer["seed"] != DEFAULT_SEED)
+        assert (curves[0] == curves[1]) == (longer["seed"] != DEFAULT_SEED)
 
 
 def test_nearest_neighbour_and_logistic_baselines_match_scikit_learn(digits):

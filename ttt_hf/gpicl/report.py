@@ -124,7 +124,7 @@ def plot(runs: list[dict], path, task_set: str) -> None:
     from ..common.plots import plt, save_figure
     from .plots import last_position_accuracy
 
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(11, 4))  # the legend to the right of the curves, never over them
     recipes: dict[str, list[str]] = {}  # everything of a run but its seed -> the folders drawn so far
     for r in runs:
         points = last_position_accuracy(r["curves"][:-1], task_set)  # the last entry is the final evaluation
@@ -139,7 +139,7 @@ def plot(runs: list[dict], path, task_set: str) -> None:
     ax.axhline(CHANCE_EXIT, color="grey", lw=0.8, ls="--")
     ax.set(xlabel="meta-training step", ylabel="accuracy at the last position", title=task_set, ylim=(0, 1))
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0)
     save_figure(fig, path)
 
 
