@@ -469,12 +469,12 @@ def test_report_plot_gives_seeds_of_one_recipe_one_colour(meta_trained, tmp_path
 def test_state_study_pools_seeds_of_one_configuration_and_places_it_at_its_state_size(meta_trained, tmp_path, capsys):
     """`python -m ttt_hf.gpicl.state`: runs that differ only in their seed are one row with every seed's accuracy
     (the default seed first) and their mean ± half-range; another head count is another row at its own state size;
-    a run on other data stays apart under a name of its own; the same run twice is refused; the simple learners are
-    averaged once per set of sequences, and with --simple_learners once per configuration, next to it; CSV and plot
-    written."""
+    a run on other data stays apart under a name of its own; the same run twice, or a folder that is not a run, is
+    refused (on the command line with a message, no traceback); the simple learners are averaged once per set of
+    sequences, and with --simple_learners once per configuration, next to it; CSV and plot written."""
     import shutil
 
-    from ttt_hf.gpicl import state
+    from ttt_hf.gpicl import report, state
 
     out, results = meta_trained
     p, sgd = results["final_unseen-digits_accuracy_last"], results["sgd"]["unseen-digits"][11]
@@ -526,7 +526,15 @@ def test_state_study_pools_seeds_of_one_configuration_and_places_it_at_its_state
         state.group(state.load([copies["a"], copies["a"]]))
     (tmp_path / "c.log").write_text("a run's log, not a run")
     with pytest.raises(FileNotFoundError, match="c.log is not a finished meta-training run"):
-        state.main([str(copies["a"]), str(tmp_path / "c.log")])
+        state.load([copies["a"], tmp_path / "c.log"])
+    capsys.readouterr()
+    for module, given in ((state, [copies["a"], tmp_path / "c.log"]), (report, [tmp_path / "c.log"]),
+                          (state, [copies["a"], copies["a"]])):  # fmt: skip
+        with pytest.raises(SystemExit) as exit:  # the command line says what is wrong, with no traceback
+            module.main([str(path) for path in given])
+        assert exit.value.code == 2
+        error = capsys.readouterr().err
+        assert ("c.log is not a finished meta-training run" in error) != ("share a seed" in error)
 
 
 def test_the_published_state_study_is_what_its_run_records_give():

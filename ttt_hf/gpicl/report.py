@@ -152,7 +152,10 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.windows is not None and args.windows < 1:
         parser.error(f"--windows must be a positive number of steps, got {args.windows}.")
-    runs = load_runs(args.runs)
+    try:
+        runs = load_runs(args.runs)
+    except FileNotFoundError as error:  # a folder that is not a finished run: say which, without a traceback
+        parser.error(str(error))
     print(table(runs))
     if args.windows is not None:
         print("\n" + windows(runs, args.task_set, args.windows))

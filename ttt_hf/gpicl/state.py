@@ -210,7 +210,10 @@ def main(argv=None) -> list[dict]:
     parser.add_argument("--simple_learners", action="store_true", help="add 1-NN, logistic regression and SGD on "
                         "each configuration's sequences, averaged over its seeds")  # fmt: skip
     args = parser.parse_args(argv)
-    groups = group(load(args.runs))
+    try:
+        groups = group(load(args.runs))
+    except (FileNotFoundError, ValueError) as error:  # not a finished run, or one run given twice
+        parser.error(str(error))
     print(table(groups, simple_learners=args.simple_learners))
     if args.csv:
         write_csv(rows(groups), args.csv)
