@@ -530,9 +530,9 @@ def test_state_study_pools_seeds_of_one_configuration_and_places_it_at_its_state
     capsys.readouterr()
     for module, given in ((state, [copies["a"], tmp_path / "c.log"]), (report, [tmp_path / "c.log"]),
                           (state, [copies["a"], copies["a"]])):  # fmt: skip
-        with pytest.raises(SystemExit) as exit:  # the command line says what is wrong, with no traceback
+        with pytest.raises(SystemExit) as raised:  # the command line says what is wrong, with no traceback
             module.main([str(path) for path in given])
-        assert exit.value.code == 2
+        assert raised.value.code == 2
         error = capsys.readouterr().err
         assert ("c.log is not a finished meta-training run" in error) != ("share a seed" in error)
 
